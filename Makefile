@@ -1,0 +1,62 @@
+# meshbench: Istio sidecar vs ambient, measured side by side.
+# Fresh machine, as root:  make bench   (runs the main job on the local backend)
+#                          make test    (runs the tests)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCENARIO ?= quick
+RUN := $(PY) -m bench
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint \
+        report plan doctor teardown test test-unit lint
+
+setup: host-setup $(STAMP)
+
+host-setup:
+	@bash scripts/setup-host.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# Debian's BCC bindings live outside the venv: link just the bcc package in
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  if [ -d /usr/lib/python3/dist-packages/bcc ]; then ln -sfn /usr/lib/python3/dist-packages/bcc $$site/bcc; fi
+	@touch $@
+
+bench: setup
+	$(RUN) run -s $(SCENARIO)
+
+bench-baseline: setup
+	$(RUN) run -s $(SCENARIO) --modes baseline
+
+bench-sidecar: setup
+	$(RUN) run -s $(SCENARIO) --modes baseline,sidecar
+
+bench-ambient: setup
+	$(RUN) run -s $(SCENARIO) --modes baseline,ambient
+
+bench-waypoint: setup
+	$(RUN) run -s $(SCENARIO) --modes baseline,waypoint
+
+report: $(STAMP)
+	$(RUN) report $(RUN_DIR)
+
+plan: $(STAMP)
+	$(RUN) plan -s $(SCENARIO) $(if $(MODE),--mode $(MODE),)
+
+doctor: $(STAMP)
+	$(RUN) doctor
+
+teardown: $(STAMP)
+	$(RUN) teardown --all
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m "not root and not bcc and not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check bench analysis tests

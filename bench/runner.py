@@ -1,0 +1,207 @@
+"""The run: every (repetition, mode, load level) cell, modes interleaved, teardown always.
+
+Phases per mode: provision -> idle footprint -> for each level: warm-up -> measurement window
+(load and probes together, boundaries recorded) -> collect; teardown in `finally`, also on
+Ctrl-C and SIGTERM. A cell that fails is recorded with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.backends.base import Backend, Deployment
+from bench.errors import BenchError, CellFailed
+from bench.load import hdr
+from bench.load.driver import run_locust
+from bench.probes.processes import Target, write_targets
+from bench.probes.resources import ResourceSampler, per_krps, summarize_window
+from bench.scenario import Scenario
+from bench.store import Cell, RunStore, Sample
+
+IDLE_WINDOW_S = 3.0
+LOCUST_START_S = 2.0  # Locust's own start-up, before its first request
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def mode_orders(modes: tuple[str, ...], repetitions: int, seed: int) -> list[list[str]]:
+    """Repetition 1 keeps the scenario's order; later ones are shuffled with a recorded
+    seed, so that drift of a noisy machine hits every mode alike."""
+    rng = random.Random(seed)
+    orders = [list(modes)]
+    for _ in range(1, repetitions):
+        order = list(modes)
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str
+    reason: str = ""
+    window: dict[str, float] | None = None
+    summary: hdr.LatencySummary | None = None
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, backend: Backend, store: RunStore,
+                 progress: Callable[[str], None] = log) -> None:
+        self.s = scenario
+        self.backend = backend
+        self.store = store
+        self.progress = progress
+        self.cells: list[dict[str, Any]] = []
+        self.sampler: ResourceSampler | None = None
+        self.targets_path = store.dir / "targets.json"
+        self.resources_path = store.dir / "resources.jsonl"
+        (store.dir / "logs").mkdir(exist_ok=True)
+
+    # ---- the whole run --------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        orders = mode_orders(self.s.modes, self.s.repetitions, self.s.seed)
+        self.store.update(mode_order=orders)
+        total = len(orders) * len(self.s.modes) * len(self.s.load.levels)
+        self._start_sampler()
+        try:
+            for rep, order in enumerate(orders, start=1):
+                for mode in order:
+                    self._run_mode(rep, mode, total)
+        finally:
+            self._stop_sampler()
+        return self.cells
+
+    def _start_sampler(self) -> None:
+        probes = dict(self.store.manifest.get("probes", {}))
+        if not self.s.probes.resources.enabled:
+            probes["resources"] = {"status": "skipped", "reason": "disabled in the scenario"}
+        else:
+            write_targets(self.targets_path, [])
+            r = self.s.probes.resources
+            self.sampler = ResourceSampler(self.targets_path, self.resources_path,
+                                           interval=r.interval_s, pss_interval=r.pss_interval_s)
+            self.sampler.start()
+            probes["resources"] = {"status": "ok", "reason": "",
+                                   "interval_s": r.interval_s, "pss_interval_s": r.pss_interval_s}
+        self.store.update(probes=probes)
+
+    def _stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+
+    def _set_targets(self, dep: Deployment | None, mode: str, extra: list[Target] = ()) -> None:
+        if self.sampler is None:
+            return
+        targets = [] if dep is None else [
+            Target(pid=p.pid, role=p.role, entity=p.entity, pod=p.pod, namespace=p.namespace,
+                   node=p.node, mode=mode) for p in dep.processes]
+        write_targets(self.targets_path, [*targets, *extra])
+
+    # ---- one mode -------------------------------------------------------------------------
+    def _run_mode(self, rep: int, mode: str, total: int) -> None:
+        cells = [Cell(rep, mode, lvl) for lvl in self.s.load.levels]
+        t = time.monotonic()
+        self.progress(f"r{rep} {mode}: provisioning")
+        try:
+            dep = self.backend.provision(mode)
+        except BenchError as e:
+            self.backend.teardown()
+            for c in cells:
+                self._record(CellOutcome(c, "failed", f"provision: {e.one_line()}"), total)
+            return
+        try:
+            self.progress(f"r{rep} {mode}: ready in {time.monotonic() - t:.1f} s "
+                          f"({len(dep.mesh.proxies)} proxies)")
+            self._set_targets(dep, mode)
+            self._idle(rep, mode)
+            for c in cells:
+                self._record(self._run_cell(c, dep), total)
+        finally:
+            self._set_targets(None, mode)
+            self.backend.teardown()
+
+    def _idle(self, rep: int, mode: str) -> None:
+        """Footprint with no load: resources over a short quiet window after readiness."""
+        if self.sampler is None:
+            return
+        t0 = time.time()
+        time.sleep(IDLE_WINDOW_S)
+        t1 = time.time()
+        idle = Cell(rep, mode, 0)
+        res = summarize_window(self.resources_path, t0, t1, idle)
+        self.store.append(_with_label(res.samples, phase="idle"))
+
+    def _run_cell(self, cell: Cell, dep: Deployment) -> CellOutcome:
+        s = self.s
+        hdr_out = self.store.hdr_path(cell)
+        duration = LOCUST_START_S + s.timing.warmup_s + s.timing.window_s + 1.0
+        load = run_locust(
+            netns=dep.load_netns, url=dep.url + "/", target_rps=cell.level,
+            users=s.load.connections, processes=s.load.processes, duration_s=duration,
+            hdr_out=hdr_out, log_path=self.store.dir / "logs" / f"locust-{cell.id}.log",
+            timeout_s=duration + 30)
+        try:
+            self._set_targets(dep, cell.mode, [Target(pid=load.pid, role="loadgen",
+                                                      entity="locust", mode=cell.mode)])
+            self._sleep_checking(dep, LOCUST_START_S + s.timing.warmup_s)
+            w0 = (time.time(), time.monotonic())
+            self._sleep_checking(dep, s.timing.window_s)
+            w1 = (time.time(), time.monotonic())
+            load.wait()
+        except CellFailed as e:
+            return CellOutcome(cell, "failed", e.one_line())
+        finally:
+            load.stop()
+            self._set_targets(dep, cell.mode)
+        window = {"start": w0[0], "end": w1[0], "start_mono": w0[1], "end_mono": w1[1]}
+        summary = hdr.summarize(hdr.read_intervals(load.hdr_paths()), w0[0], w1[0])
+        cpu = load.cpu_percent_max(w0[0], w1[0])
+        rows = hdr.to_samples(cell, summary, cell.level, cpu)
+        if self.sampler is not None:
+            res = summarize_window(self.resources_path, w0[0], w1[0], cell)
+            res_rows = _with_label(res.samples, phase="load")
+            rows += res_rows + _with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
+        self.store.append(rows)
+        if summary.count == 0:
+            return CellOutcome(cell, "failed", "no request completed in the window", window)
+        return CellOutcome(cell, "ok", "", window, summary)
+
+    def _sleep_checking(self, dep: Deployment, seconds: float) -> None:
+        """Sleep, but notice within ~0.5 s when a proxy or app of the mode has died."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.5, left))
+            broken = self.backend.check(dep)
+            if broken:
+                raise CellFailed(f"process died mid-cell: {broken[0]}")
+
+    def _record(self, o: CellOutcome, total: int) -> None:
+        entry = {"cell": o.cell.id, "mode": o.cell.mode, "level": o.cell.level,
+                 "repetition": o.cell.repetition, "status": o.status, "reason": o.reason,
+                 "window": o.window}
+        self.cells.append(entry)
+        self.store.update(cells=self.cells)
+        n = len(self.cells)
+        if o.summary is not None:
+            sm = o.summary
+            self.progress(f"[{n}/{total}] {o.cell.id}: p50 {sm.p50_us:.0f} us, p99 "
+                          f"{sm.p99_us:.0f} us, {sm.achieved_rps:.0f}/{o.cell.level} rps, "
+                          f"{sm.errors} errors")
+        else:
+            self.progress(f"[{n}/{total}] {o.cell.id}: FAILED: {o.reason}")
+
+
+def _with_label(samples: list[Sample], **labels: Any) -> list[Sample]:
+    from dataclasses import replace
+
+    return [replace(s, labels={**(s.labels or {}), **labels}) for s in samples]
+
