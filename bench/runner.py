@@ -50,6 +50,7 @@ class CellOutcome:
     reason: str = ""
     window: dict[str, float] | None = None
     summary: hdr.LatencySummary | None = None
+    loadgen_pid: int | None = None
 
 
 class Runner:
@@ -60,6 +61,7 @@ class Runner:
         self.store = store
         self.progress = progress
         self.cells: list[dict[str, Any]] = []
+        self.deployments: list[dict[str, Any]] = []
         self.sampler: ResourceSampler | None = None
         self.targets_path = store.dir / "targets.json"
         self.resources_path = store.dir / "resources.jsonl"
@@ -122,6 +124,10 @@ class Runner:
             self.progress(f"r{rep} {mode}: ready in {time.monotonic() - t:.1f} s "
                           f"({len(dep.mesh.proxies)} proxies)")
             self._set_targets(dep, mode)
+            self.deployments.append({"repetition": rep, "mode": mode, "processes": [
+                {"pid": p.pid, "role": p.role, "entity": p.entity, "pod": p.pod, "node": p.node}
+                for p in dep.processes]})
+            self.store.update(deployments=self.deployments)
             self._idle(rep, mode)
             for c in cells:
                 self._record(self._run_cell(c, dep), total)
@@ -149,6 +155,7 @@ class Runner:
             users=s.load.connections, processes=s.load.processes, duration_s=duration,
             hdr_out=hdr_out, log_path=self.store.dir / "logs" / f"locust-{cell.id}.log",
             timeout_s=duration + 30)
+        self.store.update(current={"cell": cell.id, "loadgen_pid": load.pid})
         try:
             self._set_targets(dep, cell.mode, [Target(pid=load.pid, role="loadgen",
                                                       entity="locust", mode=cell.mode)])
@@ -158,7 +165,7 @@ class Runner:
             w1 = (time.time(), time.monotonic())
             load.wait()
         except CellFailed as e:
-            return CellOutcome(cell, "failed", e.one_line())
+            return CellOutcome(cell, "failed", e.one_line(), loadgen_pid=load.pid)
         finally:
             load.stop()
             self._set_targets(dep, cell.mode)
@@ -172,8 +179,9 @@ class Runner:
             rows += res_rows + _with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
         self.store.append(rows)
         if summary.count == 0:
-            return CellOutcome(cell, "failed", "no request completed in the window", window)
-        return CellOutcome(cell, "ok", "", window, summary)
+            return CellOutcome(cell, "failed", "no request completed in the window", window,
+                               loadgen_pid=load.pid)
+        return CellOutcome(cell, "ok", "", window, summary, load.pid)
 
     def _sleep_checking(self, dep: Deployment, seconds: float) -> None:
         """Sleep, but notice within ~0.5 s when a proxy or app of the mode has died."""
@@ -187,7 +195,7 @@ class Runner:
     def _record(self, o: CellOutcome, total: int) -> None:
         entry = {"cell": o.cell.id, "mode": o.cell.mode, "level": o.cell.level,
                  "repetition": o.cell.repetition, "status": o.status, "reason": o.reason,
-                 "window": o.window}
+                 "window": o.window, "loadgen_pid": o.loadgen_pid}
         self.cells.append(entry)
         self.store.update(cells=self.cells)
         n = len(self.cells)

@@ -1,0 +1,184 @@
+"""Merge and summarise the load generator's per-second HDR histograms.
+
+Reads the JSONL lines written by workloads/locustfiles/hdr_recorder.py (one file per
+Locust process, named f"{prefix}.{pid}") without importing Locust or gevent. Values are
+integer microseconds; percentiles are exact to HDR's 3 significant figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+
+from bench.store import Cell, Sample
+
+LOWEST_US, HIGHEST_US, SIG_FIGS = 1, 60_000_000, 3  # must match the recorder's
+SATURATION_RPS_RATIO = 0.95
+SATURATION_CPU_PERCENT = 80.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One process's histogram of successful requests completed in [ts_start, ts_end)."""
+
+    ts_start: float
+    ts_end: float
+    pid: int
+    count: int
+    errors: int
+    hist: str  # base64 from HdrHistogram.encode(), decoded only when merged
+
+    @property
+    def midpoint(self) -> float:
+        return (self.ts_start + self.ts_end) / 2.0
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latency (us) and throughput of one window [t0, t1]; latencies are 0.0 when count == 0."""
+
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    p999_us: float
+    max_us: float
+    mean_us: float
+    count: int
+    errors: int
+    achieved_rps: float
+    t0: float
+    t1: float
+    seconds_covered: float
+
+
+def hdr_files(prefix: Path) -> list[Path]:
+    """The per-process files the recorder wrote for MB_HDR_OUT=prefix, sorted."""
+    return sorted(p for p in prefix.parent.glob(prefix.name + ".*") if p.suffix[1:].isdigit())
+
+
+def read_intervals(paths: Iterable[Path]) -> list[Interval]:
+    """All intervals from the given JSONL files, sorted by start time.
+
+    A truncated last line (the process was killed mid-write) is skipped.
+    """
+    out: list[Interval] = []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.append(Interval(
+                ts_start=float(d["ts_start"]), ts_end=float(d["ts_end"]), pid=int(d["pid"]),
+                count=int(d["count"]), errors=int(d["errors"]), hist=str(d["hist"]),
+            ))
+    out.sort(key=lambda i: (i.ts_start, i.pid))
+    return out
+
+
+def steady_window(intervals: Sequence[Interval], trim_s: float = 1.0) -> tuple[float, float]:
+    """[t0, t1] from the first to the last interval with requests, trimmed by trim_s at each
+    end and rounded inwards to whole seconds (where the recorder's intervals end)."""
+    busy = [i for i in intervals if i.count or i.errors]
+    if not busy:
+        raise ValueError("no interval has any request")
+    t0 = math.ceil(busy[0].ts_start + trim_s)
+    t1 = math.floor(busy[-1].ts_end - trim_s)
+    if t1 <= t0:
+        raise ValueError(f"run too short for a {trim_s}s trim at each end")
+    return float(t0), float(t1)
+
+
+def merge(
+    intervals: Iterable[Interval], t0: float, t1: float
+) -> tuple[HdrHistogram, int, int, float]:
+    """Add up the intervals whose midpoint lies in [t0, t1].
+
+    Returns (histogram, count, errors, seconds_covered), where seconds_covered is the
+    length of the union of the kept intervals' spans (a gap means a process wrote nothing).
+    """
+    total = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
+    count = errors = 0
+    spans: list[tuple[float, float]] = []
+    for i in intervals:
+        if not t0 <= i.midpoint <= t1:
+            continue
+        if i.count:
+            total.add(HdrHistogram.decode(i.hist))
+        count += i.count
+        errors += i.errors
+        spans.append((i.ts_start, i.ts_end))
+    return total, count, errors, _union_length(spans)
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    covered, end = 0.0, -math.inf
+    for a, b in sorted(spans):
+        if b > end:
+            covered += b - max(a, end)
+            end = b
+    return covered
+
+
+def summarize(intervals: Iterable[Interval], t0: float, t1: float) -> LatencySummary:
+    """Percentiles, count, errors and achieved rps (= count / (t1 - t0)) over [t0, t1]."""
+    if t1 <= t0:
+        raise ValueError(f"empty window [{t0}, {t1}]")
+    hist, count, errors, covered = merge(intervals, t0, t1)
+
+    def pct(p: float) -> float:
+        return float(hist.get_value_at_percentile(p)) if count else 0.0
+
+    return LatencySummary(
+        p50_us=pct(50), p90_us=pct(90), p99_us=pct(99), p999_us=pct(99.9),
+        max_us=float(hist.get_max_value()) if count else 0.0,
+        mean_us=float(hist.get_mean_value()) if count else 0.0,
+        count=count, errors=errors, achieved_rps=count / (t1 - t0),
+        t0=t0, t1=t1, seconds_covered=covered,
+    )
+
+
+def is_saturated(achieved_rps: float, target_rps: float, loadgen_cpu_percent: float) -> bool:
+    """Locust is closed-loop: below 95 % of target, or above 80 % of a core, the latencies
+    describe the load generator's limits as much as the system under test."""
+    return (achieved_rps < SATURATION_RPS_RATIO * target_rps
+            or loadgen_cpu_percent > SATURATION_CPU_PERCENT)
+
+
+def to_samples(
+    cell: Cell,
+    summary: LatencySummary,
+    target_rps: float,
+    loadgen_cpu_percent: float,
+    saturated: bool | None = None,
+) -> list[Sample]:
+    """Tidy rows (source "load", entity "client") for one cell.
+
+    `saturated` defaults to is_saturated(...). Latency rows are left out when the window
+    has no successful request, since there is no latency to report.
+    """
+    if saturated is None:
+        saturated = is_saturated(summary.achieved_rps, target_rps, loadgen_cpu_percent)
+    ts = summary.t1
+    values: list[tuple[str, str, float]] = []
+    if summary.count:
+        values += [
+            ("latency_p50", "us", summary.p50_us), ("latency_p90", "us", summary.p90_us),
+            ("latency_p99", "us", summary.p99_us), ("latency_p999", "us", summary.p999_us),
+            ("latency_max", "us", summary.max_us), ("latency_mean", "us", summary.mean_us),
+        ]
+    values += [
+        ("requests", "count", float(summary.count)), ("errors", "count", float(summary.errors)),
+        ("achieved_rps", "rps", summary.achieved_rps), ("target_rps", "rps", float(target_rps)),
+        ("loadgen_cpu", "percent", float(loadgen_cpu_percent)),
+        ("saturated", "bool", 1.0 if saturated else 0.0),
+    ]
+    return [
+        Sample.for_cell(cell, source="load", metric=m, unit=u, value=v, entity="client", ts=ts)
+        for m, u, v in values
+    ]

@@ -1,0 +1,85 @@
+"""Whole runs through the CLI: results written, and nothing left behind, even on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.backends.local import netns
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, results: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "bench", *args, "--results", str(results)],
+                            cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _all_pids(manifest: dict) -> list[int]:
+    pids = [p["pid"] for d in manifest.get("deployments", []) for p in d["processes"]]
+    pids += [c["loadgen_pid"] for c in manifest.get("cells", []) if c.get("loadgen_pid")]
+    if manifest.get("current", {}).get("loadgen_pid"):
+        pids.append(manifest["current"]["loadgen_pid"])
+    return pids
+
+
+def test_smoke_run_writes_parquet_in_microseconds_and_a_report(tmp_path: Path) -> None:
+    proc = _cli("run", "-s", "smoke", results=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["exit_status"] == "ok"
+    assert [c["status"] for c in manifest["cells"]] == ["ok"] * 4
+    df = pd.read_parquet(run_dir / "samples.parquet")
+    p50 = df[(df.source == "load") & (df.metric == "latency_p50")]
+    assert set(p50["mode"]) == {"baseline", "sidecar", "ambient", "waypoint"}
+    assert set(p50["unit"]) == {"us"}
+    assert (p50["value"] > 0).all()
+    # microsecond resolution, not Locust's whole milliseconds
+    assert any(v % 1000 for v in p50["value"])
+    cpu = df[(df.source == "resources") & (df.metric == "cpu_cores")]
+    assert {"sidecar-client-0", "ztunnel-node0", "waypoint"} <= set(cpu["entity"])
+    assert (run_dir / "report.md").exists()
+    assert netns.list_ours() == []
+    assert not [p for p in _all_pids(manifest) if _alive(p)]
+
+
+def test_ctrl_c_mid_run_tears_down_and_keeps_results(tmp_path: Path) -> None:
+    proc = _cli("run", "-s", "smoke", "--modes", "sidecar,ambient", results=tmp_path)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait until the first cell is done and the next mode is up
+        if "r1 ambient: ready" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2.5)  # inside the ambient cell, with Locust running
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert netns.list_ours() == []
+    run_dir = next(tmp_path.iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["exit_status"] == "interrupted"
+    pids = _all_pids(manifest)
+    assert len(pids) >= 4
+    time.sleep(0.5)
+    assert not [p for p in pids if _alive(p)]
+    df = pd.read_parquet(run_dir / "samples.parquet")
+    assert "sidecar" in set(df["mode"])  # the finished cell's data survived

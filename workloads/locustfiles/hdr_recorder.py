@@ -1,0 +1,127 @@
+"""Locust-side latency recorder: one HDR histogram per process per second, as JSONL.
+
+Imported by a locustfile; it runs inside Locust (gevent), never in the orchestrator.
+Locust's own percentiles round anything under 100 ms to whole milliseconds, which hides
+a ~0.1 ms proxy hop, so every request's float `response_time` is recorded here in
+integer microseconds instead.
+
+Each load-generating process appends lines to f"{MB_HDR_OUT}.{pid}" (the master of a
+--processes run sends no requests and writes nothing):
+
+    {"ts_start": float, "ts_end": float, "pid": int, "count": int, "errors": int,
+     "hist": "<HdrHistogram.encode() base64>"}
+
+`count` and the histogram hold successful requests completed in [ts_start, ts_end);
+failed requests (exception set) are only counted in `errors`, so that fast connection
+errors do not pull the latency distribution down. Intervals end on whole wall-clock
+seconds so that the files of several processes line up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, TextIO
+
+import gevent
+from hdrh.histogram import HdrHistogram
+from locust import events
+from locust.runners import MasterRunner
+
+LOWEST_US, HIGHEST_US, SIG_FIGS = 1, 60_000_000, 3
+
+_OUT_PREFIX = os.environ.get("MB_HDR_OUT", "")
+if not _OUT_PREFIX:
+    raise RuntimeError("MB_HDR_OUT is not set: it names the per-second HDR output file prefix")
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.hist = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
+        self.errors = 0
+        self.ts_start: float | None = None  # None until the test starts in this process
+        self.out: TextIO | None = None
+        self.flusher: gevent.Greenlet | None = None
+
+    def record(self, response_time_ms: float, failed: bool) -> None:
+        if failed:
+            self.errors += 1
+            return
+        us = round(response_time_ms * 1000.0)
+        self.hist.record_value(min(max(us, 0), HIGHEST_US))
+
+    def flush(self, *, keep_empty: bool) -> None:
+        """Write the current interval and start a new one (no gevent yield in between)."""
+        if self.ts_start is None:
+            return
+        now = time.time()
+        count = self.hist.get_total_count()
+        if count or self.errors or keep_empty:
+            if self.out is None:
+                # Opened here, after Locust's fork, so that the pid names this process.
+                # Kept open across flushes; closed by stop().
+                self.out = open(f"{_OUT_PREFIX}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115
+            line = {
+                "ts_start": self.ts_start, "ts_end": now, "pid": os.getpid(),
+                "count": count, "errors": self.errors,
+                "hist": self.hist.encode().decode("ascii"),
+            }
+            self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.hist.reset()
+        self.errors = 0
+        self.ts_start = now
+
+    def every_second(self) -> None:
+        while True:
+            now = time.time()
+            gevent.sleep(math.floor(now) + 1.0 - now)
+            # Empty seconds are written too: a gap in the load shows up as zero counts.
+            self.flush(keep_empty=True)
+
+    def start(self) -> None:
+        if self.ts_start is not None:
+            return
+        self.hist.reset()
+        self.errors = 0
+        self.ts_start = time.time()
+        self.flusher = gevent.spawn(self.every_second)
+
+    def stop(self) -> None:
+        if self.flusher is not None:
+            self.flusher.kill(block=False)
+            self.flusher = None
+        self.flush(keep_empty=False)
+        self.ts_start = None
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+
+
+_recorder = _Recorder()
+
+
+def _is_master(environment: Any) -> bool:
+    return isinstance(getattr(environment, "runner", None), MasterRunner)
+
+
+@events.request.add_listener
+def _on_request(response_time: float, exception: BaseException | None, **_: Any) -> None:
+    _recorder.record(response_time, exception is not None)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    if not _is_master(environment):
+        _recorder.start()
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_: Any) -> None:
+    _recorder.stop()
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    _recorder.stop()
