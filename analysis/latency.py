@@ -1,0 +1,194 @@
+"""Report sections on client-side latency: table, overhead vs baseline, mode ratios, CV.
+
+Each function takes a `Run` and returns Markdown lines; a section whose data are
+missing says so instead of disappearing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from analysis.fmt import NOT_MEASURED, num, pct, spread, table
+from analysis.load import Run
+from analysis.stats import (
+    BASELINE,
+    CV_WARN,
+    bootstrap_ratio_ci,
+    cell_values,
+    overhead_vs_baseline,
+    significance,
+    summarize,
+)
+
+PERCENTILES = (("latency_p50", "p50"), ("latency_p90", "p90"), ("latency_p99", "p99"),
+               ("latency_p999", "p99.9"))
+OVERHEAD_METRICS = (("latency_p50", "p50"), ("latency_p99", "p99"))
+RATIO_PAIRS = (("sidecar", "baseline"), ("ambient", "baseline"), ("waypoint", "baseline"),
+               ("ambient", "sidecar"), ("waypoint", "sidecar"))
+
+
+def by_cell(summary: pd.DataFrame) -> dict[tuple[str, int], dict[str, Any]]:
+    """A summary frame keyed by (mode, level)."""
+    return {(r["mode"], int(r["level"])): r for r in summary.to_dict("records")}
+
+
+def _spread_n(row: dict[str, Any] | None, n: int) -> str:
+    """"median [min–max]", with "(n=k)" when fewer values than the row's n."""
+    if row is None:
+        return NOT_MEASURED
+    text = spread(row["median"], row["min"], row["max"])
+    return text if int(row["n"]) == n else f"{text} (n={int(row['n'])})"
+
+
+def cells_measured(run: Run) -> dict[tuple[str, int], int]:
+    """Repetitions with any client row, per (mode, level)."""
+    counts = run.client.groupby(["mode", "level"])["repetition"].nunique()
+    return {(str(m), int(lv)): int(n) for (m, lv), n in counts.items()}
+
+
+def _sum_of(run: Run, metric: str) -> dict[tuple[str, int], tuple[float, int]]:
+    values = cell_values(run.client, metric)
+    g = values.groupby(["mode", "level"])["value"].agg(["sum", "count"])
+    return {(str(m), int(lv)): (float(r["sum"]), int(r["count"])) for (m, lv), r in g.iterrows()}
+
+
+def latency_section(run: Run, figure: str | None = None) -> list[str]:
+    """Per mode and level: percentiles as median [min–max] across repetitions, n,
+    achieved rps, errors (sum) and saturated cells; then `figure` (an image file name)."""
+    lines = ["## Latency", ""]
+    if run.client.empty:
+        return lines + ["No load-generator rows in this run: latency was not measured.", ""]
+    summaries = {m: by_cell(summarize(run.client, m)) for m, _ in PERCENTILES}
+    rps = by_cell(summarize(run.client, "achieved_rps"))
+    errors, saturated = _sum_of(run, "errors"), _sum_of(run, "saturated")
+    n_cells = cells_measured(run)
+    rows = []
+    for mode in run.modes:
+        for level in run.levels:
+            key = (mode, level)
+            n = n_cells.get(key, 0)
+            err, err_n = errors.get(key, (0.0, 0))
+            sat, sat_n = saturated.get(key, (0.0, 0))
+            rows.append([
+                mode, str(level),
+                *(_spread_n(summaries[m].get(key), n) for m, _ in PERCENTILES),
+                str(n), _spread_n(rps.get(key), n),
+                num(err) + ("" if err_n == n else f" (n={err_n})") if err_n else NOT_MEASURED,
+                f"{int(sat)}/{sat_n}" if sat_n else NOT_MEASURED,
+            ])
+    headers = ["mode", "target (rps)", *(f"{label} (µs)" for _, label in PERCENTILES),
+               "n", "achieved (rps)", "errors (sum)", "saturated (cells)"]
+    lines += table(headers, rows)
+    lines += ["", ("Values: median [min–max] across n repetitions; each repetition's value is "
+              "that cell's percentile from its merged HDR histogram (µs)."), ""]
+    if any(s for s, _ in saturated.values()):
+        lines += [("Saturated cells (achieved < 95 % of target, or the load generator above "
+                  "80 % CPU) describe the load generator's limits as much as the mesh."), ""]
+    return lines + ([f"![latency by percentile]({figure})", ""] if figure else [])
+
+
+def overhead_section(run: Run) -> list[str]:
+    """Paired overhead (same level, same repetition) of each mode over baseline."""
+    lines = ["## Overhead vs baseline", ""]
+    overheads = {m: by_cell(overhead_vs_baseline(run.client, m)) for m, _ in OVERHEAD_METRICS}
+    if not any(overheads.values()):
+        return lines + [("Not computed: this run has no baseline cell paired with another "
+                        "mode at the same level and repetition."), ""]
+    rows = []
+    for mode in run.modes:
+        if mode == BASELINE:
+            continue
+        for level in run.levels:
+            cells = [overheads[m].get((mode, level)) for m, _ in OVERHEAD_METRICS]
+            n = max((int(c["n"]) for c in cells if c is not None), default=0)
+            row = [mode, str(level), str(n)]
+            for c in cells:
+                if c is None:
+                    row += [NOT_MEASURED, NOT_MEASURED]
+                    continue
+                tag = "" if int(c["n"]) == n else f" (n={int(c['n'])})"
+                row += [_spread_n(c, n),
+                        spread(c["pct_median"], c["pct_min"], c["pct_max"], pct) + tag]
+            rows.append(row)
+    headers = ["mode", "target (rps)", "n (pairs)"]
+    for _, label in OVERHEAD_METRICS:
+        headers += [f"{label} Δ (µs)", f"{label} Δ (% of baseline)"]
+    lines += table(headers, rows)
+    return lines + ["", ("Δ = mode minus baseline at the same level in the same repetition of "
+                    "this run (paired), then median [min–max] over the pairs."), ""]
+
+
+def ratio_section(run: Run) -> list[str]:
+    """Ratios of medians between modes with 95 % bootstrap CIs and Mann-Whitney verdicts."""
+    lines = ["## Ratios between modes", ""]
+    rows = []
+    for metric, label in OVERHEAD_METRICS:
+        values = cell_values(run.client, metric)
+        for level in run.levels:
+            for a, b in RATIO_PAIRS:
+                xa = values[(values["mode"] == a) & (values["level"] == level)]["value"]
+                xb = values[(values["mode"] == b) & (values["level"] == level)]["value"]
+                if xa.empty or xb.empty or xb.median() == 0:
+                    continue
+                ci = bootstrap_ratio_ci(xa.to_numpy(), xb.to_numpy())
+                sig = significance(xa.to_numpy(), xb.to_numpy())
+                # one repetition per side has no spread to resample: no interval
+                interval = (f"{ci.ratio:.3f} [{ci.lo:.3f}–{ci.hi:.3f}]"
+                            if min(len(xa), len(xb)) > 1 else f"{ci.ratio:.3f} (no CI: n=1)")
+                rows.append([str(level), label, f"{a} / {b}", interval,
+                             f"{sig.n_a} vs {sig.n_b}", f"{sig.p_value:.3g}", sig.verdict])
+    if not rows:
+        return lines + ["Not computed: no two modes were measured at the same level.", ""]
+    headers = ["target (rps)", "percentile", "ratio", "ratio of medians [95 % CI]",
+               "n", "Mann-Whitney p", "verdict"]
+    lines += table(headers, rows)
+    return lines + ["", ("CI: percentile bootstrap (10000 resamples of the repetitions, seed 0); "
+                    "with few repetitions it is wide. Significant = p < 0.01 and effect "
+                    ">= 5 %; \"n too small\" = no outcome with these n could give p < 0.01 "
+                    "(two-sided Mann-Whitney needs 5 repetitions per mode, or 4 vs 6)."), ""]
+
+
+def cv_lines(summary: pd.DataFrame, what: str, unit: str) -> tuple[list[str], list[str]]:
+    """(warnings for cells with CV >= 10 %, cells "mode at level rps" with n < 2)."""
+    warn, unknown = [], []
+    for r in summary.to_dict("records"):
+        where = f"{r['mode']} at {int(r['level'])} rps"
+        if int(r["n"]) < 2:
+            unknown.append(where)
+        elif r["cv_warning"]:
+            warn.append(f"- {where}, {what}: CV {100 * r['cv']:.1f} % (n={int(r['n'])}, "
+                        f"{spread(r['median'], r['min'], r['max'])} {unit})")
+    return warn, unknown
+
+
+def cv_section(run: Run, extra: list[tuple[pd.DataFrame, str, str]]) -> list[str]:
+    """Cells whose coefficient of variation across repetitions reaches 10 %.
+
+    `extra` adds (summary, what, unit) triples from other sections (e.g. resources).
+    """
+    lines = ["## CV warnings", ""]
+    checks = [(summarize(run.client, m), label, "µs") for m, label in PERCENTILES]
+    checks += [(summarize(run.client, "achieved_rps"), "achieved rps", "rps"), *extra]
+    warn: list[str] = []
+    unknown: list[str] = []
+    for summary, what, unit in checks:
+        w, u = cv_lines(summary, what, unit)
+        warn += w
+        unknown += u
+    checked = any((summary["n"] >= 2).any() for summary, _, _ in checks)
+    whats = ", ".join(what for _, what, _ in checks)
+    if warn:
+        lines += [f"CV = std / mean across repetitions; warned at >= {100 * CV_WARN:.0f} %.", "",
+                  *warn]
+    elif checked:
+        lines += [f"None: every cell with n >= 2 has CV < {100 * CV_WARN:.0f} % ({whats})."]
+    elif not run.client.empty:
+        lines += ["No cell has n >= 2 repetitions, so no CV could be computed."]
+    else:
+        lines += ["No cells measured; nothing to check."]
+    if unknown:
+        cells = ", ".join(dict.fromkeys(unknown))
+        lines += ["", f"CV not computable (n < 2) for: {cells}."]
+    return lines + [""]

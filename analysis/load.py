@@ -1,0 +1,138 @@
+"""Load one run directory, as `bench.store` wrote it, into a `Run`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.store import load_table
+
+LOAD = "load"
+RESOURCES = "resources"
+CLIENT = "client"
+IDLE = "idle"
+UNDER_LOAD = "load"
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One run: its manifest and its tidy long table (one row per measured value).
+
+    `table` has the store's columns (run_id, mode, level, repetition, source, metric,
+    unit, ts, value, entity, labels); `labels` is still a JSON string there, parsed on
+    first use by `labels` / `label()`. Treat both as read-only.
+    """
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    table: pd.DataFrame
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id", self.run_dir.name))
+
+    @property
+    def backend(self) -> str:
+        return str(self.manifest.get("backend", ""))
+
+    @property
+    def scenario(self) -> dict[str, Any]:
+        scenario = self.manifest.get("scenario")
+        return scenario if isinstance(scenario, dict) else {}
+
+    @property
+    def modes(self) -> list[str]:
+        """Modes in the scenario's order, then any other mode found in the table."""
+        declared = [str(m) for m in self.scenario.get("modes", [])]
+        seen = [m for m in dict.fromkeys(self.table["mode"]) if m]
+        return declared + [m for m in seen if m not in declared]
+
+    @property
+    def levels(self) -> list[int]:
+        """Target rps levels: the scenario's, then any other non-idle level in the table."""
+        declared = [int(v) for v in self.scenario.get("load", {}).get("levels", [])]
+        seen = sorted(int(v) for v in set(self.table["level"]) if int(v) > 0)
+        return declared + [v for v in seen if v not in declared]
+
+    @cached_property
+    def labels(self) -> pd.Series:
+        """The labels column parsed into dicts, aligned with `table`'s index."""
+        return self.table["labels"].map(_parse_labels)
+
+    def label(self, key: str) -> pd.Series:
+        """One label per row (None where absent), aligned with `table`'s index."""
+        return self.labels.map(lambda d: d.get(key))
+
+    def rows(self, source: str, metric: str | None = None,
+             entity: str | None = None) -> pd.DataFrame:
+        """The table's rows of one source, optionally of one metric and one entity."""
+        mask = self.table["source"] == source
+        if metric is not None:
+            mask &= self.table["metric"] == metric
+        if entity is not None:
+            mask &= self.table["entity"] == entity
+        return self.table[mask]
+
+    @cached_property
+    def failed_cells(self) -> frozenset[tuple[str, int, int]]:
+        """(mode, level, repetition) of cells the manifest marks "failed"."""
+        return frozenset(
+            (str(c["mode"]), int(c["level"]), int(c["repetition"]))
+            for c in self.manifest.get("cells") or [] if c.get("status") == "failed"
+        )
+
+    def without_failed(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """`rows` minus those of failed cells: a failed cell's partial numbers are not
+        samples of the mode."""
+        if not self.failed_cells or rows.empty:
+            return rows
+        keys = zip(rows["mode"], rows["level"].astype(int), rows["repetition"].astype(int))
+        return rows[[k not in self.failed_cells for k in keys]]
+
+    @cached_property
+    def client(self) -> pd.DataFrame:
+        """The load generator's per-cell rows (source "load", entity "client") of cells
+        that did not fail."""
+        return self.without_failed(self.rows(LOAD, entity=CLIENT))
+
+    @cached_property
+    def resources(self) -> pd.DataFrame:
+        """Resource rows of cells that did not fail, with a "phase" column: "idle" or
+        "load".
+
+        A row is idle when its labels say phase "idle", or, lacking a phase label, when
+        its level is 0 (the store's level for idle and run-wide values).
+        """
+        rows = self.without_failed(self.rows(RESOURCES)).copy()
+        phase = self.label("phase").loc[rows.index]
+        fallback = rows["level"].map(lambda v: IDLE if int(v) == 0 else UNDER_LOAD)
+        rows["phase"] = phase.where(phase.notna(), fallback).astype(str)
+        return rows
+
+
+def _parse_labels(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    if not text:
+        return {}
+    parsed = json.loads(text)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def load_run(run_dir: Path | str) -> Run:
+    """Read manifest.json and the samples table (Parquet, else the JSONL rows so far).
+
+    Raises UserError when `run_dir` holds no manifest.json.
+    """
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{run_dir}: no manifest.json", hint="pass a run directory under results/")
+    manifest = json.loads(manifest_path.read_text())
+    return Run(run_dir=run_dir, manifest=manifest, table=load_table(run_dir))

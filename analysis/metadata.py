@@ -1,0 +1,76 @@
+"""Report sections from the manifest: failed cells, probes, run metadata, simplifications."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analysis.fmt import table
+from analysis.load import Run
+
+NOT_RECORDED = "not recorded"
+
+
+def failed_cells_section(run: Run) -> list[str]:
+    """Cells the manifest marks failed, with their reasons; or "none"."""
+    lines = ["## Failed cells", ""]
+    cells = run.manifest.get("cells")
+    if cells is None:
+        return lines + ["The manifest records no cell list, so failures are unknown.", ""]
+    failed = [c for c in cells if c.get("status") == "failed"]
+    if not failed:
+        return lines + [f"none ({len(cells)} cells, all ok)", ""]
+    rows = [[str(c.get("cell", "")), str(c.get("mode", "")), str(c.get("level", "")),
+             str(c.get("repetition", "")), str(c.get("reason") or "no reason recorded")]
+            for c in failed]
+    lines += table(["cell", "mode", "target (rps)", "repetition", "reason"], rows)
+    return lines + ["", (f"{len(failed)} of {len(cells)} cells failed. Rows they left in the "
+                    "store are kept out of every statistic above; n shows what remained."), ""]
+
+
+def probes_section(run: Run) -> list[str]:
+    """Each probe's status and, where given, why it was skipped or failed."""
+    lines = ["## Probes", ""]
+    probes = run.manifest.get("probes")
+    if not probes:
+        return lines + ["No probe status recorded in the manifest.", ""]
+    rows = []
+    for name, p in probes.items():
+        p = p if isinstance(p, dict) else {"status": str(p)}
+        rows.append([name, str(p.get("status", "unknown")), str(p.get("reason") or "")])
+    return lines + table(["probe", "status", "reason"], rows) + [""]
+
+
+def _mapping(value: Any) -> str:
+    if not isinstance(value, dict) or not value:
+        return NOT_RECORDED
+    return ", ".join(f"{k} {v}" for k, v in value.items())
+
+
+def metadata_section(run: Run) -> list[str]:
+    """Versions, host, start/end, exit status, mode order per repetition, seed."""
+    m = run.manifest
+    lines = ["## Run metadata", "",
+             f"- Versions: {_mapping(m.get('versions'))}",
+             f"- Host: {_mapping(m.get('host'))}",
+             f"- Started: {m.get('started', NOT_RECORDED)}; ended: {m.get('ended', NOT_RECORDED)}",
+             f"- Exit status: {m.get('exit_status', NOT_RECORDED)}",
+             f"- Seed: {m.get('seed', NOT_RECORDED)}"]
+    order = m.get("mode_order")
+    if order:
+        lines += ["- Mode order per repetition:"]
+        reps = sorted({c.get("repetition") for c in m.get("cells") or []}, key=str)
+        names = reps if len(reps) == len(order) else list(range(len(order)))
+        lines += [f"  - repetition {r}: {', '.join(map(str, modes))}"
+                  for r, modes in zip(names, order)]
+    else:
+        lines += [f"- Mode order per repetition: {NOT_RECORDED}"]
+    return lines + [""]
+
+
+def simplifications_section(run: Run) -> list[str]:
+    """The manifest's list of simplifications against a real Istio deployment."""
+    lines = ["## Simplifications", ""]
+    items = run.manifest.get("simplifications")
+    if not items:
+        return lines + ["None recorded in the manifest.", ""]
+    return lines + [f"- {s}" for s in items] + [""]
