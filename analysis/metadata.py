@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from analysis.fmt import table
@@ -46,13 +47,21 @@ def _mapping(value: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in value.items())
 
 
+def _when(value: Any) -> str:
+    """Epoch seconds as UTC ISO time; anything else as recorded."""
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat(timespec="seconds")
+    return NOT_RECORDED if value is None else str(value)
+
+
 def metadata_section(run: Run) -> list[str]:
     """Versions, host, start/end, exit status, mode order per repetition, seed."""
     m = run.manifest
     lines = ["## Run metadata", "",
              f"- Versions: {_mapping(m.get('versions'))}",
              f"- Host: {_mapping(m.get('host'))}",
-             f"- Started: {m.get('started', NOT_RECORDED)}; ended: {m.get('ended', NOT_RECORDED)}",
+             f"- Started: {_when(m.get('started'))}; ended: {_when(m.get('ended'))}",
+             f"- Git: {_mapping(m.get('git'))}",
              f"- Exit status: {m.get('exit_status', NOT_RECORDED)}",
              f"- Seed: {m.get('seed', NOT_RECORDED)}"]
     order = m.get("mode_order")

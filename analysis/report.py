@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from analysis.figures import latency_figure, resources_figure
-from analysis.latency import cv_section, latency_section, overhead_section, ratio_section
+from analysis.latency import (
+    cv_section,
+    latency_section,
+    order_section,
+    overhead_section,
+    ratio_section,
+)
 from analysis.load import Run, load_run
 from analysis.metadata import (
     failed_cells_section,
@@ -54,7 +60,8 @@ def header_section(run: Run) -> list[str]:
 def render(run: Run, latency_png: str | None, resources_png: str | None) -> str:
     """The report's Markdown, linking the figures given (file names; None = not written)."""
     lines = header_section(run)
-    lines += latency_section(run, latency_png) + overhead_section(run) + ratio_section(run)
+    lines += latency_section(run, latency_png) + overhead_section(run) + order_section(run)
+    lines += ratio_section(run)
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png)
     lines += failed_cells_section(run) + probes_section(run)
