@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.hops import hops_section
 from analysis.figures import latency_figure, resources_figure
 from analysis.latency import (
     cv_section,
@@ -61,7 +62,7 @@ def render(run: Run, latency_png: str | None, resources_png: str | None) -> str:
     """The report's Markdown, linking the figures given (file names; None = not written)."""
     lines = header_section(run)
     lines += latency_section(run, latency_png) + overhead_section(run) + order_section(run)
-    lines += ratio_section(run)
+    lines += ratio_section(run) + hops_section(run)
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png)
     lines += failed_cells_section(run) + probes_section(run)

@@ -63,6 +63,8 @@ class Runner:
         self.cells: list[dict[str, Any]] = []
         self.deployments: list[dict[str, Any]] = []
         self.sampler: ResourceSampler | None = None
+        self.hops: Any = None  # a started bench.probes.hops.HopProbe for the current mode
+        self.hops_ok = False
         self.targets_path = store.dir / "targets.json"
         self.resources_path = store.dir / "resources.jsonl"
         (store.dir / "logs").mkdir(exist_ok=True)
@@ -93,7 +95,43 @@ class Runner:
             self.sampler.start()
             probes["resources"] = {"status": "ok", "reason": "",
                                    "interval_s": r.interval_s, "pss_interval_s": r.pss_interval_s}
+        if not self.s.probes.hops.enabled:
+            probes["hops"] = {"status": "skipped", "reason": "disabled in the scenario"}
+        else:
+            from bench.probes.hops import probe_status
+
+            probes["hops"] = probe_status()
+            self.hops_ok = probes["hops"]["status"] == "ok"
         self.store.update(probes=probes)
+
+    def _attach_hops(self, dep: Deployment) -> None:
+        """Attach the per-hop probe to this mode's proxies before any load starts, so that
+        every connection the load opens is seen from its first packet."""
+        if not self.hops_ok or not dep.mesh.proxies:
+            return
+        from bench.probes.hops import HopProbe, targets_for
+
+        probe = HopProbe(targets_for(dep))
+        try:
+            probe.start()
+        except BenchError as e:
+            probe.stop()
+            self._probe_failed("hops", f"{dep.mesh.mode}: {e.one_line()}")
+            return
+        self.hops = probe
+
+    def _detach_hops(self) -> None:
+        if self.hops is not None:
+            self.hops.stop()
+            self.hops = None
+
+    def _probe_failed(self, name: str, reason: str) -> None:
+        probes = dict(self.store.manifest.get("probes", {}))
+        entry = dict(probes.get(name, {}))
+        entry.setdefault("failures", []).append(reason)
+        probes[name] = entry
+        self.store.update(probes=probes)
+        self.progress(f"probe {name} failed: {reason}")
 
     def _stop_sampler(self) -> None:
         if self.sampler is not None:
@@ -129,9 +167,11 @@ class Runner:
                 for p in dep.processes]})
             self.store.update(deployments=self.deployments)
             self._idle(rep, mode)
+            self._attach_hops(dep)
             for c in cells:
                 self._record(self._run_cell(c, dep), total)
         finally:
+            self._detach_hops()
             self._set_targets(None, mode)
             self.backend.teardown()
 
@@ -160,9 +200,12 @@ class Runner:
             self._set_targets(dep, cell.mode, [Target(pid=load.pid, role="loadgen",
                                                       entity="locust", mode=cell.mode)])
             self._sleep_checking(dep, LOCUST_START_S + s.timing.warmup_s)
+            if self.hops is not None:
+                self.hops.reset()
             w0 = (time.time(), time.monotonic())
             self._sleep_checking(dep, s.timing.window_s)
             w1 = (time.time(), time.monotonic())
+            hop_hists = self.hops.read() if self.hops is not None else None
             load.wait()
         except CellFailed as e:
             return CellOutcome(cell, "failed", e.one_line(), loadgen_pid=load.pid)
@@ -173,6 +216,10 @@ class Runner:
         summary = hdr.summarize(hdr.read_intervals(load.hdr_paths()), w0[0], w1[0])
         cpu = load.cpu_percent_max(w0[0], w1[0])
         rows = hdr.to_samples(cell, summary, cell.level, cpu)
+        if hop_hists is not None:
+            from bench.probes.hops import summarize as hop_rows
+
+            rows += hop_rows(hop_hists, cell, ts=w1[0])
         if self.sampler is not None:
             res = summarize_window(self.resources_path, w0[0], w1[0], cell)
             res_rows = _with_label(res.samples, phase="load")

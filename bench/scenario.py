@@ -66,8 +66,14 @@ class ResourceProbe:
 
 
 @dataclass(frozen=True)
+class HopProbe:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Probes:
     resources: ResourceProbe = field(default_factory=ResourceProbe)
+    hops: HopProbe = field(default_factory=HopProbe)
 
 
 @dataclass(frozen=True)
