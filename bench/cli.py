@@ -60,8 +60,9 @@ def make_backend(s: scen.Scenario) -> Any:
         from bench.backends.local.backend import LocalBackend
 
         return LocalBackend(s)
-    raise UserError(f"backend '{s.backend}' is not available in this version",
-                    hint="use backend: local")
+    from bench.backends.kind import make
+
+    return make(s)
 
 
 # ---- subcommands ------------------------------------------------------------------------------

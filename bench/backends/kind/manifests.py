@@ -1,0 +1,240 @@
+"""The Kubernetes objects of one mode, from the plain manifests in workloads/k8s/.
+
+The YAML files there are complete, appliable examples. This module copies their objects
+and sets only what the scenario and the mesh model decide: names, namespace, run labels,
+the mode's Istio labels, node placement, payload. No text templating.
+
+    objs = workloads(mesh, scenario, namespace="mb-bench", run_id="r1",
+                     placement=NODE_LABELS, workers=1)
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bench.backends.kind import versions as v
+from bench.mesh import APP_PORT, Mesh
+from bench.scenario import Scenario
+
+REPO = Path(__file__).resolve().parents[3]
+MANIFEST_DIR = REPO / "workloads" / "k8s"
+APP_SOURCE = "bench/apps/http_server.py"
+LOCUST_SOURCES = ("workloads/locustfiles/mesh_http.py", "workloads/locustfiles/hdr_recorder.py")
+SOURCES_ANNOTATION = "meshbench.io/sources"  # ConfigMap keys that are copies of repo files
+WAYPOINT = "waypoint"
+WAYPOINT_POD_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+Placement = Literal["node-labels", "anti-affinity"]
+NODE_LABELS: Placement = "node-labels"  # kind: nodes carry meshbench.io/node=nodeN
+ANTI_AFFINITY: Placement = "anti-affinity"  # existing cluster: nodes are not ours to label
+
+Obj = dict[str, Any]
+
+
+def label_value(text: str) -> str:
+    """A valid label value (<= 63 chars of [A-Za-z0-9_.-], alphanumeric at both ends)."""
+    s = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", s)
+
+
+def run_labels(run_id: str, mode: str) -> dict[str, str]:
+    return {v.RUN_ID: label_value(run_id), v.MANAGED_BY: v.MANAGER, v.MODE: mode}
+
+
+def run_selector(run_id: str) -> str:
+    return f"{v.MANAGED_BY}={v.MANAGER},{v.RUN_ID}={label_value(run_id)}"
+
+
+def mode_labels(mode: str) -> dict[str, str]:
+    """The namespace labels that enrol the mode's pods in Istio's data plane."""
+    if mode == "sidecar":
+        return {"istio-injection": "enabled"}
+    if mode == "ambient":
+        return {"istio.io/dataplane-mode": "ambient"}
+    if mode == "waypoint":
+        return {"istio.io/dataplane-mode": "ambient", "istio.io/use-waypoint": WAYPOINT}
+    return {}
+
+
+def _templates(file: str) -> dict[tuple[str, str], Obj]:
+    docs = yaml.safe_load_all((MANIFEST_DIR / file).read_text())
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs if d}
+
+
+def _fresh(template: Obj, name: str, namespace: str, labels: Mapping[str, str]) -> Obj:
+    obj = copy.deepcopy(template)
+    md = obj["metadata"]
+    md["name"] = name
+    if obj["kind"] != "Namespace":
+        md["namespace"] = namespace
+    md["labels"] = {**md.get("labels", {}), **labels}
+    return obj
+
+
+def _config_map(name: str, namespace: str, labels: Mapping[str, str],
+                sources: tuple[str, ...]) -> Obj:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                     "annotations": {SOURCES_ANNOTATION: ",".join(sources)}},
+        "data": {Path(s).name: (REPO / s).read_text() for s in sources},
+    }
+
+
+def _place(pod: Obj, mesh: Mesh, node: str, placement: Placement, kind: str) -> None:
+    spec = pod["spec"]
+    if placement == NODE_LABELS:
+        spec["nodeSelector"] = {v.NODE: node}
+        return
+    # Without node labels: keep the load generator off every node that runs a server pod.
+    if kind in ("client", "locust-master"):
+        spec["affinity"] = _anti("server")
+    else:
+        spec["affinity"] = _anti("client")
+
+
+def _anti(kind: str) -> Obj:
+    return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {v.POD_KIND: kind}},
+        "topologyKey": "kubernetes.io/hostname"}]}}
+
+
+def workloads(mesh: Mesh, scenario: Scenario, *, namespace: str, run_id: str,
+              placement: Placement, workers: int) -> list[Obj]:
+    """Every object of the mode, in apply order. `workers` = Locust worker pods."""
+    mode, labels = mesh.mode, run_labels(run_id, mesh.mode)
+    ns_t, srv_t = _templates("namespace.yaml"), _templates("server.yaml")
+    lc_t = _templates("locust.yaml")
+    ns = _fresh(ns_t[("Namespace", "mb-bench")], namespace, namespace,
+                {**labels, **mode_labels(mode)})
+    out: list[Obj] = [ns]
+    out.append(_fresh(lc_t[("ServiceAccount", "client")], "client", namespace, labels))
+    for svc in mesh.services:
+        out.append(_fresh(srv_t[("ServiceAccount", "svc-0")], svc.name, namespace, labels))
+    out.append(_config_map("mb-app", namespace, labels, (APP_SOURCE,)))
+    out.append(_config_map("mb-locust", namespace, labels, LOCUST_SOURCES))
+    for svc in mesh.services:
+        s = _fresh(srv_t[("Service", "svc-0")], svc.name, namespace, labels)
+        s["spec"]["selector"] = {"app": svc.name}
+        s["spec"]["ports"][0].update(port=svc.port, targetPort=svc.target_port)
+        out.append(s)
+    out.append(_fresh(lc_t[("Service", "locust-master")], "locust-master", namespace, labels))
+    if mode == "waypoint":
+        out += waypoint_objects(mesh, namespace, labels, placement)
+    w = scenario.workload
+    for pod in mesh.pods:
+        if pod.kind != "server":
+            continue
+        p = _fresh(srv_t[("Pod", "svc-0-0")], pod.name, namespace, {**labels, "app": pod.service})
+        p["spec"]["serviceAccountName"] = pod.service_account
+        p["spec"]["containers"][0]["args"] = [
+            "--port", str(APP_PORT), "--payload-bytes", str(w.payload_bytes),
+            "--delay-ms", f"{w.server_delay_ms:g}"]
+        _place(p, mesh, pod.node, placement, "server")
+        out.append(p)
+    client_node = mesh.pod(mesh.client).node
+    master = _fresh(lc_t[("Pod", "locust-master")], "locust-master", namespace, labels)
+    _place(master, mesh, client_node, placement, "locust-master")
+    out.append(master)
+    for i in range(workers):
+        p = _fresh(lc_t[("Pod", "client-0")], f"client-{i}", namespace, labels)
+        _place(p, mesh, client_node, placement, "client")
+        out.append(p)
+    return out
+
+
+def waypoint_objects(mesh: Mesh, namespace: str, labels: Mapping[str, str],
+                     placement: Placement) -> list[Obj]:
+    """The placement ConfigMap and the waypoint Gateway (see workloads/k8s/waypoint.yaml)."""
+    t = _templates("waypoint.yaml")
+    cm = _fresh(t[("ConfigMap", "waypoint-placement")], "waypoint-placement", namespace, labels)
+    node = mesh.pod(WAYPOINT).node
+    if placement == NODE_LABELS:
+        pod_spec: Obj = {"nodeSelector": {v.NODE: node}}
+    else:
+        # next to the servers when the scenario puts it on their node, else next to the client
+        server_nodes = {p.node for p in mesh.pods if p.kind == "server"}
+        near = "server" if node in server_nodes else "client"
+        pod_spec = {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {v.POD_KIND: near}},
+            "topologyKey": "kubernetes.io/hostname"}]}}}
+    cm["data"]["deployment"] = yaml.safe_dump({"spec": {"template": {"spec": pod_spec}}},
+                                              sort_keys=True)
+    gw = _fresh(t[("Gateway", WAYPOINT)], WAYPOINT, namespace, labels)
+    gw["spec"]["infrastructure"]["labels"] = dict(labels)
+    return [cm, gw]
+
+
+def source_files(obj: Mapping[str, Any]) -> dict[str, str]:
+    """ConfigMap data key -> the repo file it copies (for plans: shown by name, not inline)."""
+    ann = obj.get("metadata", {}).get("annotations", {}).get(SOURCES_ANNOTATION, "")
+    return {Path(s).name: s for s in ann.split(",") if s}
+
+
+# ---- checks of what Istio did to the pods ----------------------------------------------------
+
+def _containers(pod: Mapping[str, Any]) -> set[str]:
+    spec = pod.get("spec", {})
+    return {c["name"] for c in spec.get("containers", []) + spec.get("initContainers", [])}
+
+
+def enrolment_problems(mode: str, pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why the mode's pods are not in the data plane the mode needs; empty when they are.
+
+    sidecar: every pod has an istio-proxy container (a native sidecar is an init container);
+    ambient/waypoint: istio-cni marked every pod `ambient.istio.io/redirection: enabled`;
+    baseline: no pod has either."""
+    out = []
+    for p in pods:
+        name = p["metadata"]["name"]
+        injected = "istio-proxy" in _containers(p)
+        redirected = p["metadata"].get("annotations", {}).get(
+            "ambient.istio.io/redirection") == "enabled"
+        if mode == "sidecar" and not injected:
+            out.append(f"pod {name} has no istio-proxy sidecar (injection webhook not active?)")
+        elif mode in ("ambient", "waypoint") and not redirected:
+            out.append(f"pod {name} is not captured by ztunnel (no ambient redirection)")
+        elif mode in ("ambient", "waypoint") and injected:
+            out.append(f"pod {name} has a sidecar in an ambient mode")
+        elif mode == "baseline" and (injected or redirected):
+            out.append(f"pod {name} is in the mesh in baseline mode")
+    return out
+
+
+def gateway_problems(obj: Mapping[str, Any]) -> list[str]:
+    """Structural check of a waypoint Gateway (the Kubernetes JSON schemas lack its CRD)."""
+    out: list[str] = []
+    if obj.get("apiVersion") != "gateway.networking.k8s.io/v1" or obj.get("kind") != "Gateway":
+        out.append("not a gateway.networking.k8s.io/v1 Gateway")
+    md, spec = obj.get("metadata", {}), obj.get("spec", {})
+    if not md.get("name") or not md.get("namespace"):
+        out.append("metadata.name and metadata.namespace are required")
+    if md.get("labels", {}).get("istio.io/waypoint-for") not in ("service", "workload", "all"):
+        out.append("label istio.io/waypoint-for must be service, workload or all")
+    if spec.get("gatewayClassName") != "istio-waypoint":
+        out.append("spec.gatewayClassName must be istio-waypoint")
+    listeners = spec.get("listeners") or []
+    if not listeners:
+        out.append("spec.listeners must not be empty")
+    for i, lst in enumerate(listeners):
+        if not isinstance(lst.get("name"), str) or not lst["name"]:
+            out.append(f"listeners[{i}].name is required")
+        if not isinstance(lst.get("port"), int) or not 1 <= lst["port"] <= 65535:
+            out.append(f"listeners[{i}].port must be 1..65535")
+        if (lst.get("protocol"), lst.get("port")) != ("HBONE", 15008):
+            out.append(f"listeners[{i}] must be HBONE on 15008 for a waypoint")
+    infra = spec.get("infrastructure", {})
+    ref = infra.get("parametersRef")
+    if ref is not None and (ref.get("group") != "" or ref.get("kind") != "ConfigMap"
+                            or not ref.get("name")):
+        out.append("infrastructure.parametersRef must name a core ConfigMap")
+    for k, val in {**infra.get("labels", {}), **md.get("labels", {})}.items():
+        if not isinstance(val, str) or label_value(val) != val:
+            out.append(f"label {k}={val!r} is not a valid label value")
+    return out

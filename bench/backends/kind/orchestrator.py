@@ -1,0 +1,492 @@
+"""What the kind and cluster backends share: the mode's workloads, readiness, measurement
+set-up, per-cell load, health checks and teardown, all driven by one list of steps.
+
+A subclass supplies the infrastructure steps (kind: create the cluster and install Istio;
+cluster: only check what is there), its conditions and checks, and its preflight.
+Provision executes `steps(mode)`; `plan(mode)` prints the same list plus the per-cell
+commands and the teardown. On a failure midway everything the run created in the cluster
+is deleted; if even that fails, the error's hint prints the command that removes it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench import PREFIX
+from bench.backends.base import Deployment
+from bench.backends.kind import manifests as mf
+from bench.backends.kind import measure
+from bench.backends.kind import versions as v
+from bench.backends.kind.commands import Background, Commands
+from bench.backends.kind.load import InClusterLoad, LoadSpec
+from bench.backends.kind.steps import (
+    Apply,
+    Check,
+    Condition,
+    DeleteByLabel,
+    Note,
+    Run,
+    Start,
+    Step,
+    WaitFor,
+    render,
+)
+from bench.errors import BenchError, ProvisionError
+from bench.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
+from bench.mesh import Mesh, build
+from bench.scenario import Scenario
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+PORT_FORWARD = "istiod-port-forward"
+CHECK_INTERVAL_S = 2.0  # the runner asks every 0.5 s; the API server need not answer that often
+KubeFactory = Callable[[str], Kube]
+Fetch = Callable[[str], str]
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return str(r.read().decode())
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def k8s_namespace(scenario: Scenario) -> str:
+    ns = scenario.topology.namespace
+    return ns if ns.startswith(PREFIX) else PREFIX + ns
+
+
+def kube_mesh(scenario: Scenario, mode: str) -> Mesh:
+    """The mesh model with the namespace the cluster really uses (mb-<namespace>)."""
+    t = replace(scenario.topology, namespace=k8s_namespace(scenario))
+    return build(replace(scenario, topology=t), mode)
+
+
+def istio_state(kube: Kube) -> tuple[str, str]:
+    """(version, profile) of the Istio in istio-system; ("", "") when there is none.
+    Profile "ambient" when ztunnel runs, else "default"."""
+    istiods = kube.list("apps/v1", "Deployment", v.ISTIO_NS, "app=istiod")
+    if not istiods:
+        return "", ""
+    image = istiods[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    version = image.rsplit(":", 1)[-1] if ":" in image else "unknown"
+    ztunnel = kube.get("apps/v1", "DaemonSet", "ztunnel", v.ISTIO_NS)
+    return version, "ambient" if ztunnel is not None else "default"
+
+
+class KubeBackend:
+    """Shared by KindBackend and ClusterBackend; not used directly."""
+
+    name = "kube"
+    placement: mf.Placement = mf.NODE_LABELS
+
+    def __init__(self, scenario: Scenario, *, run_id: str, context: str, commands: Commands,
+                 kube_factory: KubeFactory, clock: Clock, workdir: Path,
+                 proc_root: Path = Path("/proc"), timeouts: v.Timeouts = v.DEFAULT_TIMEOUTS,
+                 fetch: Fetch = _fetch, log: Callable[[str], None] = _log) -> None:
+        self.scenario, self.run_id, self.context = scenario, mf.label_value(run_id), context
+        self.commands, self.clock, self.workdir = commands, clock, workdir
+        self.proc_root, self.timeouts, self.fetch, self.log = proc_root, timeouts, fetch, log
+        self._kube_factory = kube_factory
+        self._kube: Kube | None = None
+        self.namespace = k8s_namespace(scenario)
+        self.workers = tuple(f"client-{i}" for i in range(scenario.load.processes))
+        self._background: dict[str, Background] = {}
+        self._mode = ""
+        self._restarts: dict[str, int] = {}
+        self._last_check: tuple[float, list[str]] = (float("-inf"), [])
+        self._probes: dict[str, dict[str, Any]] = {}
+        self._istiod_port = 0
+        self._discovered = measure.Discovery((), "skipped", "not provisioned")
+
+    # ---- the client, created when first needed (the cluster may not exist before) ----------
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = self._kube_factory(self.context)
+        return self._kube
+
+    # ---- subclass hooks -----------------------------------------------------------------------
+    def infra_steps(self, mode: str) -> list[Step]:
+        raise NotImplementedError
+
+    def conditions(self, mode: str) -> dict[str, Condition]:
+        """Named run-time conditions that let steps be skipped (see Step.unless)."""
+        return {}
+
+    def header(self, mode: str) -> list[str]:
+        raise NotImplementedError
+
+    def leftover_hint(self) -> str:
+        """What stays after teardown, and how to remove it."""
+        return ""
+
+    # ---- the steps -----------------------------------------------------------------------------
+    @property
+    def selector(self) -> str:
+        return mf.run_selector(self.run_id)
+
+    def url(self, mesh: Mesh) -> str:
+        return f"http://{mesh.target.fqdn}:{mesh.target.port}"
+
+    def steps(self, mode: str) -> list[Step]:
+        """Everything provision does for `mode`, in order."""
+        return self.infra_steps(mode) + self.workload_steps(mode) + self.measure_steps(mode)
+
+    def workload_steps(self, mode: str) -> list[Step]:
+        mesh = kube_mesh(self.scenario, mode)
+        objs = mf.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
+                            placement=self.placement, workers=len(self.workers))
+        t, ns, S = self.timeouts.workloads, self.namespace, "workloads"
+        out = [Step(S, Check("namespace-free", f"namespace {ns} is absent (or this run's own)"))]
+        out += [Step(S, Apply(o)) for o in objs]
+        if mode == "waypoint":
+            out.append(Step(S, WaitFor(WaitSpec(GATEWAY_API, "Gateway", "programmed", ns,
+                                                name=mf.WAYPOINT, timeout_s=t))))
+            out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, timeout_s=t,
+                                                selector=f"{mf.WAYPOINT_POD_LABEL}={mf.WAYPOINT}"))))
+        pods = sum(1 for o in objs if o["kind"] == "Pod")
+        out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, selector=self.selector,
+                                            count=pods, timeout_s=t))))
+        out.append(Step(S, Check("enrolment", _ENROLMENT[mode])))
+        out.append(Step(S, Check("request-through",
+                                 f"a GET from client-0 to {self.url(mesh)}/ returns "
+                                 f"{self.scenario.workload.payload_bytes} bytes, retried up to "
+                                 f"{self.timeouts.request:.0f} s: "
+                                 f"{shlex.join(self._request_argv(mesh))}")))
+        if mode == "waypoint":
+            out.append(Step(S, Check("waypoint-in-path", "the waypoint's istio_requests_total "
+                                     "counted that request (its Envoy on :15090)")))
+        return out
+
+    def measure_steps(self, mode: str) -> list[Step]:
+        S, out = "measure", []
+        if mode != "baseline":
+            out.append(Step(S, Start(PORT_FORWARD, tuple(kubectl(
+                self.context, "port-forward", "deployment/istiod", f":{measure.ISTIOD_PORT}",
+                namespace=v.ISTIO_NS)))))
+            out.append(Step(S, Check("istiod-metrics",
+                                     "istiod's /metrics answers through the port-forward "
+                                     "(local port from kubectl's 'Forwarding from' line); "
+                                     f"scraped per window: {', '.join(measure.ISTIOD_METRICS)}")))
+        out.append(Step(S, Check("processes",
+                                 "proxy processes (envoy, ztunnel, pilot-discovery) found from "
+                                 "this host via /proc and cgroup pod UIDs "
+                                 "(bench.probes.discovery); if the host sees none: CPU and "
+                                 "memory from the metrics API (metrics.k8s.io); BCC: skipped, "
+                                 "reason recorded")))
+        return out
+
+    def cell_steps(self, mode: str) -> list[Step]:
+        """Plan only: what each (mode, level, repetition) cell runs, shown for the first level."""
+        mesh = kube_mesh(self.scenario, mode)
+        level, t = self.scenario.load.levels[0], self.scenario.timing
+        # the runner's Locust run time: 2 s start-up + warm-up + window + 1 s
+        spec = self._load_spec(mesh, f"r1-{mode}-{level}rps", level,
+                               2.0 + t.warmup_s + t.window_s + 1.0)
+        S = f"per cell (shown for r1, {level} rps; hdr files copied to results/<run>/hdr/)"
+        out = [Step(S, Start(f"locust worker in {w}", tuple(spec.worker_argv(w)),
+                             until="the master exits")) for w in self.workers]
+        out.append(Step(S, Run(tuple(spec.master_argv()))))
+        out += [Step(S, Run(tuple(spec.copy_argv(w, Path(f"results/<run>/hdr/tmp-{w}")))))
+                for w in self.workers]
+        return out
+
+    def teardown_steps(self) -> list[Step]:
+        S = "teardown"
+        out = [Step(S, DeleteByLabel("v1", "Namespace", self.selector, name_prefix=PREFIX)),
+               Step(S, WaitFor(WaitSpec("v1", "Namespace", "gone", selector=self.selector,
+                                        timeout_s=self.timeouts.teardown)))]
+        hint = self.leftover_hint()
+        if hint:
+            out.append(Step(S, Note(hint)))
+        return out
+
+    def plan(self, mode: str) -> list[str]:
+        """Every command and manifest a run of `mode` would use, in order, without running any."""
+        names = {k: c.text for k, c in self.conditions(mode).items()}
+        return render(self.header(mode), self.steps(mode) + self.cell_steps(mode)
+                      + self.teardown_steps(), names)
+
+    # ---- execution -----------------------------------------------------------------------------
+    def _execute(self, steps: list[Step]) -> None:
+        conds = self.conditions(self._mode)
+        for step in steps:
+            if step.unless and conds[step.unless].holds():
+                self.log(f"{step.section}: skipped, {conds[step.unless].text}")
+                continue
+            self._do(step)
+
+    def _do(self, step: Step) -> None:
+        a = step.action
+        if isinstance(a, Run):
+            self.log(f"{step.section}: {' '.join(a.argv[:4])} ...")
+            self.commands.run(list(a.argv), stdin=a.stdin, timeout_s=a.timeout_s).check()
+        elif isinstance(a, Apply):
+            self.kube.apply(a.manifest)
+        elif isinstance(a, WaitFor):
+            self.log(f"{step.section}: waiting for {a.spec.describe()}")
+            wait_for(self.kube, a.spec, self.clock)
+        elif isinstance(a, Check):
+            getattr(self, "check_" + a.name.replace("-", "_"))()
+        elif isinstance(a, Start):
+            self._stop_background(a.name)
+            self._background[a.name] = self.commands.start(
+                list(a.argv), self.workdir / "logs" / f"{a.name}.log")
+        elif isinstance(a, DeleteByLabel):
+            delete_by_label(self.kube, a.api_version, a.kind, a.selector, a.namespace,
+                            a.name_prefix)
+
+    def provision(self, mode: str) -> Deployment:
+        """Build the mode and wait until a request from the client pod crosses the path."""
+        self._mode, self._probes = mode, {}
+        try:
+            self._execute(self.steps(mode))
+            return self._deployment(mode)
+        except BenchError as e:
+            raise ProvisionError(f"mode {mode}: {e.message}",
+                                 hint=self._after_failure(e.hint)) from e
+
+    def _after_failure(self, hint: str | None) -> str:
+        parts = [hint] if hint else []
+        try:
+            self.teardown()
+            parts.append("everything this run created in the cluster was deleted")
+        except BenchError as e:
+            parts.append(f"clean-up failed too ({e.message}); remove it with: "
+                         f"{' '.join(kubectl(self.context, 'delete', 'namespace', '-l', self.selector))}")
+        left = self.leftover_hint()
+        if left:
+            parts.append(left)
+        return "; ".join(parts)
+
+    def teardown(self) -> None:
+        """Delete this run's namespaces by label and wait until they are gone; stop the
+        port-forward. Safe twice, and a no-op when nothing reached the cluster."""
+        for name in list(self._background):
+            self._stop_background(name)
+        if self._kube is None:
+            return
+        self._execute(self.teardown_steps())
+
+    def _stop_background(self, name: str) -> None:
+        b = self._background.pop(name, None)
+        if b is not None:
+            b.stop()
+
+    # ---- checks (named by the steps) -------------------------------------------------------------
+    def check_namespace_free(self) -> None:
+        ns = self.kube.get("v1", "Namespace", self.namespace)
+        if ns is None:
+            return
+        labels = ns["metadata"].get("labels", {})
+        if labels.get(v.RUN_ID) == self.run_id:
+            return
+        owner = (f"meshbench run {labels[v.RUN_ID]}" if labels.get(v.MANAGED_BY) == v.MANAGER
+                 else "someone else (no meshbench labels)")
+        raise ProvisionError(f"namespace {self.namespace} already exists and belongs to {owner}",
+                             hint="meshbench teardown --all removes meshbench's leftovers; "
+                                  "or set topology.namespace to another name")
+
+    def _run_pods(self) -> list[dict[str, Any]]:
+        return [p for p in self.kube.list("v1", "Pod", self.namespace, self.selector)
+                if mf.WAYPOINT_POD_LABEL not in p["metadata"].get("labels", {})]
+
+    def check_enrolment(self) -> None:
+        problems = mf.enrolment_problems(self._mode, self._run_pods())
+        if problems:
+            raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
+                                 hint="check the namespace labels and that Istio's "
+                                      "webhook / istio-cni run")
+
+    def _request_argv(self, mesh: Mesh) -> list[str]:
+        script = ("import urllib.request as u; "
+                  f'print(len(u.urlopen("{self.url(mesh)}/", timeout=2).read()))')
+        return kubectl(self.context, "exec", "client-0", "-c", "locust", "--",
+                       "python3", "-c", script, namespace=self.namespace)
+
+    def check_request_through(self) -> None:
+        argv = self._request_argv(kube_mesh(self.scenario, self._mode))
+        want = str(self.scenario.workload.payload_bytes)
+        deadline = self.clock.monotonic() + self.timeouts.request
+        while True:
+            r = self.commands.run(argv, timeout_s=30)
+            if r.ok and r.stdout.strip() == want:
+                return
+            last = f"got {r.stdout.strip()!r}" if r.ok else r.first_error_line()
+            if self.clock.monotonic() >= deadline:
+                raise ProvisionError(f"no request from client-0 got through to the service in "
+                                     f"{self.timeouts.request:.0f} s ({last})",
+                                     hint=f"try it: {' '.join(argv[:8])} ...")
+            self.clock.sleep(1.0)
+
+    def _waypoint_pod(self) -> str:
+        pods = self.kube.list("v1", "Pod", self.namespace, f"{mf.WAYPOINT_POD_LABEL}={mf.WAYPOINT}")
+        if not pods:
+            raise ProvisionError(f"no waypoint pod in {self.namespace}")
+        return str(pods[0]["metadata"]["name"])
+
+    def check_waypoint_in_path(self) -> None:
+        text = self.kube.proxy_get(self.namespace, self._waypoint_pod(),
+                                   measure.ENVOY_PROM_PORT, "stats/prometheus")
+        if measure.totals(text, "istio_requests_total") <= 0:
+            raise ProvisionError("the request got through but the waypoint did not see it",
+                                 hint="check the namespace label istio.io/use-waypoint")
+
+    def check_istiod_metrics(self) -> None:
+        """Never fails provisioning: a missing measurement is recorded, not fatal."""
+        log = self.workdir / "logs" / f"{PORT_FORWARD}.log"
+        deadline = self.clock.monotonic() + 15.0
+        port = 0
+        while not port and self.clock.monotonic() < deadline:
+            m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)",
+                          log.read_text() if log.exists() else "")
+            port = int(m[1]) if m else 0
+            if not port:
+                self.clock.sleep(0.5)
+        status: dict[str, Any] = {"metrics": list(measure.ISTIOD_METRICS), "port": port}
+        if not port:
+            status.update(status="skipped", reason=f"kubectl port-forward printed no local "
+                          f"port in 15 s (see {log})")
+        else:
+            try:
+                found = measure.scrape(self.fetch(f"http://127.0.0.1:{port}/metrics"))
+                status.update(status="ok", reason="", samples=len(found))
+            except OSError as e:
+                status.update(status="skipped", reason=f"istiod /metrics: {e}")
+        self._istiod_port = port if status["status"] == "ok" else 0
+        self._probes["istiod"] = status
+
+    def check_processes(self) -> None:
+        d = measure.discover(self.kube, [self.namespace, v.ISTIO_NS], self.proc_root)
+        self._discovered = d
+        self._probes["processes"] = {"status": d.status, "reason": d.reason,
+                                     "count": len(d.processes)}
+        status, reason = measure.metrics_api_status(self.kube)
+        self._probes["metrics_api"] = {"status": status, "reason": reason,
+                                       "used": d.status != "ok"}
+        self._probes["bcc"] = {"status": "skipped", "reason": measure.BCC_SKIP}
+
+    # ---- the deployment and what the runner asks of it ------------------------------------------
+    def _deployment(self, mode: str) -> Deployment:
+        mesh = kube_mesh(self.scenario, mode)
+        pods = self._run_pods()
+        self._restarts = {p["metadata"]["name"]: _restarts(p) for p in pods}
+        version, profile = istio_state(self.kube)
+        return Deployment(
+            mesh=mesh, load_netns=None, url=self.url(mesh),
+            processes=list(self._discovered.processes),
+            info={"backend": self.name, "context": self.context, "run_id": self.run_id,
+                  "namespace": self.namespace, "versions": {
+                      **v.record(), "kubernetes_server": self.kube.server_version()},
+                  "istio": {"version": version, "profile": profile,
+                            # the ambient profile turns on HBONE for sidecars too
+                            "hbone_for_sidecars": profile == "ambient"},
+                  "load": {"where": "in-cluster", "master": "locust-master",
+                           "workers": list(self.workers)},
+                  "probes": dict(self._probes)})
+
+    def check(self, deployment: Deployment) -> list[str]:
+        """Pods of the run that are not Ready or restarted since provision (asked at most
+        every CHECK_INTERVAL_S; in between the last answer is repeated)."""
+        now = self.clock.monotonic()
+        if now - self._last_check[0] < CHECK_INTERVAL_S:
+            return self._last_check[1]
+        out = []
+        for p in self._run_pods():
+            name = p["metadata"]["name"]
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                        for c in p.get("status", {}).get("conditions", []))
+            if not ready:
+                out.append(f"pod {name} is not Ready")
+            elif _restarts(p) > self._restarts.get(name, 0):
+                out.append(f"pod {name} restarted a container")
+        self._last_check = (now, out)
+        return out
+
+    def path_counters(self, deployment: Deployment) -> dict[str, float]:
+        """Request and connection counters of the proxies on the path (0 proxies: baseline)."""
+        mode, out = deployment.mesh.mode, {}
+        if mode == "sidecar":
+            for name in ["client-0", *[p.name for p in deployment.mesh.pods if p.kind == "server"]]:
+                text = self.kube.proxy_get(self.namespace, name, measure.ENVOY_PROM_PORT,
+                                           "stats/prometheus")
+                for reporter in ("source", "destination"):
+                    out[f"sidecar/{name}:istio_requests_total{{reporter={reporter}}}"] = \
+                        measure.totals(text, "istio_requests_total", reporter=reporter)
+        if mode in ("ambient", "waypoint"):
+            for zt in self.kube.list("v1", "Pod", v.ISTIO_NS, "app=ztunnel"):
+                name = zt["metadata"]["name"]
+                text = self.kube.proxy_get(v.ISTIO_NS, name, measure.ZTUNNEL_METRICS_PORT,
+                                           "metrics")
+                for metric in ("istio_tcp_connections_opened_total", "istio_tcp_sent_bytes_total"):
+                    out[f"ztunnel/{zt['spec'].get('nodeName', name)}:{metric}"] = \
+                        measure.totals(text, metric)
+        if mode == "waypoint":
+            text = self.kube.proxy_get(self.namespace, self._waypoint_pod(),
+                                       measure.ENVOY_PROM_PORT, "stats/prometheus")
+            out["waypoint:istio_requests_total"] = measure.totals(text, "istio_requests_total")
+        return out
+
+    def istiod_metrics(self) -> dict[str, float]:
+        """istiod's ISTIOD_METRICS now ("name{labels}" -> value); {} when not reachable."""
+        if not self._istiod_port:
+            return {}
+        try:
+            return measure.scrape(self.fetch(f"http://127.0.0.1:{self._istiod_port}/metrics"))
+        except OSError as e:
+            self.log(f"istiod metrics: {e}")
+            return {}
+
+    def resource_usage(self) -> list[measure.Usage]:
+        """The metrics-API fallback for CPU and memory: our pods and istio-system."""
+        try:
+            return [u for ns in (self.namespace, v.ISTIO_NS) for u in measure.pod_usage(self.kube, ns)]
+        except KubeError as e:
+            self.log(f"metrics API: {e.message}")
+            return []
+
+    def _load_spec(self, mesh: Mesh, cell: str, target_rps: int, duration_s: float) -> LoadSpec:
+        return LoadSpec(context=self.context, namespace=self.namespace, workers=self.workers,
+                        url=self.url(mesh), target_rps=target_rps,
+                        users=self.scenario.load.connections, duration_s=duration_s,
+                        cell=re.sub(r"[^A-Za-z0-9_.-]", "-", cell))
+
+    def start_load(self, *, cell: str, target_rps: int, duration_s: float, hdr_out: Path,
+                   log_path: Path, timeout_s: float) -> InClusterLoad:
+        """Start one cell's Locust run in the cluster (the in-cluster twin of run_locust)."""
+        spec = self._load_spec(kube_mesh(self.scenario, self._mode), cell, target_rps, duration_s)
+        return InClusterLoad(spec, self.commands, hdr_out=hdr_out, log_path=log_path,
+                             timeout_s=timeout_s).start()
+
+
+def delete_all_runs(kube: Kube, clock: Clock, timeout_s: float = 180.0) -> list[str]:
+    """`meshbench teardown --all` for a kube backend: delete every namespace the harness
+    made (label managed-by=meshbench and a name starting with mb-), of any run, and wait
+    until they are gone. Returns their names."""
+    sel = f"{v.MANAGED_BY}={v.MANAGER}"
+    gone = delete_by_label(kube, "v1", "Namespace", sel, name_prefix=PREFIX)
+    for name in gone:
+        wait_for(kube, WaitSpec("v1", "Namespace", "gone", name=name, timeout_s=timeout_s), clock)
+    return [f"namespace {n}" for n in gone]
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses", []))
+
+
+_ENROLMENT = {
+    "baseline": "no pod has a sidecar or ambient redirection (baseline: no mesh)",
+    "sidecar": "every pod of the run has an istio-proxy container (injected)",
+    "ambient": "every pod of the run carries ambient.istio.io/redirection=enabled (istio-cni)",
+    "waypoint": "every pod of the run carries ambient.istio.io/redirection=enabled (istio-cni)",
+}

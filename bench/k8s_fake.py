@@ -1,0 +1,424 @@
+"""In-memory fakes for unit tests: `FakeKube` (a `bench.k8s.Kube`), `FakeClock`, and
+`CommandRecorder` (a `Commands` that records argv and runs no binary).
+
+FakeKube keeps objects as dicts and fills in the status a healthy cluster would show
+(Pod Ready, Deployment Available, ...). Faults are injected per test:
+
+    kube = FakeKube()
+    kube.never_ready.add(("Pod", "svc-0-0"))       # stays Pending forever
+    kube.fail_call(7)                              # the 7th API call raises KubeError(500)
+    kube.stuck.add(("Namespace", "mb-bench"))      # deletion never finishes
+    kube.ready_after_reads = 2                     # objects show not-ready on their first reads
+
+With `simulate_istio` it also plays Istio's part: it injects an istio-proxy container into
+pods of istio-injection=enabled namespaces, marks pods of ambient namespaces
+`ambient.istio.io/redirection: enabled`, and turns an istio-waypoint Gateway into a
+waypoint pod -- each only when the matching Istio parts exist (see `seed_istio`).
+`simulate_kind(recorder, kube, ...)` wires the recorder so kind, istioctl and kubectl
+commands change the fake cluster as the real ones would.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.backends.kind.commands import CommandResult
+from bench.k8s import KubeError
+
+Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+ISTIO_NS = "istio-system"
+CLUSTER_SCOPED = {"Namespace", "Node", "CustomResourceDefinition", "GatewayClass",
+                  "MutatingWebhookConfiguration"}
+
+
+def matches(labels: Mapping[str, str], selector: str) -> bool:
+    """Label selector terms: k=v, k==v, k!=v, k, !k (comma = and)."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            k, val = term.split("!=", 1)
+            if labels.get(k) == val:
+                return False
+        elif "=" in term:
+            k, val = term.replace("==", "=").split("=", 1)
+            if labels.get(k) != val:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class FakeClock:
+    """Time that moves only when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+class FakeKube:
+    def __init__(self, *, version: str = "v1.33.1", simulate_istio: bool = True) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.version = version
+        self.simulate_istio = simulate_istio
+        self.never_ready: set[tuple[str, str]] = set()
+        self.stuck: set[tuple[str, str]] = set()
+        self.ready_after_reads = 0
+        self.delete_after_reads = 1  # a deleted object is still listed (terminating) this often
+        self.metrics_served = False
+        self.pod_metrics: dict[str, list[dict[str, Any]]] = {}  # namespace -> PodMetrics
+        self.proxy_texts: dict[tuple[str, str, int], str] = {}
+        self._fail: dict[int, KubeError] = {}
+        self._reads: dict[Key, int] = {}
+        self._dying: dict[Key, int] = {}
+        self._uids = itertools.count(1)
+
+    # ---- fault injection ------------------------------------------------------------------
+    def fail_call(self, n: int, status: int = 500, message: str = "injected failure") -> None:
+        """Make the n-th API call (1-based, any method) raise KubeError."""
+        self._fail[n] = KubeError(f"{message} (call {n})", status=status)
+
+    def _call(self, *what: str) -> None:
+        self.calls.append(what)
+        err = self._fail.pop(len(self.calls), None)
+        if err is not None:
+            raise err
+
+    # ---- Kube ---------------------------------------------------------------------------------
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        self._call("apply", obj["kind"], obj["metadata"].get("namespace", ""),
+                   obj["metadata"]["name"])
+        return self.put(obj)
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+        self._call("get", kind, namespace, name)
+        self._served(api_version)
+        key = (api_version, kind, namespace, name)
+        if key not in self.objects:
+            return None
+        return self._read(key)
+
+    def list(self, api_version: str, kind: str, namespace: str = "",
+             selector: str = "") -> list[dict[str, Any]]:
+        self._call("list", kind, namespace, selector)
+        self._served(api_version)
+        if kind == "PodMetrics":
+            return copy.deepcopy(self.pod_metrics.get(namespace, []))
+        keys = [k for k in list(self.objects) if k[0] == api_version and k[1] == kind
+                and (not namespace or k[2] == namespace)
+                and matches(self.objects[k]["metadata"].get("labels", {}), selector)]
+        return [o for o in (self._read(k) for k in keys) if o is not None]
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str = "") -> bool:
+        self._call("delete", kind, namespace, name)
+        key = (api_version, kind, namespace, name)
+        if key not in self.objects:
+            return False
+        doomed = [key]
+        if kind == "Namespace":
+            doomed += [k for k in self.objects if k[2] == name]
+        for k in doomed:
+            self.objects[k]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+            if k[1] == "Namespace":
+                self.objects[k].setdefault("status", {})["phase"] = "Terminating"
+            self._dying.setdefault(k, self.delete_after_reads)
+        return True
+
+    def proxy_get(self, namespace: str, pod: str, port: int, path: str) -> str:
+        self._call("proxy_get", namespace, pod, str(port), path)
+        try:
+            return self.proxy_texts[(namespace, pod, port)]
+        except KeyError:
+            raise KubeError(f"GET {namespace}/{pod}:{port}/{path}: 503", status=503) from None
+
+    def server_version(self) -> str:
+        self._call("version")
+        return self.version
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _served(self, api_version: str) -> None:
+        if api_version.startswith("metrics.k8s.io") and not self.metrics_served:
+            raise KubeError("the API server does not serve PodMetrics (metrics.k8s.io/v1beta1)",
+                            status=404)
+
+    def _read(self, key: Key) -> dict[str, Any] | None:
+        if key in self._dying and (key[1], key[3]) not in self.stuck:
+            if self._dying[key] <= 0:
+                # a namespace disappears last, with whatever it still held
+                for k in [key, *(k for k in self.objects if key[1] == "Namespace" and k[2] == key[3])]:
+                    self.objects.pop(k, None)
+                    self._dying.pop(k, None)
+                return None
+            self._dying[key] -= 1
+        self._reads[key] = self._reads.get(key, 0) + 1
+        obj = copy.deepcopy(self.objects[key])
+        ready = ((key[1], key[3]) not in self.never_ready
+                 and self._reads[key] > self.ready_after_reads)
+        obj["status"] = {**_status(obj, ready), **obj.get("status", {})} \
+            if key[1] == "Namespace" else _status(obj, ready)
+        return obj
+
+    def put(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Store an object as the API server would (no call recorded, no fault)."""
+        o = copy.deepcopy(dict(obj))
+        md = o["metadata"]
+        ns = "" if o["kind"] in CLUSTER_SCOPED else md.get("namespace", "default")
+        key = (o["apiVersion"], o["kind"], ns, md["name"])
+        old = self.objects.get(key)
+        md["uid"] = old["metadata"]["uid"] if old else f"00000000-0000-0000-0000-{next(self._uids):012d}"
+        if ns:
+            md["namespace"] = ns
+        if self.simulate_istio:
+            self._istio_effects(o)
+        self.objects[key] = o
+        return copy.deepcopy(o)
+
+    def _istio_effects(self, o: dict[str, Any]) -> None:
+        ns = self.objects.get(("v1", "Namespace", "", o["metadata"].get("namespace", "")))
+        ns_labels = ns["metadata"].get("labels", {}) if ns else {}
+        if o["kind"] == "Pod":
+            if (ns_labels.get("istio-injection") == "enabled"
+                    and self.objects.get(("apps/v1", "Deployment", ISTIO_NS, "istiod"))):
+                o["spec"]["containers"].append({"name": "istio-proxy", "image": "proxyv2"})
+            if (ns_labels.get("istio.io/dataplane-mode") == "ambient"
+                    and self.objects.get(("apps/v1", "DaemonSet", ISTIO_NS, "ztunnel"))):
+                o["metadata"].setdefault("annotations", {})["ambient.istio.io/redirection"] = "enabled"
+        if (o["kind"] == "Gateway" and o["spec"].get("gatewayClassName") == "istio-waypoint"
+                and self.objects.get(("gateway.networking.k8s.io/v1", "GatewayClass", "",
+                                      "istio-waypoint"))):
+            name, ns_name = o["metadata"]["name"], o["metadata"]["namespace"]
+            labels = {**o["spec"].get("infrastructure", {}).get("labels", {}),
+                      "gateway.networking.k8s.io/gateway-name": name}
+            self.put({"apiVersion": "v1", "kind": "Pod",
+                      "metadata": {"name": f"{name}-5d9c7-abcde", "namespace": ns_name,
+                                   "labels": labels},
+                      "spec": {"containers": [{"name": "istio-proxy"}], "nodeName": "w2"}})
+
+    # ---- seeds --------------------------------------------------------------------------------
+    def seed_nodes(self, labels: Sequence[dict[str, str]], version: str = "v1.33.1") -> None:
+        """A control plane plus one worker per label set (kind's node names)."""
+        self.put(_node("mb-kind-control-plane", {}, version))
+        for i, lab in enumerate(labels):
+            self.put(_node(f"mb-kind-worker{i + 1 if i else ''}", lab, version))
+
+    def seed_gateway_crds(self) -> None:
+        for plural in ("gateways", "gatewayclasses", "httproutes"):
+            self.put({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                      "metadata": {"name": f"{plural}.gateway.networking.k8s.io",
+                                   "annotations": {"gateway.networking.k8s.io/bundle-version":
+                                                   "v1.3.0"}}})
+
+    def seed_istio(self, profile: str, version: str = "1.27.3") -> None:
+        self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ISTIO_NS}})
+        self.put({"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "istiod", "namespace": ISTIO_NS, "labels": {"app": "istiod"}},
+                  "spec": {"replicas": 1, "template": {"spec": {"containers": [
+                      {"name": "discovery", "image": f"docker.io/istio/pilot:{version}"}]}}}})
+        self.put({"apiVersion": "admissionregistration.k8s.io/v1",
+                  "kind": "MutatingWebhookConfiguration",
+                  "metadata": {"name": "istio-sidecar-injector",
+                               "labels": {"app": "sidecar-injector"}}})
+        if profile == "ambient":
+            for ds in ("ztunnel", "istio-cni-node"):
+                self.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                          "metadata": {"name": ds, "namespace": ISTIO_NS, "labels": {"app": ds}}})
+            for i, node in enumerate(("w1", "w2")):
+                self.put({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": f"ztunnel-{i}", "namespace": ISTIO_NS,
+                                       "labels": {"app": "ztunnel"}},
+                          "spec": {"nodeName": node, "containers": [{"name": "istio-proxy"}]}})
+            if self.objects.get(("apiextensions.k8s.io/v1", "CustomResourceDefinition", "",
+                                 "gatewayclasses.gateway.networking.k8s.io")):
+                self.put({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                          "metadata": {"name": "istio-waypoint"}})
+
+    def remove_istio(self) -> None:
+        for k in [k for k in self.objects if k[2] == ISTIO_NS
+                  or k[1] in ("MutatingWebhookConfiguration", "GatewayClass")]:
+            del self.objects[k]
+
+
+def _node(name: str, labels: dict[str, str], version: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "status": {"nodeInfo": {"kubeletVersion": version}}}
+
+
+def _cond(ctype: str, ok: bool) -> dict[str, Any]:
+    return {"conditions": [{"type": ctype, "status": "True" if ok else "False",
+                            "reason": "" if ok else "FakeNotReady"}]}
+
+
+def _status(obj: Mapping[str, Any], ready: bool) -> dict[str, Any]:
+    """The status a healthy (ready) or stuck (not ready) object shows."""
+    kind = obj["kind"]
+    if kind == "Pod":
+        names = [c["name"] for c in obj.get("spec", {}).get("containers", [])]
+        return {"phase": "Running" if ready else "Pending", **_cond("Ready", ready),
+                "containerStatuses": [{"name": n, "restartCount": 0, "ready": ready}
+                                      for n in names]}
+    if kind == "Node":
+        return {**obj.get("status", {}), **_cond("Ready", ready)}
+    if kind == "Deployment":
+        return _cond("Available", ready)
+    if kind == "DaemonSet":
+        return {"desiredNumberScheduled": 3, "numberReady": 3 if ready else 1,
+                "updatedNumberScheduled": 3}
+    if kind == "CustomResourceDefinition":
+        return _cond("Established", ready)
+    if kind == "Gateway":
+        return _cond("Programmed", ready)
+    if kind == "Namespace":
+        return {"phase": "Active"}
+    return {}
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+@dataclass
+class FakeBackground:
+    argv: tuple[str, ...]
+    pid: int
+    returncode: int | None = 0  # what wait() returns; None = never exits by itself
+    stopped: bool = False
+
+    def poll(self) -> int | None:
+        if self.stopped and self.returncode is None:
+            return -15  # killed by SIGTERM
+        return self.returncode
+
+    def wait(self, timeout_s: float) -> int | None:
+        return self.poll()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@dataclass
+class _Rule:
+    tokens: tuple[str, ...]
+    returncode: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    effect: Callable[[list[str]], None] | None = None
+    exits_with: int | None = 0
+
+
+@dataclass
+class CommandRecorder:
+    """`Commands` for tests: records every argv, answers by rules, runs nothing.
+
+    A rule matches when its tokens appear in the argv in order (not necessarily
+    adjacent); the most recently added matching rule wins. Unmatched commands succeed
+    with empty output."""
+
+    tools: dict[str, str] = field(default_factory=lambda: {
+        t: f"/usr/bin/{t}" for t in ("docker", "kind", "kubectl", "istioctl")})
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    stdins: list[str] = field(default_factory=list)
+    started: list[FakeBackground] = field(default_factory=list)
+    _rules: list[_Rule] = field(default_factory=list)
+    _pids: itertools.count = field(default_factory=lambda: itertools.count(4000))
+
+    def on(self, *tokens: str, returncode: int = 0, stdout: str = "", stderr: str = "",
+           effect: Callable[[list[str]], None] | None = None,
+           exits_with: int | None = 0) -> None:
+        self._rules.append(_Rule(tokens, returncode, stdout, stderr, effect, exits_with))
+
+    def _match(self, argv: list[str]) -> _Rule | None:
+        for rule in reversed(self._rules):
+            it = iter(argv)
+            if all(any(a == t for a in it) for t in rule.tokens):
+                return rule
+        return None
+
+    def which(self, name: str) -> str | None:
+        return self.tools.get(name)
+
+    def run(self, argv: list[str], *, stdin: str = "", timeout_s: float = 60.0) -> CommandResult:
+        self.calls.append(tuple(argv))
+        self.stdins.append(stdin)
+        rule = self._match(argv)
+        if rule is None:
+            return CommandResult(tuple(argv), 0)
+        if rule.effect is not None:
+            rule.effect(argv)
+        return CommandResult(tuple(argv), rule.returncode, rule.stdout, rule.stderr)
+
+    def start(self, argv: list[str], log_path: Path) -> FakeBackground:
+        self.calls.append(tuple(argv))
+        self.stdins.append("")
+        rule = self._match(argv)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(rule.stdout if rule else "")
+        if rule is not None and rule.effect is not None:
+            rule.effect(argv)
+        bg = FakeBackground(tuple(argv), next(self._pids), rule.exits_with if rule else 0)
+        self.started.append(bg)
+        return bg
+
+    def ran(self, *tokens: str) -> list[tuple[str, ...]]:
+        """The recorded commands containing these tokens in order."""
+        out = []
+        for argv in self.calls:
+            it = iter(argv)
+            if all(any(a == t for a in it) for t in tokens):
+                out.append(argv)
+        return out
+
+
+def simulate_kind(rec: CommandRecorder, kube: FakeKube, *, worker_labels: list[dict[str, str]],
+                  payload_bytes: int, clusters: list[str] | None = None) -> list[str]:
+    """Make kind, istioctl and kubectl behave against `kube`: creating the cluster seeds
+    its nodes, istioctl installs or removes Istio, the Gateway API manifest adds the CRDs,
+    the client pod's test request returns `payload_bytes`, port-forward prints its port.
+    Returns the live list of kind cluster names."""
+    names = list(clusters or [])
+
+    def create(argv: list[str]) -> None:
+        names.append(argv[argv.index("--name") + 1])
+        kube.seed_nodes(worker_labels)
+
+    def install(argv: list[str]) -> None:
+        kube.remove_istio()
+        profile = next(a.split("=", 1)[1] for a in argv if a.startswith("profile="))
+        kube.seed_istio(profile)
+
+    rec.on("docker", "info", stdout="28.2.2\n")
+    rec.on("kind", "version", stdout="kind v0.29.0 go1.24.2 linux/amd64\n")
+    rec.on("kubectl", "version", "--client", stdout='{"clientVersion": {"gitVersion": "v1.33.1"}}')
+    rec.on("istioctl", "version", stdout="client version: 1.27.3\n")
+    rec.on("kind", "create", "cluster", effect=create)
+    rec.on("istioctl", "install", effect=install)
+    rec.on("istioctl", "uninstall", effect=lambda a: kube.remove_istio())
+    rec.on("kubectl", "apply", "--server-side", effect=lambda a: kube.seed_gateway_crds())
+    rec.on("kubectl", "exec", "client-0", "python3", stdout=f"{payload_bytes}\n")
+    rec.on("kubectl", "port-forward", stdout="Forwarding from 127.0.0.1:40123 -> 15014\n",
+           exits_with=None)
+    _clusters_rule(rec, names)
+    return names
+
+
+def _clusters_rule(rec: CommandRecorder, names: list[str]) -> None:
+    """`kind get clusters` answers with the live list (a rule whose stdout tracks it)."""
+    rule = _Rule(("kind", "get", "clusters"))
+
+    def refresh(argv: list[str]) -> None:
+        rule.stdout = "".join(f"{n}\n" for n in names)
+
+    rule.effect = refresh
+    rec._rules.append(rule)

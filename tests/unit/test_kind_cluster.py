@@ -1,0 +1,137 @@
+"""The cluster backend (an existing cluster): explicit context or nothing; reads Istio as it
+is; writes only labelled objects in its own mb-* namespace; teardown by label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import scenario as scen
+from bench.backends.cluster import ClusterBackend, context_from
+from bench.backends.kind import make
+from bench.backends.kind.backend import KindBackend
+from bench.errors import PrerequisiteError, ProvisionError, UserError
+from bench.k8s import KubeError
+from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
+
+SCENARIO = scen.from_dict({"name": "t", "backend": "cluster"})
+
+
+def backend(tmp_path: Path, kube: FakeKube, rec: CommandRecorder | None = None,
+            context: str = "prod-like") -> ClusterBackend:
+    rec = rec or CommandRecorder()
+    rec.on("kubectl", "exec", "client-0", "python3", stdout="1024\n")
+    rec.on("kubectl", "port-forward", stdout="Forwarding from 127.0.0.1:41000 -> 15014\n",
+           exits_with=None)
+    (tmp_path / "proc").mkdir(exist_ok=True)
+    b = ClusterBackend(SCENARIO, run_id="r1", context=context, commands=rec,
+                       kube_factory=lambda ctx: kube, clock=FakeClock(), workdir=tmp_path,
+                       proc_root=tmp_path / "proc", fetch=lambda url: "pilot_xds 2\n")
+    b.log = lambda msg: None
+    return b
+
+
+def cluster_with_istio(profile: str, version: str = "1.27.3") -> FakeKube:
+    kube = FakeKube()
+    kube.seed_nodes([{}, {}])
+    kube.seed_gateway_crds()
+    kube.seed_istio(profile, version)
+    kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    kube.proxy_texts[("mb-bench", "waypoint-5d9c7-abcde", 15090)] = "istio_requests_total 1\n"
+    return kube
+
+
+def test_refuses_without_an_explicit_context(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MB_CONTEXT", raising=False)
+    kube = cluster_with_istio("ambient")
+    b = backend(tmp_path, kube, context=context_from(SCENARIO))
+    for call in (b.preflight, lambda: b.provision("ambient")):
+        with pytest.raises(PrerequisiteError) as e:
+            call()
+        assert "needs an explicit kube context" in e.value.one_line()
+        assert "MB_CONTEXT" in e.value.one_line()
+    assert kube.calls == []
+
+
+def test_context_comes_from_the_argument_or_mb_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MB_CONTEXT", "from-env")
+    assert context_from(SCENARIO) == "from-env"
+    assert context_from(SCENARIO, "given") == "given"
+
+
+def test_make_dispatches_on_the_scenario_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MB_CONTEXT", "ctx")
+    c = make(SCENARIO, run_id="r1")
+    assert isinstance(c, ClusterBackend) and c.context == "ctx"
+    assert isinstance(make(scen.from_dict({"name": "t", "backend": "kind"})), KindBackend)
+    with pytest.raises(UserError):
+        make(scen.from_dict({"name": "t", "backend": "local"}))
+
+
+@pytest.mark.parametrize("mode", scen.MODES)
+def test_provision_and_teardown_write_only_our_namespace(tmp_path: Path, mode: str) -> None:
+    kube, rec = cluster_with_istio("ambient"), CommandRecorder()
+    before = {k for k in kube.objects if k[2] != "mb-bench"}
+    b = backend(tmp_path, kube, rec)
+    dep = b.provision(mode)
+    writes = [c for c in kube.calls if c[0] in ("apply", "delete")]
+    assert writes and all(c[2] == "mb-bench" or (c[1], c[3]) == ("Namespace", "mb-bench")
+                          for c in writes), writes
+    assert not rec.ran("kind") and not rec.ran("istioctl")
+    assert not [c for c in rec.calls if "apply" in c or "delete" in c]  # no kubectl writes
+    b.teardown()
+    assert {k for k in kube.objects} == before  # exactly what was there before
+    assert dep.info["istio"]["profile"] == "ambient"
+
+
+def test_sidecar_on_an_ambient_profile_install_is_recorded(tmp_path: Path) -> None:
+    dep = backend(tmp_path, cluster_with_istio("ambient")).provision("sidecar")
+    assert dep.info["istio"]["hbone_for_sidecars"] is True
+    assert any("HBONE" in n for n in dep.info["notes"])
+
+
+def test_other_istio_version_is_used_and_noted(tmp_path: Path) -> None:
+    dep = backend(tmp_path, cluster_with_istio("default", "1.26.2")).provision("sidecar")
+    assert dep.info["istio"]["version"] == "1.26.2"
+    assert dep.info["notes"] == ["Istio 1.26.2 on the cluster; meshbench pins 1.27.3"]
+
+
+@pytest.mark.parametrize("mode", ["ambient", "waypoint"])
+def test_ambient_modes_need_the_ambient_profile(tmp_path: Path, mode: str) -> None:
+    kube = cluster_with_istio("default")
+    with pytest.raises(ProvisionError, match="no ztunnel"):
+        backend(tmp_path, kube).provision(mode)
+    assert kube.get("v1", "Namespace", "mb-bench") is None  # nothing created
+
+
+def test_no_istio_at_all_is_refused_except_for_baseline(tmp_path: Path) -> None:
+    kube = FakeKube()
+    kube.seed_nodes([{}, {}])
+    with pytest.raises(ProvisionError, match="no istiod"):
+        backend(tmp_path, kube).provision("sidecar")
+    backend(tmp_path, kube).provision("baseline")
+
+
+def test_preflight_reports_an_unreachable_context(tmp_path: Path) -> None:
+    def unreachable(ctx: str) -> FakeKube:
+        raise KubeError(f"kube context {ctx!r} cannot be loaded: not in kubeconfig",
+                        hint="kubectl config get-contexts")
+
+    rec = CommandRecorder()
+    b = ClusterBackend(SCENARIO, run_id="r1", context="nope", commands=rec,
+                       kube_factory=unreachable, clock=FakeClock(), workdir=tmp_path)
+    with pytest.raises(PrerequisiteError, match="context nope:.*not in kubeconfig"):
+        b.preflight()
+
+
+def test_pods_use_anti_affinity_not_node_labels(tmp_path: Path) -> None:
+    kube = cluster_with_istio("ambient")
+    backend(tmp_path, kube).provision("waypoint")
+    pods = [o for k, o in kube.objects.items() if k[1] == "Pod" and k[2] == "mb-bench"
+            and "meshbench.io/kind" in o["metadata"]["labels"]]
+    assert len(pods) == 3
+    for p in pods:
+        assert "nodeSelector" not in p["spec"] and "podAntiAffinity" in p["spec"]["affinity"]
+    assert not [c for c in kube.calls if c[0] == "apply" and c[1] == "Node"]
