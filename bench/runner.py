@@ -11,7 +11,6 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from bench.backends.base import Backend, Deployment
@@ -114,11 +113,21 @@ class Runner:
         probe = HopProbe(targets_for(dep))
         try:
             probe.start()
-        except BenchError as e:
+        except Exception as e:  # compile or attach failed: recorded, and the run goes on
             probe.stop()
-            self._probe_failed("hops", f"{dep.mesh.mode}: {e.one_line()}")
+            reason = e.one_line() if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+            self._probe_failed("hops", f"{dep.mesh.mode}: {reason}")
             return
         self.hops = probe
+
+    def _read_hops(self, cell: Cell) -> Any:
+        if self.hops is None:
+            return None
+        try:
+            return self.hops.read()
+        except Exception as e:  # a failed read leaves this cell without hop rows, on record
+            self._probe_failed("hops", f"{cell.id}: read failed: {type(e).__name__}: {e}")
+            return None
 
     def _detach_hops(self) -> None:
         if self.hops is not None:
@@ -205,7 +214,7 @@ class Runner:
             w0 = (time.time(), time.monotonic())
             self._sleep_checking(dep, s.timing.window_s)
             w1 = (time.time(), time.monotonic())
-            hop_hists = self.hops.read() if self.hops is not None else None
+            hop_hists = self._read_hops(cell)
             load.wait()
         except CellFailed as e:
             return CellOutcome(cell, "failed", e.one_line(), loadgen_pid=load.pid)

@@ -26,7 +26,6 @@ from bench.mesh import (
     INBOUND_PORT,
     OUTBOUND_PORT,
     Mesh,
-    Pod,
     Proxy,
     Service,
 )
