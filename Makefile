@@ -9,7 +9,7 @@ SCENARIO ?= quick
 RUN := $(PY) -m bench
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint \
+.PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling \
         report plan doctor teardown test test-unit lint
 
 setup: host-setup $(STAMP)
@@ -39,6 +39,9 @@ bench-ambient: setup
 
 bench-waypoint: setup
 	$(RUN) run -s $(SCENARIO) --modes baseline,waypoint
+
+bench-scaling: setup
+	$(RUN) sweep -s scaling
 
 report: $(STAMP)
 	$(RUN) report $(RUN_DIR)

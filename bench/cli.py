@@ -15,7 +15,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,67 +54,60 @@ def _scenario(args: argparse.Namespace) -> scen.Scenario:
     return s
 
 
-def make_backend(s: scen.Scenario) -> Any:
-    if s.backend == "local":
-        from bench.backends.local.backend import LocalBackend
-
-        return LocalBackend(s)
-    from bench.backends.kind import make
-
-    return make(s)
-
-
 # ---- subcommands ------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import meta
-    from bench.backends.local.backend import SIMPLIFICATIONS, envoy_version
-    from bench.runner import Runner, log
-    from bench.store import RunStore, new_run_id
+    from bench.execute import execute
+
+    run_dir, code = execute(_scenario(args), Path(args.results), report=not args.no_report)
+    print(run_dir)
+    return code
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """One run per size of the scenario's sweep, into results/<sweep id>/, then the fit."""
+    import dataclasses
+    import json
+
+    from analysis.scaling import write_scaling
+    from bench.execute import execute
+    from bench.runner import log
+    from bench.store import new_run_id
 
     s = _scenario(args)
-    backend = make_backend(s)
-    backend.preflight()
-    root = Path(args.results)
-    root.mkdir(parents=True, exist_ok=True)
-    store = RunStore.create(root, new_run_id(s.name), {
-        "scenario": s.to_dict(), "scenario_hash": s.hash, "backend": s.backend,
-        "git": meta.git_state(), "versions": meta.versions(envoy_version()),
-        "host": meta.host(), "seed": s.seed, "started": time.time(),
-        "argv": sys.argv[1:], "exit_status": "running", "probes": {},
-        "simplifications": list(SIMPLIFICATIONS) if s.backend == "local" else [],
-    })
-    log(f"run {store.run_id}: scenario {s.name} ({s.hash}), modes {', '.join(s.modes)}, "
-        f"levels {', '.join(map(str, s.load.levels))} rps, {s.repetitions} repetitions -> "
-        f"{store.dir}")
-    status, code = "ok", 0
-    runner = Runner(s, backend, store)
-    try:
-        cells = runner.run()
-        failed = [c for c in cells if c["status"] != "ok"]
-        if failed:
-            status, code = f"{len(failed)} of {len(cells)} cells failed", 1
-    except KeyboardInterrupt:
-        status, code = "interrupted", 130
-        log("interrupted: torn down; results so far are kept")
-    except BaseException as e:
-        status, code = f"error: {e}", 1
-        raise
-    finally:
-        store.update(exit_status=status, ended=time.time())
-        store.finalize()
-    if not args.no_report and code != 130:
-        from analysis.report import write_report
-
-        for p in write_report(store.dir):
-            log(f"wrote {p}")
-    print(store.dir)
+    sizes = s.sweep.pods_per_service
+    if not sizes:
+        raise UserError(f"scenario {s.name} has no sweep.pods_per_service",
+                        hint="use -s scaling, or add sweep: {pods_per_service: [1, 4, 8]}")
+    sweep_dir = Path(args.results) / new_run_id(s.name + "-sweep")
+    sweep_dir.mkdir(parents=True)
+    record: dict[str, Any] = {"scenario": s.name, "scenario_hash": s.hash, "sizes": list(sizes),
+                              "runs": []}
+    code = 0
+    for i, size in enumerate(sizes, start=1):
+        sub = dataclasses.replace(
+            s, name=f"{s.name}-p{size}", sweep=scen.Sweep(),
+            topology=dataclasses.replace(s.topology, pods_per_service=size))
+        log(f"sweep {i}/{len(sizes)}: {size} pods per service "
+            f"({size * s.topology.services} server pods)")
+        run_dir, rc = execute(sub, sweep_dir, run_id=f"{i:02d}-p{size}", report=False,
+                              extra={"sweep": {"id": sweep_dir.name, "pods_per_service": size}})
+        record["runs"].append({"pods_per_service": size, "dir": run_dir.name, "exit": rc})
+        (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
+        code = max(code, rc)
+        if rc == 130:
+            return rc
+    for p in write_scaling(sweep_dir):
+        log(f"wrote {p}")
+    print(sweep_dir)
     return code
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     s = _scenario(args)
     modes = scen.parse_modes(args.mode) if args.mode else s.modes
+    from bench.execute import make_backend
+
     backend = make_backend(s)
     print(f"# scenario {s.name} ({s.hash}), backend {s.backend}")
     for mode in modes:
@@ -173,6 +165,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
     r.add_argument("--no-report", action="store_true")
     r.set_defaults(fn=cmd_run)
+
+    sw = sub.add_parser("sweep", help="one run per size of the scenario's sweep, then the fit")
+    scenario_args(sw)
+    sw.add_argument("--modes", help=f"comma-separated subset of {','.join(scen.MODES)}")
+    sw.add_argument("--repetitions", type=int)
+    sw.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
+    sw.set_defaults(fn=cmd_sweep, scenario="scaling")
 
     pl = sub.add_parser("plan", help="print what a run would create, in order")
     scenario_args(pl)

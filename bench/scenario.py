@@ -77,6 +77,13 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Sizes for `meshbench sweep`: one run per value, modes interleaved inside each."""
+
+    pods_per_service: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Proxy:
     concurrency: int = 1
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
@@ -96,6 +103,7 @@ class Scenario:
     seed: int = 1
     probes: Probes = field(default_factory=Probes)
     proxy: Proxy = field(default_factory=Proxy)
+    sweep: Sweep = field(default_factory=Sweep)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -268,6 +276,8 @@ def _check(s: Scenario, source: str) -> None:
         raise ScenarioError(f"{source}: probes.resources.interval_s must be 0.1 to 60 s (10 Hz max)")
     if r.pss_interval_s < 1:
         raise ScenarioError(f"{source}: probes.resources.pss_interval_s must be at least 1 s")
+    for i, size in enumerate(s.sweep.pods_per_service):
+        _positive(source, f"sweep.pods_per_service[{i}]", size)
     if "waypoint" in s.modes and s.backend == "local" and t.services < 1:
         raise ScenarioError(f"{source}: mode waypoint needs at least one service")
 

@@ -1,0 +1,152 @@
+"""The resource claim across pod counts: fit data-plane cost = a + b x pods per mode.
+
+A sweep directory (written by `meshbench sweep`) holds one run per size plus sweep.json.
+Each run measured every mode at that size with modes interleaved; the fit uses every
+repetition of every size as one point, so its confidence interval reflects run-to-run
+spread as well as the fit. Sizes are separate runs made one after the other in the same
+sweep: say so next to the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from analysis.fmt import table  # noqa: E402
+from analysis.load import load_run  # noqa: E402
+
+PROXY_MODES = ("sidecar", "ambient", "waypoint")
+METRICS = (("cpu_cores", "cores"), ("pss_mib", "MiB"), ("rss_mib", "MiB"))
+
+
+@dataclass(frozen=True)
+class Fit:
+    mode: str
+    phase: str
+    metric: str
+    unit: str
+    slope: float
+    slope_lo: float
+    slope_hi: float
+    intercept: float
+    r2: float
+    n: int
+    sizes: int
+
+
+def points(sweep_dir: Path) -> pd.DataFrame:
+    """One row per (size, mode, phase, repetition, metric): the data-plane total, with
+    pods = application pods in the mesh (server pods + the client pod)."""
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    frames = []
+    for entry in record["runs"]:
+        run = load_run(sweep_dir / entry["dir"])
+        topo = run.scenario.get("topology", {})
+        pods = int(topo.get("services", 1)) * int(entry["pods_per_service"]) + 1
+        res = run.resources
+        dp = res[(res["entity"] == "dataplane") & res["metric"].isin([m for m, _ in METRICS])]
+        if dp.empty:
+            continue
+        frames.append(dp.assign(pods=pods)[["pods", "mode", "phase", "level", "repetition",
+                                            "metric", "unit", "value"]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def fit(df: pd.DataFrame) -> list[Fit]:
+    """OLS per (mode, phase, metric) with a t-based 95 % CI of the slope; needs >= 3 points
+    over >= 2 sizes."""
+    fits = []
+    for (mode, phase, metric), g in df.groupby(["mode", "phase", "metric"], sort=False):
+        if len(g) < 3 or g["pods"].nunique() < 2:
+            continue
+        r = stats.linregress(g["pods"].astype(float), g["value"].astype(float))
+        t = stats.t.ppf(0.975, len(g) - 2)
+        half = t * r.stderr if math.isfinite(r.stderr) else math.nan
+        fits.append(Fit(mode, phase, metric, str(g["unit"].iloc[0]), r.slope, r.slope - half,
+                        r.slope + half, r.intercept, r.rvalue ** 2, len(g), g["pods"].nunique()))
+    return fits
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else (f"{x:.4f}" if abs(x) < 1 else f"{x:.2f}")
+
+
+def render(sweep_dir: Path, df: pd.DataFrame, fits: list[Fit], figure: str | None) -> str:
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    lines = [f"# meshbench scaling sweep: {sweep_dir.name}", "",
+             f"- Scenario: {record['scenario']} (hash `{record['scenario_hash']}`); pods per "
+             f"service: {', '.join(map(str, record['sizes']))}",
+             "- Each size is its own run, made one after the other in this sweep; modes are "
+             "interleaved inside each. Points are data-plane totals (sum over the mode's "
+             "proxies) per repetition; pods = application pods (servers + the client).",
+             "- Local backend: Envoy in network namespaces; the ztunnel role is an Envoy, not "
+             "the Rust ztunnel, so its own per-node cost differs from Istio's.", ""]
+    failed = [r for r in record["runs"] if r["exit"] != 0]
+    if failed:
+        lines += [f"- Runs with failed cells: {', '.join(r['dir'] for r in failed)}", ""]
+    if not fits:
+        return "\n".join(lines + ["No fit: fewer than 3 points over 2 sizes per mode.", ""])
+    rows = [[f.mode, f.phase, f"{f.metric} ({f.unit})", _fmt(f.slope),
+             f"[{_fmt(f.slope_lo)}, {_fmt(f.slope_hi)}]", _fmt(f.intercept), f"{f.r2:.3f}",
+             f"{f.n} ({f.sizes} sizes)"]
+            for f in sorted(fits, key=lambda f: (f.metric, f.phase, PROXY_MODES.index(f.mode)
+                                                 if f.mode in PROXY_MODES else 9))]
+    lines += ["## Fitted cost = a + b x pods", ""]
+    lines += table(["mode", "phase", "metric", "b per pod", "b 95 % CI", "a", "r²", "n points"],
+                   rows)
+    lines += ["", "The claim holds where sidecar's slope is about one proxy's cost per pod and "
+              "ambient's CI includes or sits near zero."]
+    if figure:
+        lines += ["", f"![data-plane cost vs pods]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def figure(df: pd.DataFrame, fits: list[Fit], out: Path) -> Path | None:
+    panels = [("idle", "pss_mib", "PSS, idle (MiB)"), ("load", "cpu_cores", "cores under load")]
+    panels = [p for p in panels if not df[(df["phase"] == p[0]) & (df["metric"] == p[1])].empty]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (phase, metric, title) in zip(axes[0], panels):
+        for mode in PROXY_MODES:
+            g = df[(df["mode"] == mode) & (df["phase"] == phase) & (df["metric"] == metric)]
+            if g.empty:
+                continue
+            dots = ax.scatter(g["pods"], g["value"], s=14, label=mode)
+            f = next((f for f in fits if (f.mode, f.phase, f.metric) == (mode, phase, metric)),
+                     None)
+            if f is not None:
+                xs = sorted(g["pods"].unique())
+                ax.plot(xs, [f.intercept + f.slope * x for x in xs], color=dots.get_facecolor()[0],
+                        linewidth=1)
+        ax.set_xlabel("application pods")
+        ax.set_ylabel(title)
+        ax.set_title(f"data plane: {title}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_scaling(sweep_dir: Path | str) -> list[Path]:
+    """Write scaling.md and scaling.png into the sweep directory; return the paths."""
+    sweep_dir = Path(sweep_dir)
+    df = points(sweep_dir)
+    fits = fit(df) if not df.empty else []
+    png = figure(df, fits, sweep_dir / "scaling.png") if not df.empty else None
+    md = sweep_dir / "scaling.md"
+    md.write_text(render(sweep_dir, df, fits, png.name if png else None))
+    if not df.empty:
+        df.to_csv(sweep_dir / "scaling_points.csv", index=False)
+    return [p for p in (png, md) if p]
