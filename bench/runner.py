@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from bench.backends.base import Backend, Deployment
@@ -177,8 +177,12 @@ class Runner:
             self.store.update(deployments=self.deployments)
             self._idle(rep, mode)
             self._attach_hops(dep)
-            for c in cells:
-                self._record(self._run_cell(c, dep), total)
+            for i, c in enumerate(cells):
+                outcome = self._run_cell(c, dep)
+                self._record(outcome, total)
+                if (i == 0 and rep == 1 and self.hops is not None and outcome.status == "ok"
+                        and self.s.probes.hops.overhead_check):
+                    self._probe_overhead_twin(c, dep)
         finally:
             self._detach_hops()
             self._set_targets(None, mode)
@@ -195,14 +199,28 @@ class Runner:
         res = summarize_window(self.resources_path, t0, t1, idle)
         self.store.append(_with_label(res.samples, phase="idle"))
 
-    def _run_cell(self, cell: Cell, dep: Deployment) -> CellOutcome:
+    def _probe_overhead_twin(self, cell: Cell, dep: Deployment) -> None:
+        """The same cell again right after, with the hop probe detached: its load rows go
+        under source "load_probes_off", so the report can show what the probe costs."""
+        self._detach_hops()
+        try:
+            outcome = self._run_cell(cell, dep, twin=True)
+            self.progress(f"probe-off twin of {cell.id}: {outcome.status} "
+                          + (f"p50 {outcome.summary.p50_us:.0f} us" if outcome.summary else
+                             outcome.reason))
+        finally:
+            self._attach_hops(dep)
+
+    def _run_cell(self, cell: Cell, dep: Deployment, twin: bool = False) -> CellOutcome:
         s = self.s
         hdr_out = self.store.hdr_path(cell)
+        if twin:
+            hdr_out = hdr_out.with_name(f"{cell.id}-probes-off.jsonl")
         duration = LOCUST_START_S + s.timing.warmup_s + s.timing.window_s + 1.0
         load = run_locust(
             netns=dep.load_netns, url=dep.url + "/", target_rps=cell.level,
             users=s.load.connections, processes=s.load.processes, duration_s=duration,
-            hdr_out=hdr_out, log_path=self.store.dir / "logs" / f"locust-{cell.id}.log",
+            hdr_out=hdr_out, log_path=self.store.dir / "logs" / f"locust-{hdr_out.stem}.log",
             timeout_s=duration + 30)
         self.store.update(current={"cell": cell.id, "loadgen_pid": load.pid})
         try:
@@ -225,6 +243,10 @@ class Runner:
         summary = hdr.summarize(hdr.read_intervals(load.hdr_paths()), w0[0], w1[0])
         cpu = load.cpu_percent_max(w0[0], w1[0])
         rows = hdr.to_samples(cell, summary, cell.level, cpu)
+        if twin:
+            self.store.append([replace(r, source="load_probes_off") for r in rows])
+            return CellOutcome(cell, "ok" if summary.count else "failed", "", window, summary,
+                               load.pid)
         if hop_hists is not None:
             from bench.probes.hops import summarize as hop_rows
 
@@ -265,7 +287,5 @@ class Runner:
 
 
 def _with_label(samples: list[Sample], **labels: Any) -> list[Sample]:
-    from dataclasses import replace
-
     return [replace(s, labels={**(s.labels or {}), **labels}) for s in samples]
 

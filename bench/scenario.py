@@ -68,6 +68,8 @@ class ResourceProbe:
 @dataclass(frozen=True)
 class HopProbe:
     enabled: bool = True
+    # run the first cell of each proxied mode again without the probe, to measure its cost
+    overhead_check: bool = True
 
 
 @dataclass(frozen=True)
