@@ -8,9 +8,13 @@ PY := $(VENV)/bin/python
 SCENARIO ?= quick
 RUN := $(PY) -m bench
 STAMP := $(VENV)/.setup-stamp
+BACKEND ?=
+REPETITIONS ?=
+RUNS ?= results
+BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
 .PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling \
-        report plan doctor teardown test test-unit lint
+        report compare trend plan doctor teardown test test-unit lint
 
 setup: host-setup $(STAMP)
 
@@ -26,7 +30,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 bench: setup
-	$(RUN) run -s $(SCENARIO)
+	$(RUN) run -s $(SCENARIO) $(BENCH_ARGS)
 
 bench-baseline: setup
 	$(RUN) run -s $(SCENARIO) --modes baseline
@@ -45,6 +49,12 @@ bench-scaling: setup
 
 report: $(STAMP)
 	$(RUN) report $(RUN_DIR)
+
+compare: $(STAMP)
+	$(RUN) compare $(RUN_A) $(RUN_B) $(COMPARE_ARGS)
+
+trend: $(STAMP)
+	$(RUN) trend $(RUNS) $(TREND_ARGS)
 
 plan: $(STAMP)
 	$(RUN) plan -s $(SCENARIO) $(if $(MODE),--mode $(MODE),)

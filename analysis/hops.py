@@ -41,7 +41,7 @@ def hop_table(run: Run) -> pd.DataFrame:
     return wide
 
 
-def hops_section(run: Run) -> list[str]:
+def hops_section(run: Run, figure: str | None = None) -> list[str]:
     lines = ["## Latency per hop (BCC)", ""]
     wide = hop_table(run)
     if wide.empty or "hop_p50" not in wide:
@@ -90,6 +90,8 @@ def hops_section(run: Run) -> list[str]:
     lines += ["", "Residence time inside each proxy, from kernel tracepoints: request = bytes "
               "arrive on its downstream socket -> it sends them upstream; response = the "
               "reverse. Median across repetitions of each cell's percentile."]
+    if figure:
+        lines += ["", f"![latency added per hop]({figure})"]
     lines += ["", "### Validation: hops vs end-to-end overhead", ""]
     if checks:
         lines += table(["mode", "target (rps)", "sum of hop p50s (µs)",

@@ -83,3 +83,38 @@ def simplifications_section(run: Run) -> list[str]:
     if not items:
         return lines + ["None recorded in the manifest.", ""]
     return lines + [f"- {s}" for s in items] + [""]
+
+
+# What must match for two runs' numbers to be comparable (methodology.md, "compare").
+# A key neither run recorded (e.g. versions.istio on the local backend) is not compared.
+KEY_METADATA = ("scenario_hash", "backend", "versions.envoy", "versions.istio",
+                "host.cpu_model", "host.kernel")
+
+
+def dotted(manifest: dict[str, Any], key: str) -> Any:
+    """manifest["a"]["b"] for key "a.b"; None where any part is missing."""
+    value: Any = manifest
+    for part in key.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, value in a, value in b) for each key metadata that differs, in KEY_METADATA
+    order. A key missing from both manifests is not a difference."""
+    out = []
+    for key in KEY_METADATA:
+        va, vb = dotted(a, key), dotted(b, key)
+        if va is None and vb is None:
+            continue
+        if va != vb:
+            out.append((key, va, vb))
+    return out
+
+
+def describe_differences(diffs: list[tuple[str, Any, Any]]) -> str:
+    """One line: "host.kernel (6.8 vs 6.9), backend (local vs kind)"."""
+    return ", ".join(f"{k} ({'missing' if va is None else va} vs "
+                     f"{'missing' if vb is None else vb})" for k, va, vb in diffs)

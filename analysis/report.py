@@ -1,4 +1,5 @@
-"""Write a run's report: report.md, latency.png and (with resource rows) resources.png.
+"""Write a run's report: report.md, report.html (self-contained), smp.json, latency.png
+and (with resource rows) resources.png. The claims table comes first in both reports.
 
     python -m analysis.report [RUN_DIR]     # default: the newest run under results/
 """
@@ -7,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.hops import hops_section
+from analysis import html_report
+from analysis.claims import claims_section
 from analysis.figures import latency_figure, resources_figure
+from analysis.hops import hops_figure, hops_section
 from analysis.latency import (
     cv_section,
     latency_section,
@@ -27,6 +31,7 @@ from analysis.metadata import (
     simplifications_section,
 )
 from analysis.resources import resource_cv_checks, resources_section
+from analysis.smp import write_smp
 from bench.errors import BenchError, UserError
 from bench.store import latest_run
 
@@ -58,11 +63,12 @@ def header_section(run: Run) -> list[str]:
     return lines
 
 
-def render(run: Run, latency_png: str | None, resources_png: str | None) -> str:
+def render(run: Run, latency_png: str | None, resources_png: str | None,
+           hops_png: str | None = None) -> str:
     """The report's Markdown, linking the figures given (file names; None = not written)."""
-    lines = header_section(run)
+    lines = header_section(run) + claims_section(run)
     lines += latency_section(run, latency_png) + overhead_section(run) + order_section(run)
-    lines += ratio_section(run) + hops_section(run)
+    lines += ratio_section(run) + hops_section(run, hops_png)
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png)
     lines += failed_cells_section(run) + probes_section(run)
@@ -70,9 +76,24 @@ def render(run: Run, latency_png: str | None, resources_png: str | None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(run_dir: Path | str) -> list[Path]:
-    """Write report.md, latency.png and, when data-plane resource rows exist,
-    resources.png into `run_dir`; return the paths written (report.md last).
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_outputs` wrote into the run directory."""
+
+    figures: tuple[Path, ...]
+    markdown: Path
+    html: Path
+    smp: Path
+
+    def all(self) -> list[Path]:
+        """Every file, report.md last."""
+        return [*self.figures, self.smp, self.html, self.markdown]
+
+
+def write_outputs(run_dir: Path | str) -> ReportFiles:
+    """Write latency.png and, when data-plane resource rows exist, resources.png; then
+    report.md, report.html (the same report with the figures embedded as data: URIs, no
+    external resource) and smp.json (see analysis.smp) into `run_dir`.
 
     A figure whose data are missing is not written, and the report says so.
     Raises UserError when `run_dir` is not a run directory.
@@ -80,10 +101,25 @@ def write_report(run_dir: Path | str) -> list[Path]:
     run = load_run(run_dir)
     latency = latency_figure(run, run.run_dir / "latency.png")
     resources = resources_figure(run, run.run_dir / "resources.png")
+    hops = hops_figure(run, run.run_dir / "hops.png")
+    markdown = render(run, latency.name if latency else None,
+                      resources.name if resources else None, hops.name if hops else None)
     report = run.run_dir / "report.md"
-    report.write_text(render(run, latency.name if latency else None,
-                             resources.name if resources else None))
-    return [p for p in (latency, resources) if p] + [report]
+    report.write_text(markdown)
+    page = run.run_dir / "report.html"
+    page.write_text(html_report.render(markdown, run.run_dir,
+                                       f"meshbench report: {run.run_id}"))
+    smp = write_smp(run, run.run_dir / "smp.json")
+    return ReportFiles(tuple(p for p in (latency, resources, hops) if p), report, page, smp)
+
+
+def write_report(run_dir: Path | str) -> list[Path]:
+    """Write every output of `write_outputs`; return the Markdown report and the figures
+    it links (report.md last), as before report.html and smp.json existed. They are
+    written beside report.md; `write_outputs(...).all()` lists every file.
+    """
+    files = write_outputs(run_dir)
+    return [*files.figures, files.markdown]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.run_dir or latest_run()
         if run_dir is None:
             raise UserError("no run under results/", hint="pass a run directory")
-        for path in write_report(run_dir):
+        for path in write_outputs(run_dir).all():
             print(path)
     except BenchError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)

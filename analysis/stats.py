@@ -7,14 +7,15 @@ one value per metric.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from numpy.typing import ArrayLike
+from scipy.stats import linregress, mannwhitneyu
+from scipy.stats import t as student_t
 
 BASELINE = "baseline"
 CV_WARN = 0.10  # warn when std / mean of a cell's repetitions reaches 10 %
@@ -97,7 +98,7 @@ class RatioCI(NamedTuple):
     hi: float
 
 
-def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 10000,
+def bootstrap_ratio_ci(a: ArrayLike, b: ArrayLike, n_boot: int = 10000,
                        seed: int = 0) -> RatioCI:
     """Ratio of medians of `a` over `b` with a 95 % percentile bootstrap CI.
 
@@ -125,8 +126,9 @@ class Significance:
     """Mann-Whitney U (two-sided) of `a` against reference `b`.
 
     effect = median(a) / median(b) - 1 (0.05 = a is 5 % higher). verdict is
-    "significant" only when p < 0.01 and |effect| >= 5 %; "n too small" when no
-    outcome of these sample sizes could give p < 0.01; else "not significant".
+    "significant" only when p < 0.01 and |effect| >= 5 % (or the `min_effect` the
+    caller gave); "n too small" when no outcome of these sample sizes could give
+    p < 0.01; else "not significant".
     """
 
     p_value: float
@@ -142,8 +144,10 @@ def min_two_sided_p(n_a: int, n_b: int) -> float:
     return min(1.0, 2.0 / comb(n_a + n_b, n_a))
 
 
-def significance(a: Sequence[float], b: Sequence[float]) -> Significance:
-    """Is `a` different from `b`? See `Significance` for the rule."""
+def significance(a: ArrayLike, b: ArrayLike,
+                 min_effect: float = MIN_EFFECT) -> Significance:
+    """Is `a` different from `b`? See `Significance` for the rule; `min_effect` replaces
+    the 5 % effect floor (e.g. a `compare --threshold`)."""
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if xa.size == 0 or xb.size == 0:
         raise ValueError("significance needs at least one sample on each side")
@@ -155,9 +159,41 @@ def significance(a: Sequence[float], b: Sequence[float]) -> Significance:
         verdict = "n too small"
         reason = (f"with n={xa.size} vs {xb.size} the smallest possible p is {floor:.3g}, "
                   f"so p < {ALPHA} cannot be reached")
-    elif p < ALPHA and abs(effect) >= MIN_EFFECT:
-        verdict, reason = "significant", f"p={p:.3g} < {ALPHA} and |effect| >= 5 %"
+    elif p < ALPHA and abs(effect) >= min_effect:
+        verdict = "significant"
+        reason = f"p={p:.3g} < {ALPHA} and |effect| >= {100 * min_effect:g} %"
     else:
         verdict = "not significant"
-        reason = f"p={p:.3g}, effect {100 * effect:+.1f} % (needs p < {ALPHA} and >= 5 %)"
+        reason = (f"p={p:.3g}, effect {100 * effect:+.1f} % (needs p < {ALPHA} and "
+                  f">= {100 * min_effect:g} %)")
     return Significance(p, effect, int(xa.size), int(xb.size), verdict, reason)
+
+
+class SlopeFit(NamedTuple):
+    """Least-squares line y = intercept + slope * x with a 95 % t-interval [lo, hi] for
+    the slope; n points over `x_values` distinct x."""
+
+    slope: float
+    lo: float
+    hi: float
+    intercept: float
+    n: int
+    x_values: int
+
+
+def fit_slope(x: ArrayLike, y: ArrayLike) -> SlopeFit:
+    """Fit y = a + b x (ordinary least squares) with a 95 % CI for b from Student's t
+    with n - 2 degrees of freedom (each point is one cell's value, e.g. one repetition at
+    one pod count). A perfect fit gives a zero-width interval.
+
+    Raises ValueError with fewer than 3 points or fewer than 2 distinct x.
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    distinct = int(np.unique(xs).size)
+    if xs.size < 3 or distinct < 2:
+        raise ValueError(f"a slope needs >= 3 points over >= 2 distinct x "
+                         f"(got {xs.size} points, {distinct} x)")
+    r = linregress(xs, ys)
+    half = float(student_t.ppf(0.975, xs.size - 2) * r.stderr)
+    return SlopeFit(float(r.slope), float(r.slope) - half, float(r.slope) + half,
+                    float(r.intercept), int(xs.size), distinct)

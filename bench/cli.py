@@ -4,7 +4,10 @@ Examples:
   meshbench run -s quick                      all four modes on the local backend
   meshbench run -s quick --modes baseline,sidecar
   meshbench plan -s quick --mode ambient      what a run would create, without creating it
-  meshbench report [RUN_DIR]                  Markdown + figures for a run (default: newest)
+  meshbench report [RUN_DIR]                  Markdown, HTML, SMP + figures (default: newest)
+  meshbench compare RUN_A RUN_B               changes per metric, CI, verdict; exit 1 if worse
+  meshbench trend results/                    a headline metric across runs (nightly history)
+  meshbench sweep -s scaling                  one run per pod count, then cost vs pods
   meshbench doctor                            what this machine lacks, and how to fix it
   meshbench teardown --all                    remove every namespace and process of ours
 """
@@ -116,13 +119,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
+    from analysis.report import write_outputs
 
     run_dir = Path(args.run) if args.run else latest_run(Path(args.results))
     if run_dir is None or not (run_dir / "manifest.json").exists():
         raise UserError(f"no run found at {args.run or args.results}",
                         hint="run `make bench` first, or pass a results/<run> directory")
-    for p in write_report(run_dir):
+    for p in write_outputs(run_dir).all():
         print(p)
     return 0
 
@@ -183,6 +186,10 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default=str(DEFAULT_ROOT))
     rep.set_defaults(fn=cmd_report)
 
+    sub.add_parser("compare", help="RUN_A RUN_B [--force] [--threshold PCT]: changes with "
+                   "CIs and verdicts; exit 1 on a significant regression, 2 on a refusal")
+    sub.add_parser("trend", help="DIR... [--metric M]: a headline metric across many runs")
+
     d = sub.add_parser("doctor", help="check this machine and say how to fix what is missing")
     d.set_defaults(fn=cmd_doctor)
 
@@ -198,6 +205,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["compare"], ["trend"]):
+        # these parse their own options (RUN_A RUN_B --force ..., DIR... --metric ...)
+        from analysis.compare import main as compare, main_trend
+
+        return (compare if argv[0] == "compare" else main_trend)(argv[1:])
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

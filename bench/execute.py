@@ -64,8 +64,8 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
         store.update(exit_status=status, ended=time.time())
         store.finalize()
     if report and code != 130:
-        from analysis.report import write_report
+        from analysis.report import write_outputs
 
-        for p in write_report(store.dir):
+        for p in write_outputs(store.dir).all():
             log(f"wrote {p}")
     return store.dir, code

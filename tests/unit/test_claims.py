@@ -1,0 +1,396 @@
+"""The claims table on runs with known distributions, and the report's other outputs
+(claims first in report.md, a self-contained report.html, smp.json)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from analysis import claims as cl
+from analysis.load import load_run
+from analysis.report import write_outputs, write_report
+from analysis.stats import fit_slope, significance, summarize
+
+
+def _fixture_module() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "make_fixture.py"
+    spec = importlib.util.spec_from_file_location("make_fixture", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fx = _fixture_module()
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 repetitions per mode; ambient clearly cheaper and faster than sidecar, waypoint
+    clearly slower; its report written once."""
+    run_dir = fx.make_series_run(tmp_path_factory.mktemp("series"))
+    write_report(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def rows(series: Path) -> list[cl.ClaimRow]:
+    return cl.claim_rows(load_run(series))
+
+
+def _row(rows: list[cl.ClaimRow], claim: str, *words: str) -> cl.ClaimRow:
+    found = [r for r in rows if r.claim == claim and all(w in r.tested for w in words)]
+    assert len(found) == 1, [r.tested for r in rows]
+    return found[0]
+
+
+# --- statistics on the series fixture ----------------------------------------------------
+
+def test_series_cells_scatter_around_their_base(series: Path) -> None:
+    s = summarize(load_run(series).client, "latency_p50").set_index(["mode", "level"])
+    for (mode, level), r in s.iterrows():
+        assert r["n"] == 5
+        base = fx.series_p50(mode, level)
+        assert base * (1 - fx.SERIES_JITTER) <= r["min"] <= r["median"] <= r["max"] \
+            <= base * (1 + fx.SERIES_JITTER)
+        assert r["cv"] < 0.02 and not r["cv_warning"]
+
+
+def test_fit_slope_of_a_known_line_and_its_limits() -> None:
+    fit = fit_slope([1, 2, 3, 1, 2, 3], [3.0, 5.0, 7.0, 3.0, 5.0, 7.0])
+    assert (fit.slope, fit.lo, fit.hi, fit.intercept) == pytest.approx((2, 2, 2, 1))
+    noisy = fit_slope([1, 4, 8, 1, 4, 8], [1.0, 4.5, 7.5, 1.2, 3.9, 8.3])
+    assert noisy.lo < noisy.slope < noisy.hi and noisy.n == 6 and noisy.x_values == 3
+    with pytest.raises(ValueError, match="distinct x"):
+        fit_slope([2, 2, 2], [1.0, 2.0, 3.0])
+
+
+def test_significance_takes_a_caller_threshold() -> None:
+    a, b = [104.0, 104.1, 104.2, 104.3, 104.4], [100.0, 100.1, 100.2, 100.3, 100.4]
+    assert significance(a, b).verdict == "not significant"  # 4 % < 5 %
+    assert significance(a, b, min_effect=0.03).verdict == "significant"
+
+
+# --- the verdict rule ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("a", "b", "verdict", "reason"), [
+    ([50.0, 51, 52, 53, 54], [100.0, 101, 102, 103, 104], "supported", "p=0.0079"),
+    ([150.0, 151, 152, 153, 154], [100.0, 101, 102, 103, 104], "not supported", "p=0.0079"),
+    ([50.0, 51, 52], [100.0, 101, 102], "inconclusive", "n too small: 3 vs 3"),
+    ([90.0, 120, 95, 110, 80], [100.0, 101, 102, 103, 104], "inconclusive", "CI spans 1"),
+    ([], [100.0, 101], "not measured", "no values"),
+    ([1.0, 2.0], [0.0, 0.0, -1.0], "inconclusive", "<= 0: no ratio"),
+])
+def test_judge(a: list[float], b: list[float], verdict: str, reason: str) -> None:
+    v = cl.judge(a, b)
+    assert v.verdict == verdict
+    assert reason in v.reason
+
+
+def test_judge_ratio_and_interval_of_a_clear_case() -> None:
+    v = cl.judge([50.0, 51, 52, 53, 54], [100.0, 101, 102, 103, 104])
+    assert v.ratio is not None and v.ratio.ratio == pytest.approx(52 / 102)
+    assert v.ratio.lo <= v.ratio.ratio <= v.ratio.hi < 1
+    assert v.ratio_text().startswith("0.510 [")
+
+
+def test_reference_level_is_closest_to_the_published_1000_rps() -> None:
+    assert cl.reference_level([200, 500]) == 500
+    assert cl.reference_level([500, 1500]) == 1500  # a tie goes to the higher level
+    assert cl.reference_level([100, 1000, 5000]) == 1000
+    assert cl.reference_level([]) is None
+
+
+# --- claims table rows on the series fixture -----------------------------------------------
+
+def test_claim_rows_in_order(rows: list[cl.ClaimRow]) -> None:
+    assert [r.claim for r in rows] == [cl.A_RES] * 5 + [cl.B_FANOUT, cl.C_EXPOSURE] \
+        + [cl.D_LATENCY] * 4
+
+
+def test_resource_claims(rows: list[cl.ClaimRow]) -> None:
+    cpu = _row(rows, cl.A_RES, "CPU", "ambient")
+    assert (cpu.level, cpu.verdict) == (1000, "supported")
+    assert cpu.result.ratio is not None
+    assert cpu.result.ratio.ratio == pytest.approx(0.04 / 0.10, rel=0.05)
+    assert cpu.result.ratio.hi < 1
+    assert "ambient 0.4" in cpu.measured and "sidecar 1.0" in cpu.measured
+    assert cpu.others.startswith("100 rps: 0.") and cpu.others.endswith("supported")
+    assert "istio.io performance page, Istio 1.24 (1 KB http/1.1, 1000 rps, mTLS, " \
+           "2 workers)" in cpu.published
+    assert "sidecar ~0.20 vCPU, ztunnel ~0.06 vCPU" in cpu.published
+    mem = _row(rows, cl.A_RES, "memory", "ambient")
+    assert mem.verdict == "supported" and "MiB PSS" in mem.measured
+    assert "sidecar ~60 MB, ztunnel ~12 MB" in mem.published
+    wp_mem = _row(rows, cl.A_RES, "memory", "waypoint")
+    assert wp_mem.verdict == "not supported"  # 46 vs 40 MiB
+    assert "waypoint ~60 MB" in wp_mem.published
+    assert _row(rows, cl.A_RES, "CPU", "waypoint").verdict == "supported"  # 0.09 vs 0.10
+
+
+def test_scaling_claim_needs_a_sweep(rows: list[cl.ClaimRow]) -> None:
+    slope = _row(rows, cl.A_RES, "grows with pods")
+    assert slope.verdict == "not measured"
+    assert "needs a pod-count sweep (make bench-scaling)" in slope.result.text()
+    assert "LiveWyer 2024 (EKS, Istio 1.22, bookinfo)" in slope.published
+
+
+def test_fanout_and_exposure_are_not_invented(rows: list[cl.ClaimRow]) -> None:
+    for claim in (cl.B_FANOUT, cl.C_EXPOSURE):
+        row = next(r for r in rows if r.claim == claim)
+        assert row.verdict == "not measured"
+        assert row.result.text() == "not measured in this run (needs make bench-fanout)"
+        assert row.result.ratio is None and row.measured == ""
+
+
+def test_latency_claims(rows: list[cl.ClaimRow]) -> None:
+    for p in ("p50", "p99"):
+        amb = _row(rows, cl.D_LATENCY, p, "ztunnels")
+        assert amb.tested.startswith(f"{p} overhead")
+        assert (amb.level, amb.verdict) == (1000, "supported")
+        assert amb.result.ratio is not None
+        assert amb.result.ratio.ratio == pytest.approx(100 / 400, abs=0.06)
+        assert amb.result.ratio.hi < 1
+        assert "ms over baseline" in amb.measured and "100 rps:" in amb.others
+        way = _row(rows, cl.D_LATENCY, p, "waypoint")
+        assert way.verdict == "not supported"
+        assert way.result.ratio is not None and way.result.ratio.lo > 1
+        assert way.result.ratio.ratio == pytest.approx(500 / 400, abs=0.1)
+        assert "charts only" in way.published
+    p99 = _row(rows, cl.D_LATENCY, "p99", "ztunnels")
+    assert "two ztunnels add ~0.20 ms p99" in p99.published
+    assert "two sidecars add 0.298 ms p99" in p99.published
+
+
+def test_three_repetitions_are_inconclusive(tmp_path: Path) -> None:
+    rows = cl.claim_rows(load_run(fx.make_run(tmp_path)))
+    measured = [r for r in rows if r.verdict != "not measured"]
+    assert measured and all(r.verdict == "inconclusive" for r in measured)
+    assert all("n too small" in r.result.reason for r in measured
+               if r.claim == cl.D_LATENCY and "ztunnels" in r.tested)
+
+
+def test_a_run_without_sidecar_says_what_is_missing(tmp_path: Path) -> None:
+    rows = cl.claim_rows(load_run(fx.make_series_run(tmp_path, modes=("baseline", "ambient"),
+                                                     hdr=False)))
+    assert all(r.verdict == "not measured" for r in rows)
+    cpu = _row(rows, cl.A_RES, "CPU", "ambient")
+    assert cpu.measured == "ambient 0.400 cores (sidecar not measured)"
+    assert cpu.result.text() == "not measured (no sidecar data-plane rows in this run)"
+    p50 = _row(rows, cl.D_LATENCY, "p50", "ztunnels")
+    assert p50.tested.startswith("p50 overhead")  # baseline is there: still an overhead
+    assert p50.measured.startswith("ambient +0.1") and "(sidecar not measured)" in p50.measured
+    way = _row(rows, cl.D_LATENCY, "p50", "waypoint")
+    assert (way.measured, way.result.reason) == ("", "no waypoint or sidecar latency in this run")
+
+
+def test_scaling_claim_from_a_pod_sweep(tmp_path: Path) -> None:
+    rows = cl.claim_rows(load_run(fx.make_series_run(tmp_path, pods=(1, 4, 8), reps=(0, 1, 2),
+                                                     hdr=False)))
+    cores, pss = [r for r in rows if "grows with pods" in r.tested]
+    assert (cores.verdict, pss.verdict) == ("supported", "supported")
+    assert "sidecar b = 0.5" in cores.measured  # 0.05 cores per pod per 100 rps, at 1000 rps
+    assert "sidecar b = 20" in pss.measured and "ambient b = 0.5" in pss.measured
+    assert cores.others == "100 rps: supported"
+    # the one-size rows use the largest pod count
+    assert "at 8 pods" in _row(rows, cl.A_RES, "CPU", "ambient").tested
+
+
+def test_scaling_claim_from_the_sweep_a_run_belongs_to(tmp_path: Path) -> None:
+    """`meshbench sweep` writes one run per size beside sweep.json (analysis.scaling)."""
+    sweep = tmp_path / "20250101T000000Z-scaling-sweep-1"
+    runs = []
+    for i, size in enumerate((1, 4, 8), start=1):
+        run_id = f"{i:02d}-p{size}"
+        fx.make_series_run(sweep, run_id=run_id, reps=(0, 1), seed=i, hdr=False,
+                           cost_scale={"sidecar": float(size)},
+                           manifest_updates={"sweep": {"id": sweep.name,
+                                                       "pods_per_service": size}})
+        runs.append({"pods_per_service": size, "dir": run_id, "exit": 0})
+    (sweep / "sweep.json").write_text(json.dumps({"scenario": "series", "scenario_hash": "h",
+                                                  "sizes": [1, 4, 8], "runs": runs}))
+    rows = cl.claim_rows(load_run(sweep / "02-p4"))
+    cores, pss = [r for r in rows if "grows with pods" in r.tested]
+    assert (cores.verdict, pss.verdict) == ("supported", "supported")
+    assert f"(sweep {sweep.name}, 3 sizes)" in cores.measured
+    # sidecar's cost is size x base: 1.0 cores per pod at 1000 rps, 40 MiB per pod
+    def slope(text: str, mode: str) -> float:
+        return float(text.split(f"{mode} b = ")[1].split()[0])
+
+    assert slope(cores.measured, "sidecar") == pytest.approx(1.0, rel=0.03)
+    assert slope(pss.measured, "sidecar") == pytest.approx(40.0, rel=0.03)
+    assert abs(slope(pss.measured, "ambient")) < 0.5
+    # a run outside any sweep still says it needs one
+    alone = cl.claim_rows(load_run(fx.make_series_run(tmp_path / "alone", hdr=False)))
+    assert _row(alone, cl.A_RES, "grows with pods").verdict == "not measured"
+
+
+def test_xds_rows_are_reported_not_judged(tmp_path: Path) -> None:
+    from bench.store import Cell, RunStore, Sample
+
+    run_dir = fx.make_run(tmp_path, finalize=False)
+    store = RunStore(run_dir, json.loads((run_dir / "manifest.json").read_text()))
+    store.append([Sample.for_cell(Cell(0, "sidecar", 0), source="xds", metric="updates",
+                                  unit="count", value=4.0, entity="sidecar-client-0")])
+    rows = cl.claim_rows(load_run(run_dir))
+    fan = next(r for r in rows if r.claim == cl.B_FANOUT)
+    assert fan.verdict == "inconclusive" and "1 xds rows present (updates)" in fan.result.reason
+
+
+# --- report outputs: claims first, HTML, SMP ------------------------------------------------
+
+def test_report_md_puts_the_claims_table_first(series: Path) -> None:
+    text = (series / "report.md").read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## Claims" and sections[1] == "## Latency"
+    claims = text[text.index("## Claims"):text.index("## Latency")]
+    assert ("| (d) latency | p50 overhead: two ztunnels add less than two sidecars | 1000 rps |"
+            in claims)
+    assert "| supported (p=0.0079, n=5 vs 5) |" in claims
+    assert "| not measured in this run (needs make bench-fanout) |" in claims
+    assert "Local backend: these are Envoy-in-namespaces numbers" in claims
+    assert "Summary: 5 supported, 3 not supported, 3 not measured." in claims
+
+
+class _Resources(HTMLParser):
+    """Every tag with its attributes, and the text of <style> blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.styles: list[str] = []
+        self.open: list[str] = []  # unclosed elements, innermost last
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_style = tag == "style"
+        if tag not in ("img", "meta", "br", "hr"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+        assert self.open and self.open[-1] == tag, (tag, self.open[-5:])
+        self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.styles.append(data)
+
+
+def _parse(path: Path) -> _Resources:
+    p = _Resources()
+    p.feed(path.read_text())
+    p.close()
+    assert p.open == [], p.open  # well nested and closed
+    return p
+
+
+def assert_self_contained(page: Path) -> _Resources:
+    p = _parse(page)
+    names = {t for t, _ in p.tags}
+    assert not names & {"script", "link", "iframe", "object", "embed", "base"}
+    for tag, attrs in p.tags:
+        for key in ("src", "srcset", "poster", "data", "background", "action"):
+            assert key not in attrs or (tag == "img" and key == "src"), (tag, attrs)
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("data:image/png;base64,")
+        if "href" in attrs:
+            assert tag == "a", (tag, attrs)  # a plain text link, never a loaded resource
+        assert "url(" not in (attrs.get("style") or "")
+    style = "".join(p.styles)
+    assert "url(" not in style and "@import" not in style
+    return p
+
+
+def test_html_report_is_self_contained(series: Path) -> None:
+    page = series / "report.html"
+    p = assert_self_contained(page)
+    images = [a for t, a in p.tags if t == "img"]
+    assert len(images) == 2  # latency.png and resources.png, embedded
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text
+    headings = [t for t, _ in p.tags if t in ("h1", "h2")]
+    assert headings[:2] == ["h1", "h2"]
+    assert text.index("<h2>Claims</h2>") < text.index("<h2>Latency</h2>")
+    assert '<td class="v-supported">supported (p=0.0079, n=5 vs 5)</td>' in text
+    assert '<td class="v-not-measured">not measured in this run (needs make bench-fanout)' \
+        in text
+
+
+def test_html_report_of_a_run_without_resources_says_so(tmp_path: Path) -> None:
+    files = write_outputs(fx.make_run(tmp_path, resources=False))
+    assert [p.name for p in files.all()] == ["latency.png", "smp.json", "report.html",
+                                             "report.md"]
+    p = assert_self_contained(files.html)
+    assert sum(t == "img" for t, _ in p.tags) == 1
+    text = files.html.read_text()
+    assert "no data-plane resource rows in this run" in text
+    assert "No resource samples in this run" in text
+
+
+def test_html_keeps_links_as_text_links() -> None:
+    from analysis.html_report import render
+
+    page = render("# t\n\nsee [istio.io](https://istio.io/) and `x<y`\n\n![gone](nope.png)\n"
+                  "\n- a\n  - b\n- c\n", Path("/nonexistent"), "t")
+    assert '<a href="https://istio.io/">istio.io</a>' in page
+    assert "<code>x&lt;y</code>" in page
+    assert "figure nope.png (gone) is missing" in page and "<img" not in page
+    assert "<ul>\n<li>a\n<ul>\n<li>b\n</li>\n</ul></li>\n<li>c\n</li>\n</ul>" in page
+
+
+def test_smp_export_fields(series: Path) -> None:
+    doc = json.loads((series / "smp.json").read_text())
+    assert doc["smp_version"].startswith("service-mesh-performance")
+    env = doc["environment"]
+    assert env["node"] == [{"type": fx.CPU_MODEL, "cores": 2}]
+    assert [c["labels"]["meshbench.mode"] for c in doc["mesh_configs"]] == list(fx.MODES)
+    assert [t["clients"][0]["rps"] for t in doc["test_configs"]] == list(fx.SERIES_LEVELS)
+    assert doc["test_configs"][0]["clients"][0] == {
+        "internal": True, "load_generator": "locust", "protocol": "http", "rps": 100,
+        "connections": 4}
+    assert doc["test_configs"][0]["duration"] == "10s"
+    meshes = {c["labels"]["meshbench.mode"]: c for c in doc["mesh_configs"]}
+    assert "mesh_type" not in meshes["baseline"] and not meshes["baseline"]["mtls_enabled"]
+    assert all(meshes[m]["mesh_type"] == {"type": "istio"} for m in ("sidecar", "ambient"))
+    assert meshes["sidecar"]["sidecar"]["count"] == 2
+    assert meshes["sidecar"]["sidecar"]["cpu_mCores"] == pytest.approx(1000, rel=0.03)
+    assert "sidecar" not in meshes["ambient"]  # SMP's sidecar block is for sidecars only
+    results = {(r["labels"]["meshbench.mode"], int(r["labels"]["meshbench.level_rps"])): r
+               for r in doc["results"]}
+    assert len(results) == len(fx.MODES) * len(fx.SERIES_LEVELS)
+    run = load_run(series)
+    for (mode, level), r in results.items():
+        lat = r["latencies_ms"]
+        assert list(lat) == ["min", "p50", "p90", "p99", "average", "max"]
+        p50s = run.client[(run.client["metric"] == "latency_p50") & (run.client["mode"] == mode)
+                          & (run.client["level"] == level)]["value"]
+        assert lat["p50"] == pytest.approx(float(np.median(p50s)) / 1000)
+        assert lat["min"] == pytest.approx(0.5 * p50s.min() / 1000, rel=2e-3)  # from HDR
+        assert lat["min"] < lat["p50"] < lat["p90"] < lat["p99"] < lat["max"]
+        assert r["actual_QPS"] == pytest.approx(0.99 * level)
+        assert r["labels"]["meshbench.repetitions"] == "5"
+        assert r["meshConfigId"] == f"{fx.SERIES_RUN_ID}/mesh/{mode}"
+        start = dt.datetime.fromisoformat(r["start_time"])
+        end = dt.datetime.fromisoformat(r["end_time"])
+        assert start < end
+    assert "meshbench.dataplane_cpu_mcores" not in results[("baseline", 100)]["labels"]
+    assert results[("ambient", 1000)]["labels"]["meshbench.dataplane_memory"] == "pss"
+
+
+def test_smp_without_hdr_files_says_min_is_missing(tmp_path: Path) -> None:
+    files = write_outputs(fx.make_run(tmp_path))
+    doc = json.loads(files.smp.read_text())
+    first = doc["results"][0]
+    assert "min" not in first["latencies_ms"]
+    assert first["labels"]["meshbench.min_latency"] == "not recorded (no HDR files)"
+    # the failed cell's absurd partial value stays out of SMP too
+    assert all(r["latencies_ms"]["max"] < fx.FAILED_VALUE for r in doc["results"])
