@@ -141,6 +141,13 @@ def cmd_teardown(args: argparse.Namespace) -> int:
 
     if not args.all:
         raise UserError("teardown needs --all", hint="meshbench teardown --all")
+    if args.backend == "kind":
+        from bench.backends.kind.backend import delete_clusters
+        from bench.backends.kind.commands import SubprocessCommands
+
+        gone = delete_clusters(SubprocessCommands())
+        print("\n".join(f"kind cluster {c}" for c in gone) or "no kind cluster named mb-*")
+        return 0
     if os.geteuid() != 0:
         raise UserError("teardown needs root", hint="sudo make teardown")
     removed = remove_all()
@@ -195,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("teardown", help="remove what the harness left (namespaces, processes)")
     t.add_argument("--all", action="store_true", help="everything with the harness prefix")
+    t.add_argument("--backend", choices=("local", "kind"), default="local",
+                   help="local: namespaces and processes; kind: clusters named mb-*")
     t.set_defaults(fn=cmd_teardown)
     return p
 

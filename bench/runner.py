@@ -24,6 +24,7 @@ from bench.store import Cell, RunStore, Sample
 
 IDLE_WINDOW_S = 3.0
 LOCUST_START_S = 2.0  # Locust's own start-up, before its first request
+IN_CLUSTER_START_S = 5.0
 
 
 def log(msg: str) -> None:
@@ -175,6 +176,9 @@ class Runner:
                 {"pid": p.pid, "role": p.role, "entity": p.entity, "pod": p.pod, "node": p.node}
                 for p in dep.processes]})
             self.store.update(deployments=self.deployments)
+            if dep.info and self.s.backend != "local":
+                self.store.update(deployment_info={**self.store.manifest.get(
+                    "deployment_info", {}), f"r{rep}-{mode}": dep.info})
             self._idle(rep, mode)
             self._attach_hops(dep)
             for i, c in enumerate(cells):
@@ -216,17 +220,27 @@ class Runner:
         hdr_out = self.store.hdr_path(cell)
         if twin:
             hdr_out = hdr_out.with_name(f"{cell.id}-probes-off.jsonl")
-        duration = LOCUST_START_S + s.timing.warmup_s + s.timing.window_s + 1.0
-        load = run_locust(
-            netns=dep.load_netns, url=dep.url + "/", target_rps=cell.level,
-            users=s.load.connections, processes=s.load.processes, duration_s=duration,
-            hdr_out=hdr_out, log_path=self.store.dir / "logs" / f"locust-{hdr_out.stem}.log",
-            timeout_s=duration + 30)
+        in_cluster = dep.info.get("load", {}).get("where") == "in-cluster"
+        # Locust in pods starts through `kubectl exec` and waits for workers: give it longer
+        start_s = IN_CLUSTER_START_S if in_cluster else LOCUST_START_S
+        duration = start_s + s.timing.warmup_s + s.timing.window_s + 1.0
+        log_path = self.store.dir / "logs" / f"locust-{hdr_out.stem}.log"
+        if in_cluster:
+            load = self.backend.start_load(  # type: ignore[attr-defined]
+                cell=cell.id, target_rps=cell.level, duration_s=duration, hdr_out=hdr_out,
+                log_path=log_path, timeout_s=duration + 60)
+        else:
+            load = run_locust(
+                netns=dep.load_netns, url=dep.url + "/", target_rps=cell.level,
+                users=s.load.connections, processes=s.load.processes, duration_s=duration,
+                hdr_out=hdr_out, log_path=log_path, timeout_s=duration + 30)
         self.store.update(current={"cell": cell.id, "loadgen_pid": load.pid})
         try:
-            self._set_targets(dep, cell.mode, [Target(pid=load.pid, role="loadgen",
-                                                      entity="locust", mode=cell.mode)])
-            self._sleep_checking(dep, LOCUST_START_S + s.timing.warmup_s)
+            # in a cluster, load.pid is the local kubectl, not Locust: not a loadgen target
+            extra = [] if in_cluster else [Target(pid=load.pid, role="loadgen",
+                                                  entity="locust", mode=cell.mode)]
+            self._set_targets(dep, cell.mode, extra)
+            self._sleep_checking(dep, start_s + s.timing.warmup_s)
             if self.hops is not None:
                 self.hops.reset()
             w0 = (time.time(), time.monotonic())
