@@ -4,8 +4,13 @@ they run wherever the suite runs as root (CI does) and are skipped with a reason
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# tests/fixtures/make_fixture.py fabricates run directories for the analysis tests
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 from html.parser import HTMLParser
 from pathlib import Path
-from types import ModuleType
 
+import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 import numpy as np
 import pytest
 
@@ -17,18 +16,6 @@ from analysis import claims as cl
 from analysis.load import load_run
 from analysis.report import write_outputs, write_report
 from analysis.stats import fit_slope, significance, summarize
-
-
-def _fixture_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "fixtures" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("make_fixture", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture_module()
 
 
 @pytest.fixture(scope="module")

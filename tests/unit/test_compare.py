@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
+import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 import pytest
 
 from analysis.compare import compare_runs, main, main_trend
 from analysis.headline import headline, select_families
 from analysis.load import load_run
 from analysis.metadata import differing_keys
-
-
-def _fixture_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "fixtures" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("make_fixture", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture_module()
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
-from types import ModuleType
 
+import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 import pandas as pd
 import pytest
 
@@ -20,18 +19,6 @@ from analysis.stats import (
     significance,
     summarize,
 )
-
-
-def _fixture_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "fixtures" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("make_fixture", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture_module()
 
 
 def frame(rows: list[tuple[str, int, int, float]], metric: str = "m") -> pd.DataFrame:
