@@ -1,0 +1,144 @@
+"""Envoy resources as protobufs, and the bootstrap that points a proxy at the control plane.
+
+envoy_config builds each proxy's listeners and clusters as plain dicts in Envoy's v3 JSON
+form; xDS needs them as protobuf messages. `ParseDict` resolves every typed_config "@type"
+through the default descriptor pool, which knows only the modules imported: the extension
+modules below are imported for that side effect, one per "@type" envoy_config uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Imported so that their messages register in the descriptor pool (see the module docstring).
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.bootstrap.internal_listener.v3 import internal_listener_pb2  # noqa: F401
+from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.internal_upstream.v3 import (  # noqa: F401
+    internal_upstream_pb2,
+)
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import descriptor_pool, json_format
+from google.protobuf.message import Message
+
+from bench.backends.local.envoy_config import HTTP_OPTIONS, INTERNAL_LISTENER, ProxyConfig
+from bench.mesh import Proxy
+
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+# The order a full push sends types in: clusters before the listeners that use them, as
+# istiod does (CDS, EDS, LDS, RDS), so a new listener never points at a missing cluster.
+PUSH_ORDER = (CLUSTER_TYPE, LISTENER_TYPE)
+SNAPSHOT_KEYS = {"clusters": CLUSTER_TYPE, "listeners": LISTENER_TYPE}
+XDS_CLUSTER = "xds_cluster"
+
+
+def resolves(type_url: str) -> bool:
+    """Whether a typed_config "@type" is known to the descriptor pool (and so to ParseDict)."""
+    try:
+        descriptor_pool.Default().FindMessageTypeByName(type_url.rsplit("/", 1)[-1])
+    except KeyError:
+        return False
+    return True
+
+
+def listener(d: dict[str, Any]) -> listener_pb2.Listener:
+    """A Listener from its v3 JSON dict. json_format.ParseError names the bad field."""
+    return json_format.ParseDict(d, listener_pb2.Listener())
+
+
+def cluster(d: dict[str, Any]) -> cluster_pb2.Cluster:
+    """A Cluster from its v3 JSON dict. json_format.ParseError names the bad field."""
+    return json_format.ParseDict(d, cluster_pb2.Cluster())
+
+
+def from_dict(type_url: str, d: dict[str, Any]) -> Message:
+    """The resource of type `type_url` (LISTENER_TYPE or CLUSTER_TYPE) from its JSON dict."""
+    if type_url == LISTENER_TYPE:
+        return listener(d)
+    if type_url == CLUSTER_TYPE:
+        return cluster(d)
+    raise ValueError(f"unsupported resource type {type_url}")
+
+
+def to_protos(cfg: ProxyConfig) -> tuple[list[listener_pb2.Listener], list[cluster_pb2.Cluster]]:
+    """Every listener and cluster of one proxy's config, as protobufs."""
+    return [listener(d) for d in cfg.listeners], [cluster(d) for d in cfg.clusters]
+
+
+def snapshot_dict(cfg: ProxyConfig) -> dict[str, list[dict[str, Any]]]:
+    """One proxy's config in the form the control API's `snapshot` command takes."""
+    return {"listeners": cfg.listeners, "clusters": cfg.clusters}
+
+
+def xds_bootstrap(node_id: str, role: str, admin_socket: Path | str, xds_socket: Path | str,
+                  *, internal_listeners: bool = False,
+                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A bootstrap that takes all listeners and clusters from the control plane over ADS.
+
+    The only static resource is `xds_cluster`: HTTP/2 (gRPC) to the control plane's Unix
+    socket, which therefore works from any network namespace. Admin listens on a Unix socket
+    too. `internal_listeners` adds the bootstrap extension that listeners with
+    `internal_listener: {}` need (ztunnel and waypoint roles); Envoy rejects such a listener
+    without it. The node id is the key the control plane serves snapshots by.
+    """
+    boot: dict[str, Any] = {
+        "node": {"id": node_id, "cluster": role, "metadata": {"role": role, **(metadata or {})}},
+        "admin": {"address": {"pipe": {"path": str(admin_socket), "mode": 0o660}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [{
+            "name": XDS_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": XDS_CLUSTER,
+                "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"pipe": {"path": str(xds_socket)}}}}]}],
+            },
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": HTTP_OPTIONS,
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                },
+            },
+        }]},
+    }
+    if internal_listeners:
+        boot["bootstrap_extensions"] = [{"name": "envoy.bootstrap.internal_listener",
+                                         "typed_config": {"@type": INTERNAL_LISTENER}}]
+    return boot
+
+
+def proxy_bootstrap(proxy: Proxy, cfg: ProxyConfig, admin_socket: Path | str,
+                    xds_socket: Path | str) -> dict[str, Any]:
+    """The ADS counterpart of envoy_config.bootstrap(): same node id and metadata, no static
+    listeners or clusters (the control plane serves `cfg` under node id `proxy.name`)."""
+    return xds_bootstrap(proxy.name, proxy.role, admin_socket, xds_socket,
+                         internal_listeners=cfg.internal_listeners,
+                         metadata={"node": proxy.node, "pod": proxy.pod})
+
+
+def bootstrap_proto(boot: dict[str, Any]) -> bootstrap_pb2.Bootstrap:
+    """The bootstrap dict as a protobuf: a check that Envoy's schema accepts it."""
+    return json_format.ParseDict(boot, bootstrap_pb2.Bootstrap())

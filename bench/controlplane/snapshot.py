@@ -1,0 +1,131 @@
+"""One proxy's resources, serialised once, and the DiscoveryResponse bytes built from them.
+
+Each resource is packed into a `google.protobuf.Any` and serialised when the snapshot is
+made, like istiod's marshalled-Any cache; a response is then those bytes framed with its
+version, type URL and nonce (protobuf wire format, fields 1, 2, 4, 5 of DiscoveryResponse),
+so a push to many proxies costs a concatenation per proxy, and the byte count the
+accounting reports is exactly the serialised DiscoveryResponse that gRPC sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from bench.controlplane import resources
+
+_CACHE_LIMIT = 200_000  # resources; a sidecar x 1,000 services x 200 proxies fits
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def pack_any(type_url: str, message: Message) -> bytes:
+    """A serialised google.protobuf.Any holding `message` (deterministic field order)."""
+    return _field(1, type_url.encode()) + _field(2, message.SerializeToString(deterministic=True))
+
+
+def encode_response(version: str, body: bytes, type_url: str, nonce: str) -> bytes:
+    """A serialised envoy.service.discovery.v3.DiscoveryResponse; `body` is
+    `Resources.body` (its repeated `resources` field, already encoded)."""
+    return (_field(1, version.encode()) + body + _field(4, type_url.encode())
+            + _field(5, nonce.encode()))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The resources of one type that one proxy gets (State of the World: all of them)."""
+
+    type_url: str
+    names: tuple[str, ...]
+    body: bytes  # the encoded `resources` field entries of a DiscoveryResponse
+    digest: str  # sha256 of body: equal digests = nothing to push
+
+    @property
+    def size(self) -> int:
+        """Bytes of this type's config for the proxy (the exposure figure)."""
+        return len(self.body)
+
+    @classmethod
+    def of(cls, type_url: str, names: Iterable[str], packed: Iterable[bytes]) -> Resources:
+        body = b"".join(_field(2, p) for p in packed)
+        return cls(type_url, tuple(names), body, hashlib.sha256(body).hexdigest())
+
+    @classmethod
+    def from_protos(cls, type_url: str, messages: Iterable[Message]) -> Resources:
+        msgs = list(messages)
+        return cls.of(type_url, [m.name for m in msgs],  # type: ignore[attr-defined]
+                      [pack_any(type_url, m) for m in msgs])
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one proxy is served, by type URL. Versions are not part of it: the server
+    stamps them, so the same content can be pushed again under a new version."""
+
+    by_type: Mapping[str, Resources]
+
+    @property
+    def size(self) -> int:
+        return sum(r.size for r in self.by_type.values())
+
+
+class Converter:
+    """JSON dicts -> packed resources, remembering recent results.
+
+    Proxies often share resources (every sidecar without a Sidecar resource has the same
+    service set), so a dict seen before is not parsed again; the key is its canonical JSON.
+    The memory is bounded: it is dropped whole when it reaches _CACHE_LIMIT entries.
+    """
+
+    def __init__(self) -> None:
+        self._packed: dict[str, tuple[str, bytes]] = {}
+        self.parsed = 0
+        self.reused = 0
+
+    def resources(self, type_url: str, dicts: Iterable[dict[str, Any]]) -> Resources:
+        names, packed = [], []
+        for d in dicts:
+            key = type_url + json.dumps(d, sort_keys=True, separators=(",", ":"))
+            hit = self._packed.get(key)
+            if hit is None:
+                msg = resources.from_dict(type_url, d)
+                hit = (msg.name, pack_any(type_url, msg))  # type: ignore[attr-defined]
+                if len(self._packed) >= _CACHE_LIMIT:
+                    self._packed.clear()
+                self._packed[key] = hit
+                self.parsed += 1
+            else:
+                self.reused += 1
+            names.append(hit[0])
+            packed.append(hit[1])
+        return Resources.of(type_url, names, packed)
+
+    def snapshot(self, config: Mapping[str, Any]) -> Snapshot:
+        """A Snapshot from {"listeners": [...], "clusters": [...]}; a missing key is an
+        empty list (the proxy then gets no resources of that type)."""
+        unknown = set(config) - set(resources.SNAPSHOT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown snapshot keys {sorted(unknown)}; "
+                             f"expected {sorted(resources.SNAPSHOT_KEYS)}")
+        return Snapshot({t: self.resources(t, config.get(k) or [])
+                         for k, t in resources.SNAPSHOT_KEYS.items()})
