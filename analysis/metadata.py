@@ -34,11 +34,18 @@ def probes_section(run: Run) -> list[str]:
     probes = run.manifest.get("probes")
     if not probes:
         return lines + ["No probe status recorded in the manifest.", ""]
-    rows = []
+    rows, notes = [], []
     for name, p in probes.items():
         p = p if isinstance(p, dict) else {"status": str(p)}
         rows.append([name, str(p.get("status", "unknown")), str(p.get("reason") or "")])
-    return lines + table(["probe", "status", "reason"], rows) + [""]
+        for key, what in (("failures", "failed"), ("skipped", "left without data")):
+            items = p.get(key) or []
+            if items:
+                shown = "; ".join(map(str, items[:5]))
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                notes.append(f"- {name}: {len(items)} {what}: {shown}{more}")
+    lines += table(["probe", "status", "reason"], rows) + [""]
+    return lines + (notes + [""] if notes else [])
 
 
 def _mapping(value: Any) -> str:

@@ -135,6 +135,17 @@ class Runner:
             self.hops.stop()
             self.hops = None
 
+    def _note_skipped(self, cell: Cell, skipped: tuple[str, ...]) -> None:
+        """Processes the resource window could not measure, in the manifest: the report
+        then says which have no data instead of showing a zero."""
+        if not skipped:
+            return
+        probes = dict(self.store.manifest.get("probes", {}))
+        entry = dict(probes.get("resources", {}))
+        entry["skipped"] = [*entry.get("skipped", []), *(f"{cell.id}: {s}" for s in skipped)]
+        probes["resources"] = entry
+        self.store.update(probes=probes)
+
     def _probe_failed(self, name: str, reason: str) -> None:
         probes = dict(self.store.manifest.get("probes", {}))
         entry = dict(probes.get(name, {}))
@@ -201,6 +212,7 @@ class Runner:
         t1 = time.time()
         idle = Cell(rep, mode, 0)
         res = summarize_window(self.resources_path, t0, t1, idle)
+        self._note_skipped(idle, res.skipped)
         self.store.append(_with_label(res.samples, phase="idle"))
 
     def _probe_overhead_twin(self, cell: Cell, dep: Deployment) -> None:
@@ -267,6 +279,7 @@ class Runner:
             rows += hop_rows(hop_hists, cell, ts=w1[0])
         if self.sampler is not None:
             res = summarize_window(self.resources_path, w0[0], w1[0], cell)
+            self._note_skipped(cell, res.skipped)
             res_rows = _with_label(res.samples, phase="load")
             rows += res_rows + _with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
         self.store.append(rows)
