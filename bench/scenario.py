@@ -88,6 +88,8 @@ class Sweep:
 @dataclass(frozen=True)
 class Proxy:
     concurrency: int = 1
+    # static: bootstrap files; xds: served and pushed by the harness's ADS control plane
+    config_source: Literal["static", "xds"] = "static"
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
 
 

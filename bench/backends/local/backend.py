@@ -64,6 +64,7 @@ class LocalBackend:
         self.sup = Supervisor()
         self._lock_fd: int | None = None
         self._mesh: Mesh | None = None
+        self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
 
     # ---- checks ---------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -116,6 +117,8 @@ class LocalBackend:
         topology.build_network(mesh)
         topology.install_capture(mesh)
         self._start_apps(mesh)
+        if self.scenario.proxy.config_source == "xds":
+            self._start_controlplane()
         self._start_proxies(mesh)
         self._wait_ready(mesh)
         client = mesh.pod(mesh.client)
@@ -126,9 +129,13 @@ class LocalBackend:
             processes=[
                 ProcessRef(m.pid, m.role, m.name, m.pod, m.node, self.scenario.topology.namespace)
                 for m in self.sup.procs.values()
-            ],
+            ] + ([ProcessRef(self.controlplane.pid, "control-plane", "controlplane")]
+                 if self.controlplane else []),
             info={"admin": {m.name: str(self._admin(m.name)) for m in self.sup.procs.values()
-                            if m.role != "app"}},
+                            if m.role != "app"},
+                  "config_source": self.scenario.proxy.config_source,
+                  **({"xds_events": str(self.controlplane.events_file)}
+                     if self.controlplane else {})},
         )
 
     def check(self, deployment: Deployment) -> list[str]:
@@ -138,6 +145,9 @@ class LocalBackend:
     def teardown(self) -> None:
         """Stop what we started (by PID), then delete our namespaces and runtime files."""
         self.sup.stop_all()
+        if self.controlplane is not None:
+            self.controlplane.stop()
+            self.controlplane = None
         remove_all(self.runtime, keep=("lock", "bin"))
         self._release_lock()
 
@@ -196,11 +206,28 @@ class LocalBackend:
                 topology.pod_ns(pod), self.runtime / "logs" / f"app-{pod.name}.log",
                 pod=pod.name, node=pod.node)
 
+    def _start_controlplane(self) -> None:
+        from bench.controlplane.client import ControlPlane
+
+        directory = self.runtime / "xds"
+        directory.mkdir(exist_ok=True)
+        directory.chmod(0o755)  # the proxies (uid 1337) must reach the xDS socket
+        self.controlplane = ControlPlane.in_dir(directory).start()
+        (self.runtime / "controlplane.pid").write_text(str(self.controlplane.pid))
+
     def _start_proxies(self, mesh: Mesh) -> None:
         binary = self.runtime / "bin" / "envoy"
+        snapshots: dict[str, Any] = {}
         for proxy in mesh.proxies:
             cfg = envoy_config.build(mesh, proxy, self.ca.issue, self.options)
-            boot = envoy_config.bootstrap(proxy, cfg, self._admin(proxy.name))
+            if self.controlplane is not None:
+                from bench.controlplane.resources import proxy_bootstrap, snapshot_dict
+
+                boot = proxy_bootstrap(proxy, cfg, self._admin(proxy.name),
+                                       self.controlplane.xds_socket)
+                snapshots[proxy.name] = snapshot_dict(cfg)
+            else:
+                boot = envoy_config.bootstrap(proxy, cfg, self._admin(proxy.name))
             path = self.runtime / "config" / f"{proxy.name}.json"
             path.write_text(json.dumps(boot, indent=1))
             path.chmod(0o644)
@@ -211,6 +238,8 @@ class LocalBackend:
                  "--log-level", self.scenario.proxy.log_level, "--drain-time-s", "1"],
                 self._proxy_ns(mesh, proxy), self.runtime / "logs" / f"{proxy.name}.log",
                 uid=PROXY_UID, pod=proxy.pod, node=proxy.node)
+        if snapshots:
+            self.controlplane.set_snapshots(snapshots)
 
     def _fail_if_dead(self) -> None:
         dead = self.sup.dead()
@@ -221,6 +250,15 @@ class LocalBackend:
 
     def _wait_ready(self, mesh: Mesh) -> None:
         deadline = time.monotonic() + self.scenario.timing.ready_timeout_s
+        if self.controlplane is not None and mesh.proxies:
+            # every proxy must have ACKed its listeners and clusters (a NACK names the cause)
+            acked = self.controlplane.wait_acked(timeout_s=self.scenario.timing.ready_timeout_s)
+            late = acked.get("stragglers") or {}
+            if late:
+                first = next(iter(late.items()))
+                raise ProvisionError(f"xDS: {len(late)} proxies did not ACK "
+                                     f"their config: {first}",
+                                     hint=f"see {self.controlplane.log}")
         pending = [m for m in self.sup.procs.values() if m.role != "app"]
         while pending:
             self._fail_if_dead()
@@ -259,7 +297,8 @@ class LocalBackend:
             raise ProvisionError(f"{name}: /stats answered {status}")
         out: dict[str, float] = {}
         for s in json.loads(text).get("stats", []):
-            if "value" in s:
+            # counters and gauges only; text readouts (e.g. control_plane.identifier) are not
+            if isinstance(s.get("value"), (int, float)):
                 out[s["name"]] = float(s["value"])
         return out
 
@@ -275,6 +314,12 @@ def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]
     """Teardown of everything with the harness prefix: processes inside our namespaces
     (by PID), the namespaces, and the runtime directory. Returns what was removed."""
     removed = []
+    pidfile = runtime / "controlplane.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text().strip() or 0)
+        if pid and _is_controlplane(pid):
+            kill_pids([pid])
+            removed.append(f"control plane pid {pid}")
     for ns in netns.list_ours():
         kill_pids(netns.pids_in(ns))
         netns.delete(ns)
@@ -289,3 +334,12 @@ def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]
                 child.unlink()
         removed.append(f"dir {runtime}")
     return removed
+
+
+def _is_controlplane(pid: int) -> bool:
+    """Only a process that is our control plane: a stale PID file must not kill a stranger."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"bench.controlplane" in cmdline
