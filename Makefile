@@ -73,3 +73,4 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check bench analysis tests
+	$(PY) -m mypy bench analysis

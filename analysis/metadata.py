@@ -57,7 +57,7 @@ def _mapping(value: Any) -> str:
 def _when(value: Any) -> str:
     """Epoch seconds as UTC ISO time; anything else as recorded."""
     if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc).isoformat(timespec="seconds")
+        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat(timespec="seconds")
     return NOT_RECORDED if value is None else str(value)
 
 

@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["compare"], ["trend"]):
         # these parse their own options (RUN_A RUN_B --force ..., DIR... --metric ...)
-        from analysis.compare import main as compare, main_trend
+        from analysis.compare import main as compare
+        from analysis.compare import main_trend
 
         return (compare if argv[0] == "compare" else main_trend)(argv[1:])
     args = parser().parse_args(argv)

@@ -7,9 +7,9 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 TRACEFS = Path("/sys/kernel/tracing")
 
@@ -117,7 +117,8 @@ def run_checks(verbose: bool = True) -> int:
         print(line)
     local_ok = all(r.ok for r in results if r.needed_for == "local")
     bcc_ok = all(r.ok for r in results if r.needed_for == "bcc")
+    kind_ok = all(r.ok for r in results if r.needed_for == "kind")
     print(f"\nlocal backend: {'ready' if local_ok else 'NOT ready'}; "
           f"BCC probes: {'ready' if bcc_ok else 'not ready (runs go on without them)'}; "
-          f"kind backend: {'ready' if all(r.ok for r in results if r.needed_for == 'kind') else 'not ready (needs Docker, kind, kubectl, istioctl)'}")
+          f"kind backend: {'ready' if kind_ok else 'not ready (needs Docker, kind, kubectl, istioctl)'}")
     return 0 if local_ok else 1

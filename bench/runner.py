@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from bench.backends.base import Backend, Deployment
 from bench.errors import BenchError, CellFailed
@@ -159,7 +160,8 @@ class Runner:
             self.sampler.stop()
             self.sampler = None
 
-    def _set_targets(self, dep: Deployment | None, mode: str, extra: list[Target] = ()) -> None:
+    def _set_targets(self, dep: Deployment | None, mode: str,
+                     extra: Sequence[Target] = ()) -> None:
         if self.sampler is None:
             return
         targets = [] if dep is None else [
@@ -313,6 +315,6 @@ class Runner:
             self.progress(f"[{n}/{total}] {o.cell.id}: FAILED: {o.reason}")
 
 
-def _with_label(samples: list[Sample], **labels: Any) -> list[Sample]:
+def _with_label(samples: Sequence[Sample], **labels: Any) -> list[Sample]:
     return [replace(s, labels={**(s.labels or {}), **labels}) for s in samples]
 

@@ -19,11 +19,10 @@ import yaml
 
 from bench.errors import ScenarioError
 
-MODES = ("baseline", "sidecar", "ambient", "waypoint")
+Mode = Literal["baseline", "sidecar", "ambient", "waypoint"]
+MODES: tuple[Mode, ...] = ("baseline", "sidecar", "ambient", "waypoint")
 BACKENDS = ("local", "kind", "cluster")
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "workloads" / "scenarios"
-
-Mode = Literal["baseline", "sidecar", "ambient", "waypoint"]
 
 
 @dataclass(frozen=True)

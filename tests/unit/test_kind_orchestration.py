@@ -77,7 +77,7 @@ def test_provision_each_mode_from_nothing(world: World, mode: str) -> None:
     assert bool(world.rec.ran("apply", "--server-side")) == (profile == "ambient")
     assert world.rec.ran("exec", "client-0", "python3")  # a request crossed the path
     # every object we applied carries the run labels
-    for (api, kind, ns, name), obj in world.kube.objects.items():
+    for (_api, kind, ns, name), obj in world.kube.objects.items():
         if ns == "mb-bench" or (kind == "Namespace" and name == "mb-bench"):
             if name == WAYPOINT_POD:
                 continue

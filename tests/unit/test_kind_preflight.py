@@ -16,7 +16,8 @@ from bench.errors import PrerequisiteError
 from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "kind"})
-NO_DAEMON = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+NO_DAEMON = ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+             "Is the docker daemon running?")
 
 
 def test_preflight_on_this_machine_gives_one_line() -> None:

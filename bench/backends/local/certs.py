@@ -28,7 +28,7 @@ class LocalCA:
         self.uid = uid
         self.dir.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshbench local CA")])
         self._cert = (
             x509.CertificateBuilder()
@@ -60,7 +60,7 @@ class LocalCA:
         if spiffe_id in self._issued:
             return self._issued[spiffe_id]
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))

@@ -15,9 +15,10 @@ HBONE = HTTP/2 CONNECT inside mTLS, to port 15008, with the target pod IP:port a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.backends.local.certs import CertFiles
 from bench.mesh import (

@@ -13,8 +13,9 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from bench import PREFIX
 from bench.errors import ProvisionError
@@ -142,7 +143,7 @@ def tcp_send(ns: str, host: str, port: int, data: bytes, timeout: float = 2.0) -
             try:
                 while chunk := s.recv(65536):
                     chunks.append(chunk)
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 pass  # a reset or silence is the answer we are looking for; the caller checks
             return b"".join(chunks)
     return in_netns(ns, send)
