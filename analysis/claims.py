@@ -421,6 +421,13 @@ def claims_section(run: Run) -> list[str]:
                        "is an Envoy, not the Rust ztunnel; one host, no Kubernetes). They show "
                        "the architectures' costs; compare the direction of a ratio with the "
                        "published one, not its size.")]
+    sat = run.client[(run.client["metric"] == "saturated") & (run.client["value"] >= 1)]
+    if not sat.empty:
+        where = sorted({(int(lv), str(m)) for m, lv in zip(sat["mode"], sat["level"])})
+        lines += ["", ("**Saturated cells** (achieved < 95 % of target or the load generator "
+                       "above 80 % CPU): " + ", ".join(f"{m} at {lv} rps" for lv, m in where)
+                       + ". Ratios at those levels describe the load generator's limits as "
+                       "much as the mesh; read their verdicts with that in mind.")]
     counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
     lines += ["", "Summary: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "."]
     return lines + [""]
