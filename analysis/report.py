@@ -30,6 +30,7 @@ from analysis.metadata import (
     probes_section,
     simplifications_section,
 )
+from analysis.push import push_section
 from analysis.resources import resource_cv_checks, resources_section
 from analysis.smp import write_smp
 from bench.errors import BenchError, UserError
@@ -70,7 +71,7 @@ def render(run: Run, latency_png: str | None, resources_png: str | None,
     lines += latency_section(run, latency_png) + overhead_section(run) + order_section(run)
     lines += ratio_section(run) + hops_section(run, hops_png)
     lines += cv_section(run, resource_cv_checks(run))
-    lines += resources_section(run, resources_png)
+    lines += resources_section(run, resources_png) + push_section(run)
     lines += failed_cells_section(run) + probes_section(run)
     lines += metadata_section(run) + simplifications_section(run)
     return "\n".join(lines).rstrip() + "\n"

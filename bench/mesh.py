@@ -65,6 +65,7 @@ class Service:
     port: int = SERVICE_PORT
     target_port: int = APP_PORT
     waypoint: str = ""  # pod name of the waypoint that serves it, if any
+    route_timeout_s: float = 15.0  # L7 route config: where a VirtualService would land
 
     @property
     def fqdn(self) -> str:

@@ -200,6 +200,7 @@ class Runner:
                 if (i == 0 and rep == 1 and self.hops is not None and outcome.status == "ok"
                         and self.s.probes.hops.overhead_check):
                     self._probe_overhead_twin(c, dep)
+            self._push_experiments(rep, mode, dep)
         finally:
             self._detach_hops()
             self._set_targets(None, mode)
@@ -216,6 +217,33 @@ class Runner:
         res = summarize_window(self.resources_path, t0, t1, idle)
         self._note_skipped(idle, res.skipped)
         self.store.append(_with_label(res.samples, phase="idle"))
+
+    def _push_experiments(self, rep: int, mode: str, dep: Deployment) -> None:
+        """Each config change of the scenario, once per mode, after its load cells (the
+        deployment is discarded afterwards, so a change never leaks into another cell)."""
+        if not dep.mesh.proxies:
+            return
+        from bench.experiments import changed_mesh, exposure_samples, run_push, to_samples
+
+        cell = Cell(rep, mode, 0)
+        configs = getattr(self.backend, "configs", None)
+        if configs:
+            self.store.append(exposure_samples(dep.mesh, configs, cell))
+        mesh = dep.mesh
+        for name in self.s.experiments:
+            try:
+                outcome = run_push(self.backend, mesh, name,
+                                   timeout_s=self.s.timing.ready_timeout_s)
+            except BenchError as e:
+                self._probe_failed("xds", f"r{rep} {mode} {name}: {e.one_line()}")
+                continue
+            self.store.append(to_samples(outcome, cell))
+            conv = max(outcome.converge_ms.values(), default=0.0)
+            self.progress(f"r{rep} {mode}: {name}: {len(outcome.updated)}/"
+                          f"{len(outcome.proxies)} proxies updated, {outcome.bytes_total} B, "
+                          f"last ACK after {conv:.0f} ms"
+                          + (f", {len(outcome.nacks)} NACKs" if outcome.nacks else ""))
+            mesh = changed_mesh(mesh, name)  # the next change applies on top of this one
 
     def _probe_overhead_twin(self, cell: Cell, dep: Deployment) -> None:
         """The same cell again right after, with the hop probe detached: its load rows go

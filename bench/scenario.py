@@ -107,6 +107,8 @@ class Scenario:
     probes: Probes = field(default_factory=Probes)
     proxy: Proxy = field(default_factory=Proxy)
     sweep: Sweep = field(default_factory=Sweep)
+    # config-push experiments run once per mode after its load cells (needs config_source xds)
+    experiments: tuple[Literal["new_service", "l7_route"], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -213,8 +215,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         inner = get_args(tp)[0]
         if isinstance(value, (str, int, float)):
             value = [value]
-        if not isinstance(value, list) or not value:
-            raise ScenarioError(f"{source}: {key} must be a non-empty list")
+        if not isinstance(value, list):
+            raise ScenarioError(f"{source}: {key} must be a list")
         items = tuple(_coerce(inner, v, source, f"{key}[{i}]") for i, v in enumerate(value))
         if len(set(items)) != len(items):
             raise ScenarioError(f"{source}: {key} has duplicate entries")
@@ -248,6 +250,9 @@ def _positive(source: str, key: str, value: float, minimum: float = 1) -> None:
 def _check(s: Scenario, source: str) -> None:
     """Cross-field checks: what each key allows on its own is checked by _coerce."""
     t = s.topology
+    for key, value in (("modes", s.modes), ("load.levels", s.load.levels)):
+        if not value:
+            raise ScenarioError(f"{source}: {key} must not be empty")
     _positive(source, "topology.nodes", t.nodes)
     _positive(source, "topology.services", t.services)
     _positive(source, "topology.pods_per_service", t.pods_per_service)
@@ -279,6 +284,9 @@ def _check(s: Scenario, source: str) -> None:
         raise ScenarioError(f"{source}: probes.resources.interval_s must be 0.1 to 60 s (10 Hz max)")
     if r.pss_interval_s < 1:
         raise ScenarioError(f"{source}: probes.resources.pss_interval_s must be at least 1 s")
+    if s.experiments and s.proxy.config_source != "xds":
+        raise ScenarioError(f"{source}: experiments need proxy.config_source: xds",
+                            hint="add proxy: {config_source: xds}")
     for i, size in enumerate(s.sweep.pods_per_service):
         _positive(source, f"sweep.pods_per_service[{i}]", size)
     if "waypoint" in s.modes and s.backend == "local" and t.services < 1:

@@ -422,6 +422,10 @@ def _entity_window(rows: list[dict[str, Any]], t0: float, t1: float
     """Summarise one entity's samples, or say why not."""
     before = [r for r in rows if r["ts"] <= t0]
     inside = [r for r in rows if t0 < r["ts"] <= t1]
+    if inside:
+        # entity names repeat across repetitions: an earlier process of the same name that
+        # is gone by now is not this one's starting point
+        before = [r for r in before if r["pid"] == inside[-1]["pid"]]
     used = before[-1:] + inside
     if len(used) < 2:
         return f"{len(used)} sample(s) in window"

@@ -147,3 +147,16 @@ def test_mode_orders_first_as_given_then_shuffled_reproducibly() -> None:
     assert a == mode_orders(modes, 4, seed=7)
     assert all(sorted(o) == sorted(modes) for o in a)
     assert any(o != list(modes) for o in a[1:])
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "ambient", "waypoint"])
+def test_resource_names_are_unique_even_when_services_share_endpoints(mode: str) -> None:
+    """Envoy rejects duplicate listener or cluster names (a NACK found this in the waypoint)."""
+    from bench.experiments import changed_mesh
+
+    mesh = changed_mesh(build(_scenario(), mode), "new_service")  # shares svc-0's pods
+    for p in mesh.proxies:
+        cfg = envoy_config.build(mesh, p, _certs)
+        for kind in (cfg.listeners, cfg.clusters):
+            names = [r["name"] for r in kind]
+            assert len(names) == len(set(names)), (p.name, names)

@@ -210,3 +210,23 @@ def test_sampler_restart_does_not_mix_sweeps(tmp_path: Path) -> None:
     rows += [{**row("b", i + 3, 0.0, rss_mib=30), "seq": i} for i in range(3)]
     s = summarize_window(write(tmp_path / "r.jsonl", rows), T, T + 5, CELL)
     assert value(s, "role:sidecar", "rss_max_mib") == pytest.approx(30)  # never 10 + 30
+
+
+def test_same_entity_name_from_an_earlier_repetition_is_not_a_restart(tmp_path: Path) -> None:
+    """Repetition 2 reuses entity names with new PIDs; its idle window starts right after
+    the new process appears, with the old one's last sample just before t0."""
+    path = tmp_path / "res.jsonl"
+    rows = [
+        {"ts": 10.0, "mono": 10.0, "pid": 100, "entity": "sidecar-a", "role": "sidecar",
+         "cpu_ns": 5_000_000_000, "rss_bytes": 50 * 2**20, "threads": 4},
+        {"ts": 10.5, "pid": 100, "entity": "sidecar-a", "gone": True},
+    ] + [
+        {"ts": 11.0 + i, "mono": 11.0 + i, "pid": 200, "entity": "sidecar-a", "role": "sidecar",
+         "cpu_ns": 100_000_000 * (i + 1), "rss_bytes": 60 * 2**20, "threads": 4}
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = summarize_window(path, 10.8, 14.0, Cell(2, "sidecar", 0))
+    cores = [s for s in out.samples if s.entity == "sidecar-a" and s.metric == "cpu_cores"]
+    assert len(cores) == 1, out.skipped
+    assert abs(cores[0].value - 0.1) < 1e-6

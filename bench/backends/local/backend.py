@@ -65,6 +65,7 @@ class LocalBackend:
         self._lock_fd: int | None = None
         self._mesh: Mesh | None = None
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
+        self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
 
     # ---- checks ---------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -145,6 +146,7 @@ class LocalBackend:
     def teardown(self) -> None:
         """Stop what we started (by PID), then delete our namespaces and runtime files."""
         self.sup.stop_all()
+        self.configs = {}
         if self.controlplane is not None:
             self.controlplane.stop()
             self.controlplane = None
@@ -218,8 +220,10 @@ class LocalBackend:
     def _start_proxies(self, mesh: Mesh) -> None:
         binary = self.runtime / "bin" / "envoy"
         snapshots: dict[str, Any] = {}
+        self.configs = {}
         for proxy in mesh.proxies:
             cfg = envoy_config.build(mesh, proxy, self.ca.issue, self.options)
+            self.configs[proxy.name] = cfg
             if self.controlplane is not None:
                 from bench.controlplane.resources import proxy_bootstrap, snapshot_dict
 
@@ -240,6 +244,21 @@ class LocalBackend:
                 uid=PROXY_UID, pod=proxy.pod, node=proxy.node)
         if snapshots:
             self.controlplane.set_snapshots(snapshots)
+
+    def reconfigure(self, mesh: Mesh) -> dict[str, Any]:
+        """Serve a changed mesh (same proxies) to the running proxies through the control
+        plane; only proxies whose resources changed are pushed. Returns its answer
+        ({"version", "changed", ...})."""
+        if self.controlplane is None:
+            raise ProvisionError("a config change needs the xDS control plane",
+                                 hint="set proxy.config_source: xds in the scenario")
+        from bench.controlplane.resources import snapshot_dict
+
+        self.configs = {p.name: envoy_config.build(mesh, p, self.ca.issue, self.options)
+                        for p in mesh.proxies}
+        snapshots = {name: snapshot_dict(cfg) for name, cfg in self.configs.items()}
+        self._mesh = mesh
+        return self.controlplane.set_snapshots(snapshots)  # type: ignore[no-any-return]
 
     def _fail_if_dead(self) -> None:
         dead = self.sup.dead()

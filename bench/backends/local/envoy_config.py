@@ -185,8 +185,9 @@ def _tcp_proxy(stat_prefix: str, cluster: str, hostname: str | None = None) -> d
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": cfg}
 
 
-def _route_to(cluster: str) -> list[dict[str, Any]]:
-    return [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "15s"}}]
+def _route_to(cluster: str, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+    return [{"match": {"prefix": "/"}, "route": {"cluster": cluster,
+                                                  "timeout": f"{timeout_s:g}s"}}]
 
 
 def _passthrough() -> dict[str, Any]:
@@ -262,7 +263,8 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
                 "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
                 "destination_port": svc.port,
             },
-            "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname), delay)],
+            "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname, svc.route_timeout_s),
+                             delay)],
         })
     cfg.clusters.append(_passthrough())
     cfg.listeners.append({
@@ -364,19 +366,22 @@ def waypoint(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Prox
     delay = opts.fault_delay_ms.get(proxy.name)
     cfg = ProxyConfig(internal_listeners=True)
     routes = []
+    originated: set[str] = set()
     for svc in mesh.services:
         if svc.waypoint != pod.name:
             continue
         names = []
         for ep in mesh.endpoints(svc):
             listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
-            cfg.listeners.append(listener)
-            cfg.clusters.append(cluster)
+            if listener["name"] not in originated:  # services may share endpoints
+                originated.add(listener["name"])
+                cfg.listeners.append(listener)
+                cfg.clusters.append(cluster)
             names.append(listener["name"])
         cname = f"inbound-vip|{svc.port}|http|{svc.fqdn}"
         cfg.clusters.append(_internal_cluster(cname, names))
         routes.append({"name": svc.name, "domains": [f"{svc.vip}:{svc.port}", svc.vip, svc.fqdn],
-                       "routes": _route_to(cname)})
+                       "routes": _route_to(cname, svc.route_timeout_s)})
     main = _hcm("waypoint", [], delay)
     main["typed_config"]["route_config"] = {"name": "waypoint", "virtual_hosts": routes}
     cfg.listeners.append({"name": "main_internal", "internal_listener": {},

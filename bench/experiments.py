@@ -1,0 +1,161 @@
+"""Config-push experiments: change the mesh once, and measure who received it, how many
+bytes it cost, and how long until every proxy applied it.
+
+Which proxies a change reaches is not decided here: the changed mesh is rendered for every
+proxy by the same builders (bench/backends/local/envoy_config.py), which follow Istio's
+documented scoping (a sidecar without a Sidecar resource holds every service and route; a
+ztunnel holds every workload and service, L4 only; a waypoint holds the L7 config of what it
+serves), and the control plane pushes only what changed. Bytes, sends, ACK times and NACKs
+come from the control plane's own accounting; the proxies' view comes from Envoy's counters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import UserError
+from bench.mesh import VIP_NET, Mesh, Service
+from bench.store import Cell, Sample
+
+EXPERIMENTS = {
+    "new_service": "a new Service appears in the namespace (selecting existing pods)",
+    "l7_route": "an L7 route of one service changes (its timeout), as a VirtualService would",
+}
+COUNTERS = ("cluster_manager.cds.update_success", "listener_manager.lds.update_success",
+            "cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected")
+
+
+def changed_mesh(mesh: Mesh, experiment: str) -> Mesh:
+    """The mesh after the change named `experiment`."""
+    if experiment == "new_service":
+        base = mesh.services[0]
+        n = len(mesh.services)
+        new = Service(f"svc-{n}", base.namespace, str(VIP_NET.network_address + 10 + n),
+                      base.endpoints, waypoint=base.waypoint)
+        return dataclasses.replace(mesh, services=(*mesh.services, new))
+    if experiment == "l7_route":
+        first = mesh.services[0]
+        changed = dataclasses.replace(first, route_timeout_s=first.route_timeout_s / 2)
+        return dataclasses.replace(mesh, services=(changed, *mesh.services[1:]))
+    raise UserError(f"unknown experiment '{experiment}'",
+                    hint=f"experiments are: {', '.join(EXPERIMENTS)}")
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    experiment: str
+    mode: str
+    proxies: tuple[str, ...]  # every proxy of the mode
+    updated: tuple[str, ...]  # those the control plane sent something to
+    bytes_by_proxy: dict[str, int] = field(default_factory=dict)
+    sends_by_proxy: dict[str, int] = field(default_factory=dict)
+    converge_ms: dict[str, float] = field(default_factory=dict)  # change -> last ACK
+    nacks: tuple[str, ...] = ()
+    stragglers: dict[str, Any] = field(default_factory=dict)
+    cp_cpu_s: float = 0.0
+    applied: dict[str, int] = field(default_factory=dict)  # Envoy's update_success delta
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(self.bytes_by_proxy.values())
+
+
+def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name in proxies:
+        stats = backend.stats(name)
+        out[name] = {k: stats.get(k, 0.0) for k in COUNTERS}
+    return out
+
+
+def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0) -> PushOutcome:
+    """Apply `experiment` to the running deployment of `mesh` (config source xds) and wait
+    until every proxy has ACKed; returns what each view saw."""
+    cp = backend.controlplane
+    if cp is None:
+        raise UserError("push experiments need proxy.config_source: xds",
+                        hint="set proxy.config_source: xds in the scenario")
+    proxies = tuple(p.name for p in mesh.proxies)
+    before = _counters(backend, proxies)
+    _, cursor = cp.events(0)
+    cpu0 = cp.cpu_seconds()
+    t0 = time.time()
+    backend.reconfigure(changed_mesh(mesh, experiment))
+    waited = cp.wait_acked(timeout_s=timeout_s)
+    cpu1 = cp.cpu_seconds()
+    events, _ = cp.events(cursor)
+    after = _counters(backend, proxies)
+    sends = [e for e in events if e["event"] == "send" and not e.get("stale")]
+    bytes_by: dict[str, int] = {}
+    count_by: dict[str, int] = {}
+    for e in sends:
+        bytes_by[e["node"]] = bytes_by.get(e["node"], 0) + int(e["bytes"])
+        count_by[e["node"]] = count_by.get(e["node"], 0) + 1
+    last_ack: dict[str, float] = {}
+    for e in events:
+        if e["event"] == "ack" and e["node"] in bytes_by:
+            last_ack[e["node"]] = max(last_ack.get(e["node"], 0.0), float(e["ts"]))
+    applied = {n: int(sum(after[n][k] - before[n][k] for k in COUNTERS[:2])) for n in proxies}
+    return PushOutcome(
+        experiment=experiment, mode=mesh.mode, proxies=proxies,
+        updated=tuple(sorted(bytes_by)), bytes_by_proxy=bytes_by, sends_by_proxy=count_by,
+        converge_ms={n: (ts - t0) * 1000.0 for n, ts in last_ack.items()},
+        nacks=tuple(f"{e['node']}: {e.get('detail', '')}" for e in events
+                    if e["event"] == "nack"),
+        stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied)
+
+
+def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
+    """Tidy rows, source "xds": totals per experiment and per-proxy bytes and convergence."""
+    labels = {"experiment": o.experiment, "view": "control-plane"}
+
+    def row(metric: str, unit: str, value: float, entity: str = "mesh",
+            **extra: Any) -> Sample:
+        return Sample.for_cell(cell, source="xds", metric=metric, unit=unit, value=float(value),
+                               entity=entity, labels={**labels, **extra})
+
+    conv = list(o.converge_ms.values())
+    rows = [row("proxies_total", "count", len(o.proxies)),
+            row("proxies_updated", "count", len(o.updated)),
+            row("push_bytes_total", "bytes", o.bytes_total),
+            row("nacks", "count", len(o.nacks)),
+            row("stragglers", "count", len(o.stragglers)),
+            row("controlplane_cpu", "s", o.cp_cpu_s),
+            row("proxies_applied", "count", sum(1 for v in o.applied.values() if v > 0),
+                view="proxies")]
+    if conv:
+        rows += [row("convergence_p50", "ms", statistics.median(conv)),
+                 row("convergence_max", "ms", max(conv))]
+    for name in o.updated:
+        rows.append(row("push_bytes", "bytes", o.bytes_by_proxy[name], entity=name))
+        if name in o.converge_ms:
+            rows.append(row("convergence", "ms", o.converge_ms[name], entity=name))
+    return rows
+
+
+def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell) -> list[Sample]:
+    """Per proxy: how many of the mesh's services its config names, and its config size in
+    bytes of serialised xDS resources (the same bytes a full push would send)."""
+    import json
+
+    from bench.controlplane.resources import to_protos
+
+    rows = []
+    roles = {p.name: p.role for p in mesh.proxies}
+    for name, cfg in configs.items():
+        text = json.dumps([cfg.listeners, cfg.clusters])
+        known = sum(1 for svc in mesh.services if svc.vip in text or svc.fqdn in text)
+        listeners, clusters = to_protos(cfg)
+        size = sum(m.ByteSize() for m in (*listeners, *clusters))
+        labels = {"view": "exposure", "role": roles.get(name, "")}
+        rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),
+                                 entity=name, labels=labels)
+                 for m, u, v in (("services_known", "count", known),
+                                 ("services_total", "count", len(mesh.services)),
+                                 ("config_bytes", "bytes", size),
+                                 ("resources", "count", len(listeners) + len(clusters)))]
+    return rows
