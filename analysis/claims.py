@@ -371,9 +371,21 @@ def latency_rows(run: Run, levels: Sequence[int], ref: int | None) -> list[Claim
     return out
 
 
+def _xds_values(rows: pd.DataFrame, metric: str, mode: str, entity: str | None = "mesh",
+                experiment: str | None = None) -> np.ndarray:
+    """Per repetition: the metric (summed over entities when entity is None)."""
+    sel = rows[(rows["metric"] == metric) & (rows["mode"] == mode)]
+    if entity is not None:
+        sel = sel[sel["entity"] == entity]
+    if experiment is not None:
+        sel = sel[sel["experiment"] == experiment]
+    return sel.groupby("repetition")["value"].sum().to_numpy(dtype=float)
+
+
 def xds_rows(run: Run) -> list[ClaimRow]:
-    """(b) and (c): no analysis exists for config-push rows yet; say what the run has."""
-    rows = run.rows(XDS)
+    """(b) per change: bytes pushed, ambient (and waypoint) over sidecar, with who received
+    it; (c) config held: bytes of config summed over the mode's proxies."""
+    rows = run.without_failed(run.rows(XDS))
     fan_test = "a config change reaches every sidecar vs only ztunnels + affected waypoint"
     exp_test = "every sidecar holds every policy; ztunnels and waypoints hold less"
     if rows.empty:
@@ -381,11 +393,39 @@ def xds_rows(run: Run) -> list[ClaimRow]:
                          published.FANOUT),
                 ClaimRow(C_EXPOSURE, exp_test, None, "", Verdict(NOT_MEASURED, FANOUT_MISSING),
                          published.EXPOSURE)]
-    metrics = ", ".join(sorted(set(rows["metric"])))
-    why = (f"{len(rows)} xds rows present ({metrics}) but no verdict rule for them yet")
-    return [ClaimRow(B_FANOUT, fan_test, None, "", Verdict(INCONCLUSIVE, why), published.FANOUT),
-            ClaimRow(C_EXPOSURE, exp_test, None, "", Verdict(INCONCLUSIVE, why),
-                     published.EXPOSURE)]
+    rows = rows.assign(experiment=run.label("experiment").loc[rows.index])
+    out = []
+    for experiment in sorted(e for e in set(rows["experiment"].dropna())):
+        for mode in ("ambient", "waypoint"):
+            a = _xds_values(rows, "push_bytes_total", mode, experiment=experiment)
+            b = _xds_values(rows, "push_bytes_total", "sidecar", experiment=experiment)
+            if not a.size and not b.size:
+                continue
+            up_a = _xds_values(rows, "proxies_updated", mode, experiment=experiment)
+            tot_a = _xds_values(rows, "proxies_total", mode, experiment=experiment)
+            up_b = _xds_values(rows, "proxies_updated", "sidecar", experiment=experiment)
+            tot_b = _xds_values(rows, "proxies_total", "sidecar", experiment=experiment)
+
+            def frac(up: np.ndarray, tot: np.ndarray) -> str:
+                return f"{np.median(up):.0f}/{np.median(tot):.0f}" if up.size else "—"
+            measured = (f"{mode} {frac(up_a, tot_a)} proxies, "
+                        f"{np.median(a):.0f} B; sidecar {frac(up_b, tot_b)} proxies, "
+                        f"{np.median(b):.0f} B" if a.size and b.size else
+                        _measured_pair(mode, a, "sidecar", b, "B"))
+            out.append(ClaimRow(B_FANOUT, f"{experiment}: bytes pushed, {mode} < sidecar",
+                                None, measured, judge(a, b), published.FANOUT))
+    for mode in ("ambient", "waypoint"):
+        a = _xds_values(rows, "config_bytes", mode, entity=None)
+        b = _xds_values(rows, "config_bytes", "sidecar", entity=None)
+        if a.size or b.size:
+            out.append(ClaimRow(C_EXPOSURE, f"config held by all proxies: {mode} < sidecar",
+                                None, _measured_pair(mode, a, "sidecar", b, "B"),
+                                judge(a, b), published.EXPOSURE))
+    if not out:
+        why = "xds rows present but none comparable between sidecar and ambient modes"
+        out = [ClaimRow(B_FANOUT, fan_test, None, "", Verdict(NOT_MEASURED, why),
+                        published.FANOUT)]
+    return out
 
 
 def claim_rows(run: Run) -> list[ClaimRow]:

@@ -239,9 +239,10 @@ class Runner:
                 continue
             self.store.append(to_samples(outcome, cell))
             conv = max(outcome.converge_ms.values(), default=0.0)
+            reached = (f"{outcome.bytes_total} B, last ACK after {conv:.0f} ms"
+                       if outcome.updated else "no proxy's config changed")
             self.progress(f"r{rep} {mode}: {name}: {len(outcome.updated)}/"
-                          f"{len(outcome.proxies)} proxies updated, {outcome.bytes_total} B, "
-                          f"last ACK after {conv:.0f} ms"
+                          f"{len(outcome.proxies)} proxies updated, {reached}"
                           + (f", {len(outcome.nacks)} NACKs" if outcome.nacks else ""))
             mesh = changed_mesh(mesh, name)  # the next change applies on top of this one
 

@@ -219,7 +219,7 @@ def test_scaling_claim_from_the_sweep_a_run_belongs_to(tmp_path: Path) -> None:
     assert _row(alone, cl.A_RES, "grows with pods").verdict == "not measured"
 
 
-def test_xds_rows_are_reported_not_judged(tmp_path: Path) -> None:
+def test_xds_rows_without_a_comparable_pair_are_not_judged(tmp_path: Path) -> None:
     from bench.store import Cell, RunStore, Sample
 
     run_dir = fx.make_run(tmp_path, finalize=False)
@@ -228,7 +228,7 @@ def test_xds_rows_are_reported_not_judged(tmp_path: Path) -> None:
                                   unit="count", value=4.0, entity="sidecar-client-0")])
     rows = cl.claim_rows(load_run(run_dir))
     fan = next(r for r in rows if r.claim == cl.B_FANOUT)
-    assert fan.verdict == "inconclusive" and "1 xds rows present (updates)" in fan.result.reason
+    assert fan.verdict == "not measured" and "none comparable" in fan.result.reason
 
 
 # --- report outputs: claims first, HTML, SMP ------------------------------------------------
@@ -381,3 +381,33 @@ def test_smp_without_hdr_files_says_min_is_missing(tmp_path: Path) -> None:
     assert first["labels"]["meshbench.min_latency"] == "not recorded (no HDR files)"
     # the failed cell's absurd partial value stays out of SMP too
     assert all(r["latencies_ms"]["max"] < fx.FAILED_VALUE for r in doc["results"])
+
+
+def test_fanout_and_exposure_claims_from_xds_rows(tmp_path: Path) -> None:
+    from bench.store import Cell, RunStore, Sample
+
+    st = RunStore.create(tmp_path, "x", {"scenario": {"name": "x"}, "backend": "local"})
+    for rep in range(1, 6):
+        for mode, updated, nbytes, held in (("sidecar", 30, 30_000, 90_000),
+                                            ("ambient", 2, 4_000, 20_000)):
+            cell = Cell(rep, mode, 0)
+            lab = {"experiment": "new_service", "view": "control-plane"}
+            st.append([
+                Sample.for_cell(cell, source="xds", metric="push_bytes_total", unit="bytes",
+                                value=nbytes * (1 + rep / 100), entity="mesh", labels=lab),
+                Sample.for_cell(cell, source="xds", metric="proxies_updated", unit="count",
+                                value=updated, entity="mesh", labels=lab),
+                Sample.for_cell(cell, source="xds", metric="proxies_total", unit="count",
+                                value=updated, entity="mesh", labels=lab),
+                Sample.for_cell(cell, source="xds", metric="config_bytes", unit="bytes",
+                                value=held * (1 + rep / 100), entity=f"{mode}-proxy",
+                                labels={"view": "exposure"}),
+            ])
+    st.finalize()
+    rows = {(r.claim, r.tested): r for r in cl.claim_rows(load_run(st.dir))}
+    fan = rows[(cl.B_FANOUT, "new_service: bytes pushed, ambient < sidecar")]
+    assert fan.verdict == cl.SUPPORTED
+    assert "ambient 2/2 proxies" in fan.measured and "sidecar 30/30 proxies" in fan.measured
+    exp = rows[(cl.C_EXPOSURE, "config held by all proxies: ambient < sidecar")]
+    assert exp.verdict == cl.SUPPORTED and exp.result.ratio is not None
+    assert exp.result.ratio.hi < 1
