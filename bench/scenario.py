@@ -88,7 +88,7 @@ class Sweep:
 class Proxy:
     concurrency: int = 1
     # static: bootstrap files; xds: served and pushed by the harness's ADS control plane
-    config_source: Literal["static", "xds"] = "static"
+    config_source: Literal["static", "xds"] = "xds"
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
 
 

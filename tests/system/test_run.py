@@ -58,6 +58,9 @@ def test_smoke_run_writes_parquet_in_microseconds_and_a_report(tmp_path: Path) -
     cpu = df[(df.source == "resources") & (df.metric == "cpu_cores")]
     assert {"sidecar-client-0", "ztunnel-node0", "waypoint"} <= set(cpu["entity"])
     assert (run_dir / "report.md").exists()
+    xds = df[(df.source == "xds") & (df.metric == "proxies_updated")]
+    assert set(xds["mode"]) == {"sidecar", "ambient", "waypoint"}  # the push experiments ran
+    assert manifest["deployments"][1]["processes"][-1]["role"] == "control-plane"
     assert netns.list_ours() == []
     assert not [p for p in _all_pids(manifest) if _alive(p)]
 

@@ -81,13 +81,14 @@ def test_round_trip_through_dict_keeps_empty_optional_lists() -> None:
     s = scen.load("quick")
     again = scen.from_dict(s.to_dict())
     assert again == s and again.hash == s.hash
-    assert again.sweep.pods_per_service == () and again.experiments == ()
+    assert again.sweep.pods_per_service == ()
+    assert again.experiments == ("new_service", "l7_route")
 
 
 @pytest.mark.parametrize("yaml_text, fragment", [
     ("modes: []\n", "modes must not be empty"),
     ("load:\n  levels: []\n", "load.levels must not be empty"),
-    ("experiments: [new_service]\n", "config_source: xds"),
+    ("experiments: [new_service]\nproxy: {config_source: static}\n", "config_source: xds"),
     ("experiments: [new_servise]\nproxy: {config_source: xds}\n", "new_servise"),
 ])
 def test_empty_required_lists_and_experiment_checks(tmp_path: Path, yaml_text: str,

@@ -25,11 +25,14 @@ RUNTIME = Path("/run/meshbench")
 SIMPLIFICATIONS = (
     "Proxies are Envoy 1.40 in network namespaces, not Istio: the ztunnel role is an Envoy, "
     "not the Rust ztunnel, so its memory and per-hop cost differ from a real one.",
-    "Proxy configs are static bootstraps generated from the mesh model (no xDS yet).",
+    "Configs are served by the harness's Python control plane over State-of-the-World ADS "
+    "(listeners and clusters; no delta xDS, no RDS/EDS: routes and endpoints are inline), "
+    "or, with proxy.config_source: static, written as bootstrap files.",
+    "Push fan-out follows this harness's implementation of Istio's documented scoping; "
+    "no authorization policies are modelled yet, so exposure counts services and config bytes.",
     "ztunnel captures in the node namespace (PREROUTING REDIRECT, Istio before 1.21) rather "
     "than in-pod, and HBONE uses the node ztunnel's identity instead of each workload's.",
-    "Ambient pods do not capture plaintext inbound traffic (no 15006 in ambient); "
-    "no authorization policies are applied yet.",
+    "Ambient pods do not capture plaintext inbound traffic (no 15006 in ambient).",
     "The ztunnel and waypoint originate HBONE through one internal listener per destination "
     "endpoint (a user-space hop inside the same Envoy).",
     "Services are reached by VIP in every mode; baseline uses kube-proxy-like iptables DNAT.",
