@@ -26,6 +26,8 @@ from analysis.load import load_run  # noqa: E402
 
 PROXY_MODES = ("sidecar", "ambient", "waypoint")
 METRICS = (("cpu_cores", "cores"), ("pss_mib", "MiB"), ("rss_mib", "MiB"))
+PUSH_METRICS = (("proxies_updated", "count"), ("push_bytes_total", "bytes"),
+                ("convergence_max", "ms"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,14 @@ def points(sweep_dir: Path) -> pd.DataFrame:
             continue
         frames.append(dp.assign(pods=pods)[["pods", "mode", "phase", "level", "repetition",
                                             "metric", "unit", "value"]])
+        push = run.without_failed(run.rows("xds"))
+        push = push[(push["entity"] == "mesh")
+                    & push["metric"].isin([m for m, _ in PUSH_METRICS])]
+        if not push.empty:
+            exp = run.label("experiment").loc[push.index]
+            # the "phase" of a push point is its experiment, so each change gets its own fit
+            frames.append(push.assign(pods=pods, phase=exp.map(lambda e: f"push:{e}"))[
+                ["pods", "mode", "phase", "level", "repetition", "metric", "unit", "value"]])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -104,7 +114,9 @@ def render(sweep_dir: Path, df: pd.DataFrame, fits: list[Fit], figure: str | Non
     lines += table(["mode", "phase", "metric", "b per pod", "b 95 % CI", "a", "r²", "n points"],
                    rows)
     lines += ["", "The claim holds where sidecar's slope is about one proxy's cost per pod and "
-              "ambient's CI includes or sits near zero."]
+              "ambient's CI includes or sits near zero. Rows with phase push:<change> fit a "
+              "config change's fan-out (proxies updated, bytes pushed, time to the last ACK) "
+              "against pods."]
     if figure:
         lines += ["", f"![data-plane cost vs pods]({figure})"]
     return "\n".join(lines) + "\n"

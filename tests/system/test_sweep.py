@@ -24,6 +24,7 @@ repetitions: 1
 probes:
   resources: {interval_s: 0.5, pss_interval_s: 1.0}
   hops: {enabled: false}
+experiments: [new_service]
 sweep: {pods_per_service: [1, 2, 4]}
 """
 
@@ -49,4 +50,10 @@ def test_sweep_fits_sidecar_growing_faster_than_ambient(tmp_path: Path) -> None:
     amb = idle[idle["mode"] == "ambient"].sort_values("pods")["value"].tolist()
     # a sidecar per pod: from 2 to 5 pods adds three Envoys; ambient keeps two ztunnels
     assert side[-1] - side[0] > 2 * (amb[-1] - amb[0]) + 50
+    # fan-out: every sidecar takes a new service, so the count grows with pods
+    push = pts[(pts.phase == "push:new_service") & (pts.metric == "proxies_updated")]
+    side_push = push[push["mode"] == "sidecar"].sort_values("pods")["value"].tolist()
+    amb_push = push[push["mode"] == "ambient"].sort_values("pods")["value"].tolist()
+    assert side_push == [2, 3, 5] and amb_push == [2, 2, 2]  # client + server sidecars
+    assert "| sidecar | push:new_service | proxies_updated (count) |" in md
     assert netns.list_ours() == []
