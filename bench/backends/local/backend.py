@@ -66,7 +66,6 @@ class LocalBackend:
         self.options = options or envoy_config.Options()
         self.sup = Supervisor()
         self._lock_fd: int | None = None
-        self._mesh: Mesh | None = None
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
         self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
 
@@ -116,7 +115,6 @@ class LocalBackend:
     def provision(self, mode: str) -> Deployment:
         self._take_lock()
         mesh = build(self.scenario, mode)
-        self._mesh = mesh
         self._prepare_runtime()
         topology.build_network(mesh)
         topology.install_capture(mesh)
@@ -260,7 +258,6 @@ class LocalBackend:
         self.configs = {p.name: envoy_config.build(mesh, p, self.ca.issue, self.options)
                         for p in mesh.proxies}
         snapshots = {name: snapshot_dict(cfg) for name, cfg in self.configs.items()}
-        self._mesh = mesh
         return self.controlplane.set_snapshots(snapshots)  # type: ignore[no-any-return]
 
     def _fail_if_dead(self) -> None:
