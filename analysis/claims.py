@@ -414,9 +414,13 @@ def xds_rows(run: Run) -> list[ClaimRow]:
                         _measured_pair(mode, a, "sidecar", b, "B"))
             out.append(ClaimRow(B_FANOUT, f"{experiment}: bytes pushed, {mode} < sidecar",
                                 None, measured, judge(a, b), published.FANOUT))
+    # config held: after the run's changes when measured (it then counts the policies they
+    # added), else the initial mesh; never both summed
+    state = run.label("state").loc[rows.index].fillna("initial")
+    held = rows[state == ("after_changes" if (state == "after_changes").any() else "initial")]
     for mode in ("ambient", "waypoint"):
-        a = _xds_values(rows, "config_bytes", mode, entity=None)
-        b = _xds_values(rows, "config_bytes", "sidecar", entity=None)
+        a = _xds_values(held, "config_bytes", mode, entity=None)
+        b = _xds_values(held, "config_bytes", "sidecar", entity=None)
         if a.size or b.size:
             out.append(ClaimRow(C_EXPOSURE, f"config held by all proxies: {mode} < sidecar",
                                 None, _measured_pair(mode, a, "sidecar", b, "B"),

@@ -3,10 +3,17 @@ time to the last ACK, NACKs; the control plane's accounting beside the proxies' 
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
-from analysis.fmt import num, table
-from analysis.load import Run
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from analysis.fmt import num, table  # noqa: E402
+from analysis.load import Run  # noqa: E402
 
 SOURCE = "xds"
 SCOPING = ("Which proxies receive a change follows this harness's implementation of Istio's "
@@ -16,7 +23,7 @@ SCOPING = ("Which proxies receive a change follows this harness's implementation
            "real Envoys.")
 
 
-def push_section(run: Run) -> list[str]:
+def push_section(run: Run, exposure_png: str | None = None) -> list[str]:
     lines = ["## Config push (xDS)", ""]
     rows = run.without_failed(run.rows(SOURCE))
     if rows.empty:
@@ -34,11 +41,132 @@ def push_section(run: Run) -> list[str]:
             return num(v.median()) if len(v) == 1 else \
                 f"{num(v.median())} [{num(v.min())}–{num(v.max())}]"
         out.append([str(experiment), str(mode),
-                    f"{med('proxies_updated')} / {med('proxies_total')}",
+                    f"{med('proxies_updated')} / {med('proxies_total')}", med("proxies_changed"),
                     med("proxies_applied"), med("push_bytes_total"), med("convergence_p50"),
                     med("convergence_max"), med("nacks"), med("controlplane_cpu"),
                     str(g["repetition"].nunique())])
     lines += table(["change", "mode", "proxies updated / total (control plane)",
+                    "of which config changed",
                     "proxies that applied it (Envoy counters)", "bytes sent", "last ACK p50 "
                     "(ms)", "last ACK max (ms)", "NACKs", "control-plane CPU (s)", "n"], out)
-    return lines + ["", SCOPING, ""]
+    return lines + ["", SCOPING, PUSH_SCOPE, ""] + exposure_section(run, exposure_png)
+
+
+PUSH_SCOPE = ("A proxy is *updated* when the control plane sent it something; its config "
+              "*changed* when what it holds differs afterwards. They differ where Istio's push "
+              "decision is wider than the change: an AuthorizationPolicy is pushed to every "
+              "sidecar of its namespace, although only the selected workload's sidecar "
+              "enforces it.")
+EXPOSURE_METRICS = (("services", "services_known", "services_total"),
+                    ("workloads", "workloads_known", "workloads_total"),
+                    ("policies", "policies_known", "policies_total"))
+
+
+def exposure_table(run: Run) -> pd.DataFrame:
+    """Per (mode, role): proxies, and per proxy (median over proxies and repetitions) the
+    share of the mesh's services, workloads and policies its config names, and config bytes.
+    Uses the state after the run's changes when measured (it counts their policies)."""
+    rows = run.without_failed(run.rows(SOURCE))
+    if rows.empty:
+        return pd.DataFrame()
+    labels = run.labels.loc[rows.index]
+    df = rows.assign(view=labels.map(lambda d: d.get("view")),
+                     role=labels.map(lambda d: d.get("role", "")),
+                     state=labels.map(lambda d: d.get("state", "initial")))
+    df = df[df["view"] == "exposure"]
+    if df.empty:
+        return pd.DataFrame()
+    df = df[df["state"] == ("after_changes" if (df["state"] == "after_changes").any()
+                            else "initial")]
+    wide = df.pivot_table(index=["mode", "repetition", "role", "entity"], columns="metric",
+                          values="value", aggfunc="first").reset_index()
+    order = {m: i for i, m in enumerate(run.modes)}
+    wide = wide.sort_values(["mode", "role"], key=lambda c: c.map(order).fillna(9)
+                            if c.name == "mode" else c)
+    out = []
+    for (mode, role), g in wide.groupby(["mode", "role"], sort=False):
+        row: dict[str, object] = {"mode": mode, "role": role,
+                                  "proxies": g.groupby("repetition")["entity"].nunique().median(),
+                                  "n": g["repetition"].nunique()}
+        for name, known, total in EXPOSURE_METRICS:
+            if known in g and total in g:
+                row[f"{name}_known"] = g[known].max()  # the most exposed proxy of the role
+                row[f"{name}_least"] = g[known].min()
+                row[f"{name}_total"] = g[total].median()
+        row["config_bytes"] = g["config_bytes"].median() if "config_bytes" in g else float("nan")
+        row["config_bytes_all"] = (g.groupby("repetition")["config_bytes"].sum().median()
+                                   if "config_bytes" in g else float("nan"))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def exposure_section(run: Run, png: str | None = None) -> list[str]:
+    t = exposure_table(run)
+    if t.empty:
+        return []
+    lines = ["### Config exposure: what each proxy holds", ""]
+    body = []
+    for r in t.to_dict("records"):
+        def share(name: str, r: dict = r) -> str:
+            k, lo, n = r.get(f"{name}_known"), r.get(f"{name}_least"), r.get(f"{name}_total")
+            if k is None or n is None or pd.isna(k):
+                return "not measured"
+            held = num(k) if lo is None or lo == k else f"{num(lo)}–{num(k)}"
+            return f"{held} / {num(n)}"
+        body.append([str(r["mode"]), str(r["role"]), num(r["proxies"]), share("services"),
+                     share("workloads"), share("policies"), num(r["config_bytes"]),
+                     num(r["config_bytes_all"]), str(r["n"])])
+    lines += table(["mode", "role", "proxies", "services named / mesh", "workloads named / mesh",
+                    "policies held / mesh", "config bytes per proxy (median)",
+                    "config bytes, all proxies of the role", "n"], body)
+    lines += ["", "Named / mesh: the least–most any one proxy of the role names, counted in "
+              "the xDS resources it is served (after the run's changes, when the scenario has "
+              "experiments); config bytes: median over the role's proxies and repetitions.",
+              ""]
+    if png:
+        lines += [f"![config held per proxy and share of the mesh it names]({png})", ""]
+    return lines
+
+
+def exposure_figure(run: Run, out: Path) -> Path | None:
+    """Left: config bytes held by all proxies of each mode, stacked by role. Right: per
+    proxy, the share of the mesh's services, workloads and policies its config names."""
+    t = exposure_table(run)
+    if t.empty:
+        return None
+    modes = [m for m in run.modes if m in set(t["mode"])]
+    colors = {"sidecar": "tab:blue", "ztunnel": "tab:green", "waypoint": "tab:orange"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for x, mode in enumerate(modes):
+        bottom = 0.0
+        for r in t[t["mode"] == mode].to_dict("records"):
+            v = float(r["config_bytes_all"]) / 1024
+            left.bar(x, v, bottom=bottom, color=colors.get(str(r["role"]), "grey"),
+                     edgecolor="white")
+            bottom += v
+    roles = [r for r in colors if r in set(t["role"])]
+    left.legend([Patch(color=colors[r]) for r in roles], roles, fontsize=7)
+    left.set_xticks(range(len(modes)), modes)
+    left.set_ylabel("KiB of xDS config, all proxies")
+    left.set_title("config held by the data plane")
+    left.grid(axis="y", alpha=0.3)
+    groups = [(m, str(r["role"]), r) for m in modes
+              for r in t[t["mode"] == m].to_dict("records")]
+    width = 0.25
+    for i, (name, _, _) in enumerate(EXPOSURE_METRICS):
+        vals = []
+        for _, _, r in groups:
+            k, n = r.get(f"{name}_known"), r.get(f"{name}_total")
+            vals.append(100.0 * k / n if k is not None and n and not pd.isna(k) else 0.0)
+        right.bar([j + (i - 1) * width for j in range(len(groups))], vals, width, label=name)
+    right.set_xticks(range(len(groups)), [f"{m}\n{r}" for m, r, _ in groups], fontsize=7)
+    right.set_ylabel("% of the mesh named by the most exposed proxy")
+    right.set_ylim(0, 105)
+    right.set_title("exposure per proxy")
+    right.legend(fontsize=7)
+    right.grid(axis="y", alpha=0.3)
+    fig.suptitle("Config exposure (xDS served to each proxy)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

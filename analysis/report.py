@@ -30,7 +30,7 @@ from analysis.metadata import (
     probes_section,
     simplifications_section,
 )
-from analysis.push import push_section
+from analysis.push import exposure_figure, push_section
 from analysis.resources import resource_cv_checks, resources_section
 from analysis.smp import write_smp
 from bench.errors import BenchError, UserError
@@ -65,13 +65,13 @@ def header_section(run: Run) -> list[str]:
 
 
 def render(run: Run, latency_png: str | None, resources_png: str | None,
-           hops_png: str | None = None) -> str:
+           hops_png: str | None = None, exposure_png: str | None = None) -> str:
     """The report's Markdown, linking the figures given (file names; None = not written)."""
     lines = header_section(run) + claims_section(run)
     lines += latency_section(run, latency_png) + overhead_section(run) + order_section(run)
     lines += ratio_section(run) + hops_section(run, hops_png)
     lines += cv_section(run, resource_cv_checks(run))
-    lines += resources_section(run, resources_png) + push_section(run)
+    lines += resources_section(run, resources_png) + push_section(run, exposure_png)
     lines += failed_cells_section(run) + probes_section(run)
     lines += metadata_section(run) + simplifications_section(run)
     return "\n".join(lines).rstrip() + "\n"
@@ -103,15 +103,18 @@ def write_outputs(run_dir: Path | str) -> ReportFiles:
     latency = latency_figure(run, run.run_dir / "latency.png")
     resources = resources_figure(run, run.run_dir / "resources.png")
     hops = hops_figure(run, run.run_dir / "hops.png")
+    exposure = exposure_figure(run, run.run_dir / "exposure.png")
     markdown = render(run, latency.name if latency else None,
-                      resources.name if resources else None, hops.name if hops else None)
+                      resources.name if resources else None, hops.name if hops else None,
+                      exposure.name if exposure else None)
     report = run.run_dir / "report.md"
     report.write_text(markdown)
     page = run.run_dir / "report.html"
     page.write_text(html_report.render(markdown, run.run_dir,
                                        f"meshbench report: {run.run_id}"))
     smp = write_smp(run, run.run_dir / "smp.json")
-    return ReportFiles(tuple(p for p in (latency, resources, hops) if p), report, page, smp)
+    return ReportFiles(tuple(p for p in (latency, resources, hops, exposure) if p), report, page,
+                       smp)
 
 
 def write_report(run_dir: Path | str) -> list[Path]:

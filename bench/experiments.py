@@ -18,13 +18,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UserError
-from bench.mesh import VIP_NET, Mesh, Service
+from bench.mesh import VIP_NET, AuthorizationPolicy, Mesh, Service
 from bench.store import Cell, Sample
 
 EXPERIMENTS = {
     "new_service": "a new Service appears in the namespace (selecting existing pods)",
     "l7_route": "an L7 route of one service changes (its timeout), as a VirtualService would",
+    "l4_authz": "an L4 AuthorizationPolicy appears in the namespace, denying one identity "
+                "access to the first service's workloads",
 }
+INTRUDER = "spiffe://cluster.local/ns/intruder/sa/default"  # an identity no workload has
+# Istio's push decision for a kind of config, beyond proxies whose rendered config changes
+# (pilot/pkg/xds/proxy_dependencies.go, pilot/pkg/model/sidecar.go): AuthorizationPolicy is a
+# cluster-scoped kind for a SidecarScope, so a policy pushes to every sidecar of its namespace
+# (every sidecar of the mesh when in the root namespace), whether its workload is selected
+# or not; ztunnels get the Authorization resource, all of them.
+ISTIO_PUSH_SCOPE = {
+    "l4_authz": "every sidecar in the policy's namespace and every ztunnel, changed or not",
+}
+ROOT_NAMESPACE = "istio-system"
 COUNTERS = ("cluster_manager.cds.update_success", "listener_manager.lds.update_success",
             "cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected")
 
@@ -37,12 +49,33 @@ def changed_mesh(mesh: Mesh, experiment: str) -> Mesh:
         new = Service(f"svc-{n}", base.namespace, str(VIP_NET.network_address + 10 + n),
                       base.endpoints, waypoint=base.waypoint)
         return dataclasses.replace(mesh, services=(*mesh.services, new))
+    if experiment == "l4_authz":
+        first = mesh.services[0]
+        policy = AuthorizationPolicy(f"deny-intruder-{len(mesh.policies)}", first.namespace,
+                                     first.name, (INTRUDER,), action="DENY")
+        return dataclasses.replace(mesh, policies=(*mesh.policies, policy))
     if experiment == "l7_route":
         first = mesh.services[0]
         changed = dataclasses.replace(first, route_timeout_s=first.route_timeout_s / 2)
         return dataclasses.replace(mesh, services=(changed, *mesh.services[1:]))
     raise UserError(f"unknown experiment '{experiment}'",
                     hint=f"experiments are: {', '.join(EXPERIMENTS)}")
+
+
+def istio_scope(mesh: Mesh, changed: Mesh, experiment: str) -> tuple[str, ...]:
+    """Proxies istiod pushes for this change even when their rendered config is unchanged
+    (ISTIO_PUSH_SCOPE); the control plane re-sends them their current config."""
+    if experiment != "l4_authz":
+        return ()
+    namespaces = {p.namespace for p in changed.policies} - {p.namespace for p in mesh.policies}
+    out = []
+    for proxy in mesh.proxies:
+        if proxy.role == "ztunnel":
+            out.append(proxy.name)
+        elif proxy.role == "sidecar" and mesh.pod(proxy.pod).namespace in (
+                namespaces | {ROOT_NAMESPACE}):
+            out.append(proxy.name)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -58,6 +91,8 @@ class PushOutcome:
     stragglers: dict[str, Any] = field(default_factory=dict)
     cp_cpu_s: float = 0.0
     applied: dict[str, int] = field(default_factory=dict)  # Envoy's update_success delta
+    changed: tuple[str, ...] = ()  # those whose rendered config differs after the change
+    scoped: tuple[str, ...] = ()  # those pushed by Istio's push scope although unchanged
 
     @property
     def bytes_total(self) -> int:
@@ -83,8 +118,13 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0)
     before = _counters(backend, proxies)
     _, cursor = cp.events(0)
     cpu0 = cp.cpu_seconds()
+    after_mesh = changed_mesh(mesh, experiment)
     t0 = time.time()
-    backend.reconfigure(changed_mesh(mesh, experiment))
+    answer = backend.reconfigure(after_mesh) or {}
+    changed = tuple(sorted(answer.get("changed") or {}))
+    scoped = tuple(n for n in istio_scope(mesh, after_mesh, experiment) if n not in changed)
+    if scoped:
+        cp.push(scoped, reason=f"istio-scope:{experiment}")
     waited = cp.wait_acked(timeout_s=timeout_s)
     cpu1 = cp.cpu_seconds()
     events, _ = cp.events(cursor)
@@ -106,7 +146,8 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0)
         converge_ms={n: (ts - t0) * 1000.0 for n, ts in last_ack.items()},
         nacks=tuple(f"{e['node']}: {e.get('detail', '')}" for e in events
                     if e["event"] == "nack"),
-        stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied)
+        stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied,
+        changed=changed, scoped=scoped)
 
 
 def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
@@ -121,6 +162,7 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
     conv = list(o.converge_ms.values())
     rows = [row("proxies_total", "count", len(o.proxies)),
             row("proxies_updated", "count", len(o.updated)),
+            row("proxies_changed", "count", len(o.changed)),
             row("push_bytes_total", "bytes", o.bytes_total),
             row("nacks", "count", len(o.nacks)),
             row("stragglers", "count", len(o.stragglers)),
@@ -137,10 +179,14 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
     return rows
 
 
-def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell) -> list[Sample]:
-    """Per proxy: how many of the mesh's services its config names, and its config size in
-    bytes of serialised xDS resources (the same bytes a full push would send)."""
+def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
+                     state: str = "initial") -> list[Sample]:
+    """Per proxy: how many of the mesh's services, workloads and policies its config names,
+    and its config size in bytes of serialised xDS resources (the same bytes a full push
+    would send). `state` labels the mesh: "initial", or "after_changes" (the experiments
+    applied, so that the policies they add are counted)."""
     import json
+    import re
 
     from bench.controlplane.resources import to_protos
 
@@ -149,13 +195,20 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell) -> list[Sa
     for name, cfg in configs.items():
         text = json.dumps([cfg.listeners, cfg.clusters])
         known = sum(1 for svc in mesh.services if svc.vip in text or svc.fqdn in text)
+        ips = set(re.findall(r"\d+\.\d+\.\d+\.\d+", text))
+        workloads = sum(1 for pod in mesh.pods if pod.ip in ips)
+        policies = sum(1 for pol in mesh.policies if f'"{pol.key}"' in text)
         listeners, clusters = to_protos(cfg)
         size = sum(m.ByteSize() for m in (*listeners, *clusters))
-        labels = {"view": "exposure", "role": roles.get(name, "")}
+        labels = {"view": "exposure", "role": roles.get(name, ""), "state": state}
         rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),
                                  entity=name, labels=labels)
                  for m, u, v in (("services_known", "count", known),
                                  ("services_total", "count", len(mesh.services)),
+                                 ("workloads_known", "count", workloads),
+                                 ("workloads_total", "count", len(mesh.pods)),
+                                 ("policies_known", "count", policies),
+                                 ("policies_total", "count", len(mesh.policies)),
                                  ("config_bytes", "bytes", size),
                                  ("resources", "count", len(listeners) + len(clusters)))]
     return rows

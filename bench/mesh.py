@@ -73,6 +73,23 @@ class Service:
 
 
 @dataclass(frozen=True)
+class AuthorizationPolicy:
+    """An L4 Istio AuthorizationPolicy: `action` on connections from `principals` to the
+    workloads of service `selector` (its pods' label app=<service>) in `namespace`."""
+
+    name: str
+    namespace: str
+    selector: str  # service name whose pods it selects
+    principals: tuple[str, ...]  # SPIFFE ids of the sources it matches
+    action: str = "DENY"  # ALLOW policies would deny everything else: DENY keeps traffic flowing
+
+    @property
+    def key(self) -> str:
+        """How the policy is named inside proxy configs (RBAC policy names)."""
+        return f"ns/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Proxy:
     """One Envoy process of the data plane."""
 
@@ -96,6 +113,7 @@ class Mesh:
     services: tuple[Service, ...]
     proxies: tuple[Proxy, ...] = field(default=())
     client: str = "client-0"
+    policies: tuple[AuthorizationPolicy, ...] = ()
 
     @cached_property
     def _pods(self) -> dict[str, Pod]:
@@ -121,6 +139,11 @@ class Mesh:
     def target(self) -> Service:
         """The service the load generator calls."""
         return self.services[0]
+
+    def policies_for(self, pod: Pod) -> list[AuthorizationPolicy]:
+        """The policies that select `pod` (same namespace, label app=<its service>)."""
+        return [p for p in self.policies
+                if p.namespace == pod.namespace and p.selector and p.selector == pod.service]
 
     def proxies_of(self, role: str) -> list[Proxy]:
         return [p for p in self.proxies if p.role == role]

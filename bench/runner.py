@@ -236,15 +236,20 @@ class Runner:
                                    timeout_s=self.s.timing.ready_timeout_s)
             except BenchError as e:
                 self._probe_failed("xds", f"r{rep} {mode} {name}: {e.one_line()}")
-                continue
+                return  # what the proxies hold is no longer known: no "after" exposure
             self.store.append(to_samples(outcome, cell))
             conv = max(outcome.converge_ms.values(), default=0.0)
             reached = (f"{outcome.bytes_total} B, last ACK after {conv:.0f} ms"
                        if outcome.updated else "no proxy's config changed")
+            changed = (f" ({len(outcome.changed)} changed)"
+                       if len(outcome.changed) != len(outcome.updated) else "")
             self.progress(f"r{rep} {mode}: {name}: {len(outcome.updated)}/"
-                          f"{len(outcome.proxies)} proxies updated, {reached}"
+                          f"{len(outcome.proxies)} proxies updated{changed}, {reached}"
                           + (f", {len(outcome.nacks)} NACKs" if outcome.nacks else ""))
             mesh = changed_mesh(mesh, name)  # the next change applies on top of this one
+        configs = getattr(self.backend, "configs", None)
+        if configs and self.s.experiments:
+            self.store.append(exposure_samples(mesh, configs, cell, state="after_changes"))
 
     def _probe_overhead_twin(self, cell: Cell, dep: Deployment) -> None:
         """The same cell again right after, with the hop probe detached: its load rows go

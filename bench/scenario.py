@@ -108,7 +108,7 @@ class Scenario:
     proxy: Proxy = field(default_factory=Proxy)
     sweep: Sweep = field(default_factory=Sweep)
     # config-push experiments run once per mode after its load cells (needs config_source xds)
-    experiments: tuple[Literal["new_service", "l7_route"], ...] = ()
+    experiments: tuple[Literal["new_service", "l7_route", "l4_authz"], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -19,9 +19,16 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _default_sigint() -> None:
+    # a shell without job control starts background jobs with SIGINT ignored, and an ignored
+    # signal stays ignored across exec: Python would then never raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, results: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bench", *args, "--results", str(results)],
-                            cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def _alive(pid: int) -> bool:

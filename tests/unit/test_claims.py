@@ -411,3 +411,38 @@ def test_fanout_and_exposure_claims_from_xds_rows(tmp_path: Path) -> None:
     exp = rows[(cl.C_EXPOSURE, "config held by all proxies: ambient < sidecar")]
     assert exp.verdict == cl.SUPPORTED and exp.result.ratio is not None
     assert exp.result.ratio.hi < 1
+
+
+def test_exposure_uses_the_state_after_changes_and_shows_each_roles_range(tmp_path: Path) -> None:
+    from analysis.push import exposure_figure, exposure_section
+    from bench.store import Cell, RunStore, Sample
+
+    st = RunStore.create(tmp_path, "x", {"scenario": {"name": "x"}, "backend": "local"})
+    for rep in range(1, 6):
+        for mode, role, proxies, held in (("sidecar", "sidecar", 4, 9_000),
+                                          ("ambient", "ztunnel", 2, 3_000)):
+            cell = Cell(rep, mode, 0)
+            for i in range(proxies):
+                name = f"{role}-{i}"
+                for state, scale, policies in (("initial", 100, 0), ("after_changes", 1, 1)):
+                    lab = {"view": "exposure", "role": role, "state": state}
+                    # sidecars: only the first holds the policy; ztunnels: all of them
+                    known = policies if role == "ztunnel" or i == 0 else 0
+                    st.append([Sample.for_cell(cell, source="xds", metric=m, unit=u, value=v,
+                                               entity=name, labels=lab) for m, u, v in (
+                        ("config_bytes", "bytes", held * scale * (1 + rep / 100)),
+                        ("policies_known", "count", known),
+                        ("policies_total", "count", policies),
+                        ("services_known", "count", 3), ("services_total", "count", 3))])
+    st.finalize()
+    run = load_run(st.dir)
+    rows = {(r.claim, r.tested): r for r in cl.claim_rows(run)}
+    exp = rows[(cl.C_EXPOSURE, "config held by all proxies: ambient < sidecar")]
+    # after the changes: 2 x 3,000 vs 4 x 9,000 (the initial rows, 100x larger, are left out)
+    assert exp.verdict == cl.SUPPORTED and exp.result.ratio is not None
+    assert 0.15 < exp.result.ratio.ratio < 0.2
+    text = "\n".join(exposure_section(run))
+    assert "| sidecar | sidecar | 4 | 3 / 3 | not measured | 0–1 / 1 |" in text
+    assert "| ambient | ztunnel | 2 | 3 / 3 | not measured | 1 / 1 |" in text
+    assert exposure_figure(run, tmp_path / "e.png") is not None
+    assert (tmp_path / "e.png").stat().st_size > 10_000

@@ -38,6 +38,9 @@ def _altered(mode: str, experiment: str) -> set[str]:
     ("ambient", "l7_route", set()),
     ("waypoint", "new_service", {"ztunnel", "waypoint"}),
     ("waypoint", "l7_route", {"waypoint"}),
+    ("sidecar", "l4_authz", {"sidecar"}),
+    ("ambient", "l4_authz", {"ztunnel"}),
+    ("waypoint", "l4_authz", {"ztunnel"}),
 ])
 def test_scoping_of_each_change(mode: str, experiment: str, roles: set[str]) -> None:
     assert _altered(mode, experiment) == roles
@@ -68,3 +71,80 @@ def test_exposure_sidecar_knows_every_service_ztunnel_too_waypoint_only_its_own(
         assert all(v > 0 for v in size.values())
         for p in mesh.proxies:
             assert known[p.name] == 3  # sidecars and ztunnels: all; this waypoint serves all 3
+
+
+def _names_altered(mesh, after) -> set[str]:  # type: ignore[no-untyped-def]
+    out = set()
+    for p in mesh.proxies:
+        a = envoy_config.build(mesh, p, _certs)
+        b = envoy_config.build(after, p, _certs)
+        if json.dumps([a.listeners, a.clusters]) != json.dumps([b.listeners, b.clusters]):
+            out.add(p.name)
+    return out
+
+
+def test_l4_policy_changes_only_the_selected_sidecars_but_istio_pushes_the_namespace() -> None:
+    from bench.experiments import istio_scope
+
+    mesh = build(from_dict({"name": "t", "topology": {"services": 3, "pods_per_service": 2}}),
+                 "sidecar")
+    after = changed_mesh(mesh, "l4_authz")
+    (policy,) = after.policies
+    assert policy.selector == mesh.target.name and policy.action == "DENY"
+    # rendered: only the two sidecars of the selected service's pods carry it
+    assert _names_altered(mesh, after) == {"sidecar-svc-0-0", "sidecar-svc-0-1"}
+    # Istio's push decision: every sidecar of the namespace, changed or not
+    assert set(istio_scope(mesh, after, "l4_authz")) == {p.name for p in mesh.proxies}
+    assert istio_scope(mesh, after, "l7_route") == ()
+    inbound = next(lst for lst in envoy_config.build(after, after.proxies[1], _certs).listeners
+                   if lst["name"] == "virtualInbound")
+    first = inbound["filter_chains"][0]["filters"][0]
+    rules = first["typed_config"]["rules"]
+    assert first["name"] == "envoy.filters.network.rbac" and rules["action"] == "DENY"
+    assert rules["policies"][policy.key]["principals"] == [
+        {"authenticated": {"principal_name": {"exact": policy.principals[0]}}}]
+
+
+def test_every_ztunnel_holds_every_l4_policy_matched_on_the_destination_pod() -> None:
+    from bench.experiments import istio_scope
+
+    mesh = build(from_dict({"name": "t", "topology": {"nodes": 3, "services": 2,
+                                                      "pods_per_service": 2}}), "waypoint")
+    after = changed_mesh(changed_mesh(mesh, "l4_authz"), "l4_authz")  # two policies
+    assert len(after.policies) == 2
+    selected = {p.ip for p in after.pods if p.service == after.target.name}
+    for z in after.proxies_of("ztunnel"):
+        lst = next(x for x in envoy_config.build(after, z, _certs).listeners
+                   if x["name"] == "ztunnel_inbound")
+        hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+        rbac = hcm["http_filters"][0]
+        assert rbac["name"] == "envoy.filters.http.rbac"
+        pols = rbac["typed_config"]["rules"]["policies"]
+        assert set(pols) == {p.key for p in after.policies}  # on every node, local pods or not
+        for pol in pols.values():
+            prefixes = {r["header"]["string_match"]["prefix"]
+                        for r in pol["permissions"][0]["or_rules"]["rules"]}
+            assert prefixes == {f"{ip}:" for ip in selected}
+    assert set(istio_scope(mesh, after, "l4_authz")) == {z.name for z in mesh.proxies_of("ztunnel")}
+    # the waypoint enforces policies attached to it (targetRefs), not workload selectors
+    assert _names_altered(mesh, after) == {z.name for z in mesh.proxies_of("ztunnel")}
+
+
+def test_exposure_counts_policies_and_workloads() -> None:
+    from bench.experiments import exposure_samples
+    from bench.store import Cell
+
+    for mode, holders in (("sidecar", {"sidecar-svc-0-0"}),
+                          ("ambient", {"ztunnel-node0", "ztunnel-node1"})):
+        mesh = changed_mesh(build(from_dict({"name": "t", "topology": {"services": 2}}), mode),
+                            "l4_authz")
+        configs = {p.name: envoy_config.build(mesh, p, _certs) for p in mesh.proxies}
+        rows = exposure_samples(mesh, configs, Cell(1, mode, 0), state="after_changes")
+        by = {(r.entity, r.metric): r.value for r in rows}
+        assert {r.labels["state"] for r in rows} == {"after_changes"}
+        for p in mesh.proxies:
+            assert by[(p.name, "policies_total")] == 1
+            assert by[(p.name, "policies_known")] == (1 if p.name in holders else 0)
+            assert by[(p.name, "workloads_total")] == len(mesh.pods)
+        if mode == "sidecar":  # its outbound names every server pod, not its own
+            assert by[("sidecar-client-0", "workloads_known")] == len(mesh.pods) - 1

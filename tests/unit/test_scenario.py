@@ -82,7 +82,7 @@ def test_round_trip_through_dict_keeps_empty_optional_lists() -> None:
     again = scen.from_dict(s.to_dict())
     assert again == s and again.hash == s.hash
     assert again.sweep.pods_per_service == ()
-    assert again.experiments == ("new_service", "l7_route")
+    assert again.experiments == ("new_service", "l7_route", "l4_authz")
 
 
 @pytest.mark.parametrize("yaml_text, fragment", [

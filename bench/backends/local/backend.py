@@ -28,8 +28,10 @@ SIMPLIFICATIONS = (
     "Configs are served by the harness's Python control plane over State-of-the-World ADS "
     "(listeners and clusters; no delta xDS, no RDS/EDS: routes and endpoints are inline), "
     "or, with proxy.config_source: static, written as bootstrap files.",
-    "Push fan-out follows this harness's implementation of Istio's documented scoping; "
-    "no authorization policies are modelled yet, so exposure counts services and config bytes.",
+    "Push fan-out follows this harness's implementation of Istio's documented scoping and "
+    "push decision; L4 AuthorizationPolicies (DENY or ALLOW by peer principal) are modelled "
+    "as Envoy RBAC (sidecar: network RBAC on its own workload's inbound; ztunnel: every "
+    "policy of the mesh, matched on the CONNECT authority), L7 policies are not.",
     "ztunnel captures in the node namespace (PREROUTING REDIRECT, Istio before 1.21) rather "
     "than in-pod, and HBONE uses the node ztunnel's identity instead of each workload's.",
     "Ambient pods do not capture plaintext inbound traffic (no 15006 in ambient).",

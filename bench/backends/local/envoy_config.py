@@ -26,6 +26,7 @@ from bench.mesh import (
     HBONE_PORT,
     INBOUND_PORT,
     OUTBOUND_PORT,
+    AuthorizationPolicy,
     Mesh,
     Proxy,
     Service,
@@ -35,6 +36,8 @@ T = "type.googleapis.com/envoy."
 HCM = T + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP_PROXY = T + "extensions.filters.network.tcp_proxy.v3.TcpProxy"
 ROUTER = T + "extensions.filters.http.router.v3.Router"
+NETWORK_RBAC = T + "extensions.filters.network.rbac.v3.RBAC"
+HTTP_RBAC = T + "extensions.filters.http.rbac.v3.RBAC"
 FAULT = T + "extensions.filters.http.fault.v3.HTTPFault"
 ORIGINAL_DST = T + "extensions.filters.listener.original_dst.v3.OriginalDst"
 TLS_INSPECTOR = T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
@@ -141,8 +144,48 @@ def _h2_options() -> dict[str, Any]:
     }
 
 
-def _http_filters(delay_ms: float | None) -> list[dict[str, Any]]:
-    filters = []
+def _principals(policy: AuthorizationPolicy) -> list[dict[str, Any]]:
+    """The peer identities a policy matches: the URI SAN of the mTLS peer certificate."""
+    return [{"authenticated": {"principal_name": {"exact": p}}} for p in policy.principals]
+
+
+def _network_rbac(policies: list[AuthorizationPolicy]) -> dict[str, Any]:
+    """A sidecar's inbound L4 authorization: the policies that select its own workload, as
+    istiod renders an L4 AuthorizationPolicy (envoy.filters.network.rbac before the HCM).
+    Envoy's RBAC holds one action per filter: one filter per action present."""
+    return {"name": "envoy.filters.network.rbac", "typed_config": {
+        "@type": NETWORK_RBAC, "stat_prefix": "tcp.",
+        "rules": {"action": policies[0].action, "policies": {
+            p.key: {"permissions": [{"any": True}], "principals": _principals(p)}
+            for p in policies}}}}
+
+
+def _ztunnel_rbac(mesh: Mesh) -> list[dict[str, Any]]:
+    """Every L4 policy of the mesh, as istiod sends every Authorization to every ztunnel:
+    each applies to the connections tunnelled to its selected pods (the CONNECT :authority
+    names the destination pod), from its principals (the HBONE peer certificate)."""
+    out = []
+    for action in ("DENY", "ALLOW"):
+        policies = {}
+        for p in mesh.policies:
+            pods = [pod for pod in mesh.pods
+                    if pod.namespace == p.namespace and pod.service == p.selector]
+            if p.action != action or not pods:
+                continue
+            policies[p.key] = {
+                "permissions": [{"or_rules": {"rules": [
+                    {"header": {"name": ":authority",
+                                "string_match": {"prefix": f"{pod.ip}:"}}} for pod in pods]}}],
+                "principals": _principals(p)}
+        if policies:
+            out.append({"name": "envoy.filters.http.rbac", "typed_config": {
+                "@type": HTTP_RBAC, "rules": {"action": action, "policies": policies}}})
+    return out
+
+
+def _http_filters(delay_ms: float | None,
+                  before: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    filters = list(before or [])
     if delay_ms:
         # a fixed, known delay on every request: how the tests check per-hop attribution
         filters.append({
@@ -160,7 +203,7 @@ def _http_filters(delay_ms: float | None) -> list[dict[str, Any]]:
 
 
 def _hcm(stat_prefix: str, routes: list[dict[str, Any]], delay_ms: float | None = None,
-         **extra: Any) -> dict[str, Any]:
+         filters: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -172,7 +215,7 @@ def _hcm(stat_prefix: str, routes: list[dict[str, Any]], delay_ms: float | None 
                 "name": stat_prefix,
                 "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
             },
-            "http_filters": _http_filters(delay_ms),
+            "http_filters": _http_filters(delay_ms, filters),
             **extra,
         },
     }
@@ -201,9 +244,10 @@ def _outbound_cluster_name(svc: Service) -> str:
 
 # ---- HBONE -----------------------------------------------------------------------------------
 
-def _hbone_terminate_listener(name: str, certs: CertFiles, cluster: str,
-                              stat_prefix: str) -> dict[str, Any]:
-    """Port 15008: mTLS, HTTP/2, CONNECT; the tunnel's payload goes to `cluster`."""
+def _hbone_terminate_listener(name: str, certs: CertFiles, cluster: str, stat_prefix: str,
+                              filters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Port 15008: mTLS, HTTP/2, CONNECT; the tunnel's payload goes to `cluster`; `filters`
+    (authorization) see each CONNECT before the router."""
     hcm = _hcm(
         stat_prefix,
         [{
@@ -211,6 +255,7 @@ def _hbone_terminate_listener(name: str, certs: CertFiles, cluster: str,
             "route": {"cluster": cluster, "upgrade_configs": [
                 {"upgrade_type": "CONNECT", "connect_config": {}}]},
         }],
+        filters=filters,
         http2_protocol_options={"allow_connect": True},
         upgrade_configs=[{"upgrade_type": "CONNECT"}],
     )
@@ -290,11 +335,17 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
             ],
             "filter_chains": [{
                 "filter_chain_match": {"destination_port": APP_PORT, "transport_protocol": "tls"},
-                "filters": [_hcm("inbound_app", _route_to(inbound), delay)],
+                "filters": [*_sidecar_rbac(mesh.policies_for(pod)),
+                            _hcm("inbound_app", _route_to(inbound), delay)],
                 "transport_socket": _downstream_tls(mine, ["istio-http/1.1", "http/1.1"]),
             }],
         })
     return cfg
+
+
+def _sidecar_rbac(policies: list[AuthorizationPolicy]) -> list[dict[str, Any]]:
+    return [_network_rbac([p for p in policies if p.action == action])
+            for action in ("DENY", "ALLOW") if any(p.action == action for p in policies)]
 
 
 def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
@@ -353,7 +404,8 @@ def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
         "original_dst_lb_config": {"use_http_header": True, "http_header_name": ":authority"},
     })
     cfg.listeners.append(
-        _hbone_terminate_listener("ztunnel_inbound", mine, "inbound_authority", "hbone_inbound"))
+        _hbone_terminate_listener("ztunnel_inbound", mine, "inbound_authority", "hbone_inbound",
+                                  filters=_ztunnel_rbac(mesh)))
     return cfg
 
 
