@@ -42,14 +42,42 @@ def push_section(run: Run, exposure_png: str | None = None) -> list[str]:
                 f"{num(v.median())} [{num(v.min())}–{num(v.max())}]"
         out.append([str(experiment), str(mode),
                     f"{med('proxies_updated')} / {med('proxies_total')}", med("proxies_changed"),
-                    med("proxies_applied"), med("push_bytes_total"), med("convergence_p50"),
+                    med("proxies_applied"), med("kernel_sockets_written"),
+                    med("push_bytes_total"), med("kernel_bytes_written"), med("convergence_p50"),
                     med("convergence_max"), med("nacks"), med("controlplane_cpu"),
                     str(g["repetition"].nunique())])
     lines += table(["change", "mode", "proxies updated / total (control plane)",
                     "of which config changed",
-                    "proxies that applied it (Envoy counters)", "bytes sent", "last ACK p50 "
-                    "(ms)", "last ACK max (ms)", "NACKs", "control-plane CPU (s)", "n"], out)
-    return lines + ["", SCOPING, PUSH_SCOPE, ""] + exposure_section(run, exposure_png)
+                    "proxies that applied it (Envoy counters)",
+                    "sockets written (kernel, BCC)", "bytes sent (control plane)",
+                    "bytes written (kernel, BCC)", "last ACK p50 (ms)", "last ACK max (ms)",
+                    "NACKs", "control-plane CPU (s)", "n"], out)
+    lines += ["", *disagreements(mesh)]
+    return lines + [SCOPING, PUSH_SCOPE, ""] + exposure_section(run, exposure_png)
+
+
+def disagreements(mesh: pd.DataFrame) -> list[str]:
+    """Where the three views count different proxies for one change (per repetition)."""
+    out = []
+    for (experiment, mode, rep), g in mesh.groupby(["experiment", "mode", "repetition"],
+                                                   sort=False):
+        v = {m: float(x.iloc[0]) for m, x in g.groupby("metric")["value"]}
+        cp = v.get("proxies_updated")
+        for metric, view in (("proxies_applied", "Envoy counters"),
+                             ("kernel_sockets_written", "kernel")):
+            if cp is not None and metric in v and v[metric] != cp:
+                out.append(f"- {experiment}, {mode}, repetition {rep}: the control plane "
+                           f"updated {cp:.0f} proxies, the {view} view counts {v[metric]:.0f}")
+        if "kernel_bytes_written" in v and v.get("push_bytes_total", 0) > v["kernel_bytes_written"]:
+            out.append(f"- {experiment}, {mode}, repetition {rep}: the kernel saw fewer bytes "
+                       f"({v['kernel_bytes_written']:.0f}) than the control plane accounted "
+                       f"({v['push_bytes_total']:.0f})")
+    if not out:
+        return ["The three views agree on every change: proxies updated (control plane) = "
+                "proxies that applied it (Envoy counters) = sockets written (kernel, where "
+                "measured). Kernel bytes exceed the accounted bytes by gRPC and HTTP/2 framing; "
+                "the harness's own control-API calls in the window are subtracted.", ""]
+    return ["Where the views disagree:", "", *out, ""]
 
 
 PUSH_SCOPE = ("A proxy is *updated* when the control plane sent it something; its config "

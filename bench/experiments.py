@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.errors import UserError
 from bench.mesh import VIP_NET, AuthorizationPolicy, Mesh, Service
+from bench.probes.pushwire import KernelPush, PushWireProbe
 from bench.store import Cell, Sample
 
 EXPERIMENTS = {
@@ -93,6 +94,8 @@ class PushOutcome:
     applied: dict[str, int] = field(default_factory=dict)  # Envoy's update_success delta
     changed: tuple[str, ...] = ()  # those whose rendered config differs after the change
     scoped: tuple[str, ...] = ()  # those pushed by Istio's push scope although unchanged
+    kernel: KernelPush | None = None  # what the control plane's process wrote (BCC)
+    kernel_skip: str = ""  # why there is no kernel view
 
     @property
     def bytes_total(self) -> int:
@@ -107,9 +110,11 @@ def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, dict[str, flo
     return out
 
 
-def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0) -> PushOutcome:
+def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
+             wire: PushWireProbe | None = None, wire_skip: str = "") -> PushOutcome:
     """Apply `experiment` to the running deployment of `mesh` (config source xds) and wait
-    until every proxy has ACKed; returns what each view saw."""
+    until every proxy has ACKed; returns what each view saw. With `wire` (attached to the
+    control plane's process), also the kernel's view, from the change to the last ACK."""
     cp = backend.controlplane
     if cp is None:
         raise UserError("push experiments need proxy.config_source: xds",
@@ -119,6 +124,9 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0)
     _, cursor = cp.events(0)
     cpu0 = cp.cpu_seconds()
     after_mesh = changed_mesh(mesh, experiment)
+    if wire is not None:
+        wire.reset()
+    calls0 = len(cp.replies)
     t0 = time.time()
     answer = backend.reconfigure(after_mesh) or {}
     changed = tuple(sorted(answer.get("changed") or {}))
@@ -126,6 +134,8 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0)
     if scoped:
         cp.push(scoped, reason=f"istio-scope:{experiment}")
     waited = cp.wait_acked(timeout_s=timeout_s)
+    kernel = (KernelPush.of(wire.read(), cp.replies[calls0:], wire.overflowed())
+              if wire is not None else None)
     cpu1 = cp.cpu_seconds()
     events, _ = cp.events(cursor)
     after = _counters(backend, proxies)
@@ -147,7 +157,7 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0)
         nacks=tuple(f"{e['node']}: {e.get('detail', '')}" for e in events
                     if e["event"] == "nack"),
         stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied,
-        changed=changed, scoped=scoped)
+        changed=changed, scoped=scoped, kernel=kernel, kernel_skip=wire_skip)
 
 
 def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
@@ -169,6 +179,12 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
             row("controlplane_cpu", "s", o.cp_cpu_s),
             row("proxies_applied", "count", sum(1 for v in o.applied.values() if v > 0),
                 view="proxies")]
+    if o.kernel is not None:
+        k = o.kernel
+        rows += [row("kernel_sockets_written", "count", k.sockets, view="kernel",
+                     control_calls_subtracted=str(k.control_calls)),
+                 row("kernel_bytes_written", "bytes", k.bytes, view="kernel",
+                     control_bytes_subtracted=str(k.control_bytes))]
     if conv:
         rows += [row("convergence_p50", "ms", statistics.median(conv)),
                  row("convergence_max", "ms", max(conv))]

@@ -223,33 +223,68 @@ class Runner:
         deployment is discarded afterwards, so a change never leaks into another cell)."""
         if not dep.mesh.proxies:
             return
-        from bench.experiments import changed_mesh, exposure_samples, run_push, to_samples
+        from bench.experiments import changed_mesh, exposure_samples, run_push
 
         cell = Cell(rep, mode, 0)
         configs = getattr(self.backend, "configs", None)
         if configs:
             self.store.append(exposure_samples(dep.mesh, configs, cell))
         mesh = dep.mesh
-        for name in self.s.experiments:
-            try:
-                outcome = run_push(self.backend, mesh, name,
-                                   timeout_s=self.s.timing.ready_timeout_s)
-            except BenchError as e:
-                self._probe_failed("xds", f"r{rep} {mode} {name}: {e.one_line()}")
-                return  # what the proxies hold is no longer known: no "after" exposure
-            self.store.append(to_samples(outcome, cell))
-            conv = max(outcome.converge_ms.values(), default=0.0)
-            reached = (f"{outcome.bytes_total} B, last ACK after {conv:.0f} ms"
-                       if outcome.updated else "no proxy's config changed")
-            changed = (f" ({len(outcome.changed)} changed)"
-                       if len(outcome.changed) != len(outcome.updated) else "")
-            self.progress(f"r{rep} {mode}: {name}: {len(outcome.updated)}/"
-                          f"{len(outcome.proxies)} proxies updated{changed}, {reached}"
-                          + (f", {len(outcome.nacks)} NACKs" if outcome.nacks else ""))
-            mesh = changed_mesh(mesh, name)  # the next change applies on top of this one
+        wire = self._attach_wire() if self.s.experiments else None
+        try:
+            for name in self.s.experiments:
+                try:
+                    outcome = run_push(self.backend, mesh, name,
+                                       timeout_s=self.s.timing.ready_timeout_s, wire=wire)
+                except BenchError as e:
+                    self._probe_failed("xds", f"r{rep} {mode} {name}: {e.one_line()}")
+                    return  # what the proxies hold is no longer known: no "after" exposure
+                self._push_recorded(rep, mode, name, outcome, cell)
+                mesh = changed_mesh(mesh, name)  # the next change applies on top of this one
+        finally:
+            if wire is not None:
+                wire.stop()
         configs = getattr(self.backend, "configs", None)
         if configs and self.s.experiments:
             self.store.append(exposure_samples(mesh, configs, cell, state="after_changes"))
+
+    def _attach_wire(self) -> Any:
+        """The kernel view of pushes: a BCC probe on the control plane's process. Its status
+        goes to the manifest (probes.push_kernel); None when it cannot run."""
+        from bench.probes.pushwire import PushWireProbe, check
+
+        probes = dict(self.store.manifest.get("probes", {}))
+        if "push_kernel" not in probes:
+            missing = check()
+            probes["push_kernel"] = ({"status": "skipped", "reason": missing[0],
+                                      "hint": missing[1]} if missing else
+                                     {"status": "ok", "reason": ""})
+            self.store.update(probes=probes)
+        cp = getattr(self.backend, "controlplane", None)
+        if probes["push_kernel"]["status"] != "ok" or cp is None or cp.pid is None:
+            return None
+        probe = PushWireProbe(cp.pid)
+        try:
+            return probe.start()
+        except BenchError as e:
+            probe.stop()
+            self._probe_failed("push_kernel", e.one_line())
+            return None
+
+    def _push_recorded(self, rep: int, mode: str, name: str, outcome: Any, cell: Cell) -> None:
+        from bench.experiments import to_samples
+
+        self.store.append(to_samples(outcome, cell))
+        conv = max(outcome.converge_ms.values(), default=0.0)
+        reached = (f"{outcome.bytes_total} B, last ACK after {conv:.0f} ms"
+                   if outcome.updated else "no proxy's config changed")
+        changed = (f" ({len(outcome.changed)} changed)"
+                   if len(outcome.changed) != len(outcome.updated) else "")
+        kernel = (f"; kernel: {outcome.kernel.sockets} sockets, {outcome.kernel.bytes} B"
+                  if outcome.kernel is not None else "")
+        self.progress(f"r{rep} {mode}: {name}: {len(outcome.updated)}/"
+                      f"{len(outcome.proxies)} proxies updated{changed}, {reached}{kernel}"
+                      + (f", {len(outcome.nacks)} NACKs" if outcome.nacks else ""))
 
     def _probe_overhead_twin(self, cell: Cell, dep: Deployment) -> None:
         """The same cell again right after, with the hop probe detached: its load rows go

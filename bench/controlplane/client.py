@@ -43,6 +43,9 @@ class ControlPlane:
         self.log = Path(log) if log else self.events_file.with_suffix(".log")
         self.python = python
         self._popen: subprocess.Popen[bytes] | None = None
+        # bytes of each control-API reply, in call order: what the control plane wrote on
+        # the harness's own connections (the kernel view of a push subtracts them)
+        self.replies: list[int] = []
 
     @classmethod
     def in_dir(cls, directory: Path) -> ControlPlane:
@@ -140,7 +143,9 @@ class ControlPlane:
                     raise ControlPlaneError(f"the control plane closed the connection during "
                                             f"{request.get('cmd')!r}", hint=f"see {self.log}")
                 chunks.append(chunk)
-        reply = json.loads(b"".join(chunks))
+        data = b"".join(chunks)
+        self.replies.append(len(data))
+        reply = json.loads(data)
         if not reply.get("ok"):
             raise ControlPlaneError(f"{request.get('cmd')}: {reply.get('error')}")
         return reply["result"]

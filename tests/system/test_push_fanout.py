@@ -112,3 +112,32 @@ def test_l4_policy_is_enforced_by_the_proxy_that_holds_it(mode: str) -> None:
     finally:
         backend.teardown()
     assert netns.list_ours() == []
+
+
+@pytest.mark.bcc
+@pytest.mark.parametrize("mode, experiment", [("sidecar", "new_service"), ("sidecar", "l4_authz"),
+                                              ("waypoint", "l7_route"), ("ambient", "l7_route")])
+def test_kernel_view_agrees_with_the_control_planes_accounting(mode: str, experiment: str) -> None:
+    """BCC on the control plane's process: the sockets it wrote to after the change are the
+    proxies it says it updated, and the bytes are its accounted bytes plus framing."""
+    from bench.probes.pushwire import PushWireProbe
+
+    backend = LocalBackend(from_dict({
+        "name": "wire-test", "proxy": {"config_source": "xds"},
+        "topology": {"nodes": 2, "services": 3, "pods_per_service": 2}}))
+    backend.preflight()
+    try:
+        dep = backend.provision(mode)
+        assert backend.controlplane is not None and backend.controlplane.pid
+        with PushWireProbe(backend.controlplane.pid) as wire:
+            o = run_push(backend, dep.mesh, experiment, timeout_s=30, wire=wire)
+    finally:
+        backend.teardown()
+    k = o.kernel
+    assert k is not None and k.overflow == 0
+    assert k.control_calls >= 2  # the snapshot call and wait_acked, subtracted
+    assert k.sockets == len(o.updated), (k, o.updated)
+    # gRPC and HTTP/2 framing (5 + 9 bytes per message, WINDOW_UPDATEs for the ACKs) on top
+    assert o.bytes_total <= k.bytes <= o.bytes_total * 1.1 + 200 * len(o.updated), (k, o)
+    rows = to_samples(o, Cell(1, mode, 0))
+    assert {r.metric for r in rows} >= {"kernel_sockets_written", "kernel_bytes_written"}

@@ -148,3 +148,33 @@ def test_exposure_counts_policies_and_workloads() -> None:
             assert by[(p.name, "workloads_total")] == len(mesh.pods)
         if mode == "sidecar":  # its outbound names every server pod, not its own
             assert by[("sidecar-client-0", "workloads_known")] == len(mesh.pods) - 1
+
+
+def test_kernel_view_subtracts_the_harness_calls_and_wakeup_pipes() -> None:
+    from bench.probes.pushwire import KernelPush, SocketWrites
+
+    writes = [SocketWrites(1, 1, 5_000, 3), SocketWrites(2, 1, 4_000, 2),  # two ADS streams
+              SocketWrites(3, 1, 900, 1), SocketWrites(4, 1, 80, 1),  # two control replies
+              SocketWrites(5, 1, 12, 12)]  # the event loop's self-pipe: 1 byte per write
+    k = KernelPush.of(writes, control_replies=[900, 80])
+    assert (k.sockets, k.bytes) == (2, 9_000)
+    assert (k.sockets_seen, k.bytes_seen, k.control_calls, k.control_bytes) == (4, 9_980, 2, 980)
+
+
+def test_push_report_lists_where_the_views_disagree() -> None:
+    import pandas as pd
+
+    from analysis.push import disagreements
+
+    def frame(values: dict[str, float]) -> pd.DataFrame:
+        return pd.DataFrame([{"experiment": "l4_authz", "mode": "sidecar", "repetition": 1,
+                              "metric": m, "value": v} for m, v in values.items()])
+
+    agree = frame({"proxies_updated": 7, "proxies_applied": 7, "kernel_sockets_written": 7,
+                   "push_bytes_total": 100, "kernel_bytes_written": 130})
+    assert disagreements(agree)[0].startswith("The three views agree")
+    differ = frame({"proxies_updated": 7, "proxies_applied": 6, "kernel_sockets_written": 8,
+                    "push_bytes_total": 100, "kernel_bytes_written": 90})
+    text = "\n".join(disagreements(differ))
+    assert "the Envoy counters view counts 6" in text and "the kernel view counts 8" in text
+    assert "fewer bytes (90)" in text
