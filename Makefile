@@ -13,7 +13,7 @@ REPETITIONS ?=
 RUNS ?= results
 BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
-.PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling \
+.PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \
         report compare trend plan doctor teardown test test-unit lint
 
 setup: host-setup $(STAMP)
@@ -46,6 +46,11 @@ bench-waypoint: setup
 
 bench-scaling: setup
 	$(RUN) sweep -s scaling
+
+# the scalability claim: one config change vs mesh size (10-500 pods), then services (10-200)
+bench-fanout: setup
+	$(RUN) sweep -s fanout
+	$(RUN) sweep -s fanout-services
 
 report: $(STAMP)
 	$(RUN) report $(RUN_DIR)

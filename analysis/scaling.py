@@ -27,7 +27,9 @@ from analysis.load import load_run  # noqa: E402
 PROXY_MODES = ("sidecar", "ambient", "waypoint")
 METRICS = (("cpu_cores", "cores"), ("pss_mib", "MiB"), ("rss_mib", "MiB"))
 PUSH_METRICS = (("proxies_updated", "count"), ("push_bytes_total", "bytes"),
-                ("convergence_max", "ms"))
+                ("convergence_max", "ms"), ("kernel_sockets_written", "count"),
+                ("kernel_bytes_written", "bytes"), ("proxies_applied", "count"))
+PROXY_ROLES = ("sidecar", "ztunnel", "waypoint")
 
 
 @dataclass(frozen=True)
@@ -50,24 +52,34 @@ def points(sweep_dir: Path) -> pd.DataFrame:
     pods = application pods in the mesh (server pods + the client pod)."""
     record = json.loads((sweep_dir / "sweep.json").read_text())
     frames = []
+    cols = ["pods", "services", "mode", "phase", "level", "repetition", "metric", "unit", "value"]
     for entry in record["runs"]:
         run = load_run(sweep_dir / entry["dir"])
         topo = run.scenario.get("topology", {})
-        pods = int(topo.get("services", 1)) * int(entry["pods_per_service"]) + 1
+        services = int(entry.get("services", topo.get("services", 1)))
+        pods = services * int(entry["pods_per_service"]) + 1
         res = run.resources
         dp = res[(res["entity"] == "dataplane") & res["metric"].isin([m for m, _ in METRICS])]
         if dp.empty:
             continue
-        frames.append(dp.assign(pods=pods)[["pods", "mode", "phase", "level", "repetition",
-                                            "metric", "unit", "value"]])
+        frames.append(dp.assign(pods=pods, services=services)[cols])
+        # one proxy's memory, per role: the role's total over its number of processes
+        role_rows = res[res["entity"].isin([f"role:{r}" for r in PROXY_ROLES])
+                        & (res["metric"] == "pss_mib") & (res["phase"] == "idle")]
+        if not role_rows.empty:
+            n = run.labels.loc[role_rows.index].map(lambda d: float(d.get("entities") or 0))
+            per = role_rows.assign(value=role_rows["value"] / n.where(n > 0),
+                                   metric=role_rows["entity"].str.replace(
+                                       "role:", "pss_mib_per_", regex=False))
+            frames.append(per.dropna(subset=["value"]).assign(pods=pods, services=services)[cols])
         push = run.without_failed(run.rows("xds"))
         push = push[(push["entity"] == "mesh")
                     & push["metric"].isin([m for m, _ in PUSH_METRICS])]
         if not push.empty:
             exp = run.label("experiment").loc[push.index]
             # the "phase" of a push point is its experiment, so each change gets its own fit
-            frames.append(push.assign(pods=pods, phase=exp.map(lambda e: f"push:{e}"))[
-                ["pods", "mode", "phase", "level", "repetition", "metric", "unit", "value"]])
+            frames.append(push.assign(pods=pods, services=services,
+                                      phase=exp.map(lambda e: f"push:{e}"))[cols])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -90,11 +102,15 @@ def _fmt(x: float) -> str:
     return "n/a" if not math.isfinite(x) else (f"{x:.4f}" if abs(x) < 1 else f"{x:.2f}")
 
 
-def render(sweep_dir: Path, df: pd.DataFrame, fits: list[Fit], figure: str | None) -> str:
+def render(sweep_dir: Path, df: pd.DataFrame, fits: list[Fit], figure: str | None,
+           fanout: str | None = None) -> str:
     record = json.loads((sweep_dir / "sweep.json").read_text())
+    sizes = ", ".join(f"{p['services']}x{p['pods_per_service']}" for p in record["points"]) \
+        if "points" in record else ", ".join(map(str, record["sizes"]))
     lines = [f"# meshbench scaling sweep: {sweep_dir.name}", "",
-             f"- Scenario: {record['scenario']} (hash `{record['scenario_hash']}`); pods per "
-             f"service: {', '.join(map(str, record['sizes']))}",
+             f"- Scenario: {record['scenario']} (hash `{record['scenario_hash']}`); sizes "
+             f"({'services x pods per service' if 'points' in record else 'pods per service'})"
+             f": {sizes}",
              "- Each size is its own run, made one after the other in this sweep; modes are "
              "interleaved inside each. Points are data-plane totals (sum over the mode's "
              "proxies) per repetition; pods = application pods (servers + the client).",
@@ -103,6 +119,20 @@ def render(sweep_dir: Path, df: pd.DataFrame, fits: list[Fit], figure: str | Non
     failed = [r for r in record["runs"] if r["exit"] != 0]
     if failed:
         lines += [f"- Runs with failed cells: {', '.join(r['dir'] for r in failed)}", ""]
+    timed = [r for r in record["runs"] if "wall_s" in r]
+    if timed:
+        lines += ["## Runs", ""]
+        lines += table(["run", "server pods", "wall time (s)", "host memory used, peak (GiB)",
+                        "exit"],
+                       [[r["dir"], str(r.get("services", 1) * r["pods_per_service"]),
+                         f"{r['wall_s']:.0f}", f"{r['host_mem_used_peak_gib']:.2f}",
+                         str(r["exit"])] for r in timed])
+        lines += [""]
+    for sk in record.get("skipped", []):
+        lines += [f"- Not run: {sk['services']} services x {sk['pods_per_service']} pods: "
+                  f"{sk['reason']} (this machine's limit)"]
+    if record.get("skipped"):
+        lines += [""]
     if not fits:
         return "\n".join(lines + ["No fit: fewer than 3 points over 2 sizes per mode.", ""])
     rows = [[f.mode, f.phase, f"{f.metric} ({f.unit})", _fmt(f.slope),
@@ -119,17 +149,35 @@ def render(sweep_dir: Path, df: pd.DataFrame, fits: list[Fit], figure: str | Non
               "against pods."]
     if figure:
         lines += ["", f"![data-plane cost vs pods]({figure})"]
+    if fanout:
+        lines += ["", "## Config push vs mesh size", "",
+                  "Per change and mode: proxies the control plane updated (the kernel's count "
+                  "of sockets written, where measured, as crosses), bytes sent, and the time "
+                  "from the change to the last ACK. Fan-out counts follow this harness's "
+                  "implementation of Istio's scoping and push decision; bytes and times are "
+                  "measured from real Envoys.", "", f"![config push vs mesh size]({fanout})"]
     return "\n".join(lines) + "\n"
 
 
 def figure(df: pd.DataFrame, fits: list[Fit], out: Path) -> Path | None:
     panels = [("idle", "pss_mib", "PSS, idle (MiB)"), ("load", "cpu_cores", "cores under load")]
+    if not df[df["metric"].str.startswith("pss_mib_per_")].empty:
+        panels.append(("idle", "pss_mib_per_proxy", "PSS of one proxy, idle (MiB)"))
     panels = [p for p in panels if not df[(df["phase"] == p[0]) & (df["metric"] == p[1])].empty]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, (phase, metric, title) in zip(axes[0], panels):
         for mode in PROXY_MODES:
+            if metric == "pss_mib_per_proxy":  # one line per (mode, role) present
+                for role in PROXY_ROLES:
+                    g = df[(df["mode"] == mode) & (df["phase"] == phase)
+                           & (df["metric"] == f"pss_mib_per_{role}")]
+                    if not g.empty:
+                        g = g.groupby("pods")["value"].median()
+                        ax.plot(g.index, g.values, marker="o", markersize=3,
+                                label=f"{mode}: {role}")
+                continue
             g = df[(df["mode"] == mode) & (df["phase"] == phase) & (df["metric"] == metric)]
             if g.empty:
                 continue
@@ -144,7 +192,49 @@ def figure(df: pd.DataFrame, fits: list[Fit], out: Path) -> Path | None:
         ax.set_ylabel(title)
         ax.set_title(f"data plane: {title}")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def fanout_figure(df: pd.DataFrame, out: Path) -> Path | None:
+    """One row per change: proxies updated (kernel sockets as crosses), bytes sent, last ACK,
+    each against application pods, one line per mode (median over repetitions)."""
+    push = df[df["phase"].str.startswith("push:")]
+    if push.empty:
+        return None
+    changes = sorted(push["phase"].unique())
+    cols = [("proxies_updated", "proxies updated"), ("push_bytes_total", "KiB sent"),
+            ("convergence_max", "change -> last ACK (ms)")]
+    fig, axes = plt.subplots(len(changes), 3, figsize=(14, 3.4 * len(changes)), squeeze=False)
+    for r, change in enumerate(changes):
+        for c, (metric, label) in enumerate(cols):
+            ax = axes[r][c]
+            for mode in PROXY_MODES:
+                g = push[(push["phase"] == change) & (push["mode"] == mode)
+                         & (push["metric"] == metric)]
+                if g.empty:
+                    continue
+                med = g.groupby("pods")["value"].median()
+                scale = 1 / 1024 if metric == "push_bytes_total" else 1.0
+                line, = ax.plot(med.index, med.values * scale, marker="o", markersize=3,
+                                label=mode)
+                if metric == "proxies_updated":
+                    k = push[(push["phase"] == change) & (push["mode"] == mode)
+                             & (push["metric"] == "kernel_sockets_written")]
+                    if not k.empty:
+                        km = k.groupby("pods")["value"].median()
+                        ax.scatter(km.index, km.values, marker="x", s=30,
+                                   color=line.get_color())
+            ax.set_title(f"{change.removeprefix('push:')}: {label}", fontsize=9)
+            ax.set_xlabel("application pods")
+            ax.grid(alpha=0.3)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle("One config change vs mesh size (lines: control plane; x: kernel, BCC)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -157,8 +247,10 @@ def write_scaling(sweep_dir: Path | str) -> list[Path]:
     df = points(sweep_dir)
     fits = fit(df) if not df.empty else []
     png = figure(df, fits, sweep_dir / "scaling.png") if not df.empty else None
+    fan = fanout_figure(df, sweep_dir / "fanout.png") if not df.empty else None
     md = sweep_dir / "scaling.md"
-    md.write_text(render(sweep_dir, df, fits, png.name if png else None))
+    md.write_text(render(sweep_dir, df, fits, png.name if png else None,
+                         fan.name if fan else None))
     if not df.empty:
         df.to_csv(sweep_dir / "scaling_points.csv", index=False)
-    return [p for p in (png, md) if p]
+    return [p for p in (png, fan, md) if p]

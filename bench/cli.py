@@ -18,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """One run per size of the scenario's sweep, into results/<sweep id>/, then the fit."""
+    """One run per size of the scenario's sweep, into results/<sweep id>/, then the fit.
+
+    Sizes run smallest first. Host memory is watched during each run; a size whose memory,
+    extrapolated per pod from the largest size done, would not fit in 85 % of what is
+    available is not started: it and every larger size are recorded as skipped, with the
+    estimate, so the sweep says where this machine's limit is."""
     import dataclasses
     import json
 
@@ -78,24 +84,51 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.store import new_run_id
 
     s = _scenario(args)
-    sizes = s.sweep.pods_per_service
-    if not sizes:
-        raise UserError(f"scenario {s.name} has no sweep.pods_per_service",
+    sw = s.sweep
+    if not sw.pods_per_service and not sw.services:
+        raise UserError(f"scenario {s.name} has no sweep.pods_per_service or sweep.services",
                         hint="use -s scaling, or add sweep: {pods_per_service: [1, 4, 8]}")
+    sizes = sorted(((svc, pps) for svc in sw.services or (s.topology.services,)
+                    for pps in sw.pods_per_service or (s.topology.pods_per_service,)),
+                   key=lambda p: (p[0] * p[1], p))
     sweep_dir = Path(args.results) / new_run_id(s.name + "-sweep")
     sweep_dir.mkdir(parents=True)
-    record: dict[str, Any] = {"scenario": s.name, "scenario_hash": s.hash, "sizes": list(sizes),
-                              "runs": []}
+    record: dict[str, Any] = {"scenario": s.name, "scenario_hash": s.hash,
+                              "sizes": [pps for _, pps in sizes],
+                              "points": [{"services": a, "pods_per_service": b} for a, b in sizes],
+                              "runs": [], "skipped": []}
     code = 0
-    for i, size in enumerate(sizes, start=1):
+    per_pod_gib = 0.0  # host memory per application pod, from the largest size done
+    for i, (svc, pps) in enumerate(sizes, start=1):
+        pods = svc * pps
+        avail = _mem_available_gib()
+        need = per_pod_gib * pods
+        if need > 0.85 * avail:
+            for svc2, pps2 in sizes[i - 1:]:
+                record["skipped"].append({
+                    "services": svc2, "pods_per_service": pps2,
+                    "reason": f"needs ~{per_pod_gib * svc2 * pps2:.1f} GiB (measured "
+                              f"{per_pod_gib * 1024:.0f} MiB per pod), {avail:.1f} GiB "
+                              "available"})
+            log(f"sweep: stopping before {pods} pods: needs ~{need:.1f} GiB, "
+                f"{avail:.1f} GiB available")
+            (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
+            break
         sub = dataclasses.replace(
-            s, name=f"{s.name}-p{size}", sweep=scen.Sweep(),
-            topology=dataclasses.replace(s.topology, pods_per_service=size))
-        log(f"sweep {i}/{len(sizes)}: {size} pods per service "
-            f"({size * s.topology.services} server pods)")
-        run_dir, rc = execute(sub, sweep_dir, run_id=f"{i:02d}-p{size}", report=False,
-                              extra={"sweep": {"id": sweep_dir.name, "pods_per_service": size}})
-        record["runs"].append({"pods_per_service": size, "dir": run_dir.name, "exit": rc})
+            s, name=f"{s.name}-s{svc}-p{pps}", sweep=scen.Sweep(),
+            topology=dataclasses.replace(s.topology, services=svc, pods_per_service=pps))
+        log(f"sweep {i}/{len(sizes)}: {svc} services x {pps} pods ({pods} server pods)")
+        t0 = time.monotonic()
+        with _MemWatch() as watch:
+            run_dir, rc = execute(sub, sweep_dir, run_id=f"{i:02d}-s{svc}-p{pps}", report=False,
+                                  extra={"sweep": {"id": sweep_dir.name, "services": svc,
+                                                   "pods_per_service": pps}})
+        used = watch.start_gib - watch.min_gib
+        per_pod_gib = max(per_pod_gib, used / max(pods, 1))
+        record["runs"].append({"services": svc, "pods_per_service": pps, "dir": run_dir.name,
+                               "exit": rc, "wall_s": round(time.monotonic() - t0, 1),
+                               "host_mem_used_peak_gib": round(used, 2),
+                               "host_mem_available_gib": round(watch.start_gib, 2)})
         (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
         code = max(code, rc)
         if rc == 130:
@@ -104,6 +137,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         log(f"wrote {p}")
     print(sweep_dir)
     return code
+
+
+def _mem_available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / (1024 * 1024)
+    return 0.0
+
+
+class _MemWatch:
+    """The lowest MemAvailable seen while the block runs (polled every 0.5 s)."""
+
+    def __enter__(self) -> _MemWatch:
+        import threading
+
+        self.start_gib = self.min_gib = _mem_available_gib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="memwatch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            self.min_gib = min(self.min_gib, _mem_available_gib())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UserError
+from bench.controlplane.resources import LISTENER_TYPE
 from bench.mesh import VIP_NET, AuthorizationPolicy, Mesh, Service
 from bench.probes.pushwire import KernelPush, PushWireProbe
 from bench.store import Cell, Sample
@@ -35,7 +36,8 @@ INTRUDER = "spiffe://cluster.local/ns/intruder/sa/default"  # an identity no wor
 # (every sidecar of the mesh when in the root namespace), whether its workload is selected
 # or not; ztunnels get the Authorization resource, all of them.
 ISTIO_PUSH_SCOPE = {
-    "l4_authz": "every sidecar in the policy's namespace and every ztunnel, changed or not",
+    "l4_authz": "every sidecar in the policy's namespace and every ztunnel, changed or not "
+                "(listeners only: CDS is not rebuilt for an authorization change)",
 }
 ROOT_NAMESPACE = "istio-system"
 COUNTERS = ("cluster_manager.cds.update_success", "listener_manager.lds.update_success",
@@ -132,7 +134,8 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     changed = tuple(sorted(answer.get("changed") or {}))
     scoped = tuple(n for n in istio_scope(mesh, after_mesh, experiment) if n not in changed)
     if scoped:
-        cp.push(scoped, reason=f"istio-scope:{experiment}")
+        # an authorization change rebuilds listeners only (skippedCdsConfigs, pilot/pkg/xds/cds.go)
+        cp.push(scoped, reason=f"istio-scope:{experiment}", types=[LISTENER_TYPE])
     waited = cp.wait_acked(timeout_s=timeout_s)
     kernel = (KernelPush.of(wire.read(), cp.replies[calls0:], wire.overflowed())
               if wire is not None else None)

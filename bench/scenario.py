@@ -79,9 +79,11 @@ class Probes:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Sizes for `meshbench sweep`: one run per value, modes interleaved inside each."""
+    """Sizes for `meshbench sweep`: one run per value (per pair of values when both are
+    given: services x pods_per_service), modes interleaved inside each."""
 
     pods_per_service: tuple[int, ...] = ()
+    services: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,8 +289,14 @@ def _check(s: Scenario, source: str) -> None:
     if s.experiments and s.proxy.config_source != "xds":
         raise ScenarioError(f"{source}: experiments need proxy.config_source: xds",
                             hint="add proxy: {config_source: xds}")
-    for i, size in enumerate(s.sweep.pods_per_service):
-        _positive(source, f"sweep.pods_per_service[{i}]", size)
+    for key in ("pods_per_service", "services"):
+        for i, size in enumerate(getattr(s.sweep, key)):
+            _positive(source, f"sweep.{key}[{i}]", size)
+    for svc in s.sweep.services or (t.services,):
+        for pps in s.sweep.pods_per_service or (t.pods_per_service,):
+            if svc * pps > 5000:
+                raise ScenarioError(f"{source}: sweep size {svc} services x {pps} pods is "
+                                    "more than 5000 pods", hint="use smaller sweep sizes")
     if "waypoint" in s.modes and s.backend == "local" and t.services < 1:
         raise ScenarioError(f"{source}: mode waypoint needs at least one service")
 
