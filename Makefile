@@ -11,6 +11,10 @@ STAMP := $(VENV)/.setup-stamp
 BACKEND ?=
 REPETITIONS ?=
 RUNS ?= results
+# BACKEND=cluster CONTEXT=<kubeconfig context>: the existing cluster to run on
+ifdef CONTEXT
+export MB_CONTEXT := $(CONTEXT)
+endif
 BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
 .PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \

@@ -87,6 +87,14 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """Where `backend: cluster` runs: an existing kubeconfig context. MB_CONTEXT (or
+    `make ... CONTEXT=name`) overrides it; with neither, the backend refuses to start."""
+
+    context: str = ""
+
+
+@dataclass(frozen=True)
 class Proxy:
     concurrency: int = 1
     # static: bootstrap files; xds: served and pushed by the harness's ADS control plane
@@ -109,6 +117,7 @@ class Scenario:
     probes: Probes = field(default_factory=Probes)
     proxy: Proxy = field(default_factory=Proxy)
     sweep: Sweep = field(default_factory=Sweep)
+    cluster: Cluster = field(default_factory=Cluster)
     # config-push experiments run once per mode after its load cells (needs config_source xds)
     experiments: tuple[Literal["new_service", "l7_route", "l4_authz"], ...] = ()
 
@@ -297,6 +306,14 @@ def _check(s: Scenario, source: str) -> None:
             if svc * pps > 5000:
                 raise ScenarioError(f"{source}: sweep size {svc} services x {pps} pods is "
                                     "more than 5000 pods", hint="use smaller sweep sizes")
+    if s.backend in ("kind", "cluster") and t.client_node == t.server_node:
+        raise ScenarioError(
+            f"{source}: backend {s.backend} places the client and the server pods on different "
+            f"nodes, but topology.client_node = topology.server_node = {t.client_node}",
+            hint="set topology.client_node and topology.server_node to different nodes")
+    if s.cluster.context and s.backend != "cluster":
+        raise ScenarioError(f"{source}: cluster.context is for backend cluster, not {s.backend}",
+                            hint="set backend: cluster, or remove cluster.context")
     if "waypoint" in s.modes and s.backend == "local" and t.services < 1:
         raise ScenarioError(f"{source}: mode waypoint needs at least one service")
 

@@ -41,13 +41,13 @@ CONTEXT_ENV = "MB_CONTEXT"
 
 
 def context_from(scenario: Scenario, explicit: str | None = None) -> str:
-    """The context to use: the argument, else MB_CONTEXT, else a scenario `cluster.context`
-    key if the scenario schema has one; "" when none is given (preflight then refuses)."""
+    """The context to use: the argument, else MB_CONTEXT, else the scenario's
+    `cluster.context`; "" when none is given (preflight then refuses)."""
     if explicit:
         return explicit
     if os.environ.get(CONTEXT_ENV):
         return os.environ[CONTEXT_ENV]
-    return str(getattr(getattr(scenario, "cluster", None), "context", "") or "")
+    return scenario.cluster.context
 
 
 class ClusterBackend(KubeBackend):

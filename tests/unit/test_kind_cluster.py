@@ -61,6 +61,28 @@ def test_context_comes_from_the_argument_or_mb_context(monkeypatch: pytest.Monke
     assert context_from(SCENARIO, "given") == "given"
 
 
+def test_context_from_the_scenario_key_unless_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = scen.from_dict({"name": "t", "backend": "cluster", "cluster": {"context": "staging"}})
+    monkeypatch.delenv("MB_CONTEXT", raising=False)
+    assert context_from(s) == "staging"
+    monkeypatch.setenv("MB_CONTEXT", "from-env")  # make ... CONTEXT=from-env
+    assert context_from(s) == "from-env"
+    assert context_from(s, "given") == "given"
+
+
+def test_scenario_refuses_cluster_keys_that_cannot_work() -> None:
+    with pytest.raises(scen.ScenarioError, match="cluster.context is for backend cluster"):
+        scen.from_dict({"name": "t", "backend": "kind", "cluster": {"context": "x"}})
+    with pytest.raises(scen.ScenarioError, match="different nodes") as e:
+        scen.from_dict({"name": "t", "backend": "cluster",
+                        "topology": {"client_node": 1, "server_node": 1}})
+    assert "topology.client_node" in e.value.one_line()
+    with pytest.raises(scen.ScenarioError, match="unknown key"):
+        scen.from_dict({"name": "t", "backend": "cluster", "cluster": {"contxt": "x"}})
+    # the local backend may put both on one node (a same-node path)
+    scen.from_dict({"name": "t", "topology": {"client_node": 1, "server_node": 1}})
+
+
 def test_make_dispatches_on_the_scenario_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MB_CONTEXT", "ctx")
     c = make(SCENARIO, run_id="r1")
