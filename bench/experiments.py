@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.errors import UserError
 from bench.controlplane.resources import LISTENER_TYPE
+from bench.errors import UserError
 from bench.mesh import VIP_NET, AuthorizationPolicy, Mesh, Service
 from bench.probes.pushwire import KernelPush, PushWireProbe
 from bench.store import Cell, Sample

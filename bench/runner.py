@@ -112,7 +112,12 @@ class Runner:
             return
         from bench.probes.hops import HopProbe, targets_for
 
-        probe = HopProbe(targets_for(dep))
+        targets = targets_for(dep)
+        if not targets:  # a kube backend whose host cannot see the pods' processes
+            self._probe_failed("hops", f"{dep.mesh.mode}: no proxy process of the mesh is "
+                               "visible from this host, so there is no per-hop data")
+            return
+        probe = HopProbe(targets)
         try:
             probe.start()
         except Exception as e:  # compile or attach failed: recorded, and the run goes on

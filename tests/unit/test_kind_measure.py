@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import scenario as scen
 from bench.backends.kind import measure
 from bench.k8s import KubeError
 from bench.k8s_fake import FakeKube
@@ -137,3 +138,40 @@ def test_discover_says_why_when_the_host_sees_no_pods(tmp_path: Path) -> None:
     d = measure.discover(FakeKube(), ["mb-bench"], tmp_path / "proc")
     assert d.status == "skipped" and d.processes == ()
     assert "metrics API" in d.reason
+
+
+def test_discovered_kind_processes_become_hop_targets_in_path_order() -> None:
+    """The per-hop probe on kind: host PIDs of the discovered proxies, sides from the mesh
+    model's client pod and node (kind workers are labelled with the model's node names)."""
+    from bench.backends.base import Deployment, ProcessRef
+    from bench.backends.kind.orchestrator import kube_mesh
+    from bench.probes.hops import path_order, targets_for
+
+    s = scen.from_dict({"name": "t", "backend": "kind"})
+    mesh = kube_mesh(s, "waypoint")
+    client_node = mesh.pod(mesh.client).node
+    server_node = next(n.name for n in mesh.nodes if n.name != client_node)
+    procs = [ProcessRef(300, "ztunnel", f"ztunnel/{server_node}", "ztunnel-b", server_node,
+                        "istio-system"),
+             ProcessRef(200, "waypoint", "waypoint/waypoint-x", "waypoint-x", server_node,
+                        "mb-bench"),
+             ProcessRef(100, "ztunnel", f"ztunnel/{client_node}", "ztunnel-a", client_node,
+                        "istio-system"),
+             ProcessRef(50, "controlplane", "istiod", "istiod-1", server_node, "istio-system")]
+    dep = Deployment(mesh=mesh, load_netns=None, url="http://svc-0", processes=procs)
+    targets = targets_for(dep)
+    assert [(t.role, t.side) for t in targets] == path_order("waypoint")
+    assert [t.pid for t in targets] == [100, 200, 300]
+
+
+def test_bcc_status_follows_discovery() -> None:
+    from bench.backends.base import ProcessRef
+
+    skipped = measure.bcc_status(measure.Discovery((), "skipped", "no pods visible"))
+    assert skipped["status"] == "skipped" and "host PIDs" in skipped["reason"]
+    seen = measure.Discovery((ProcessRef(101, "sidecar", "sidecar/client-0", "client-0",
+                                         "node0", "mb-bench"),), "ok")
+    status = measure.bcc_status(seen)
+    assert status["targets"] == 1 and "unmatched" in status["note"]
+    # whether BCC itself can run here decides the rest, with its reason when it cannot
+    assert status["status"] in ("ok", "skipped") and (status["status"] == "ok" or status["reason"])

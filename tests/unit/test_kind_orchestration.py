@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import scenario as scen
-from bench.backends.kind import kindconfig
+from bench.backends.kind import kindconfig, measure
 from bench.backends.kind.backend import KindBackend, delete_clusters
 from bench.backends.kind.load import InClusterLoadError
 from bench.backends.kind.orchestrator import CHECK_INTERVAL_S, delete_all_runs
@@ -93,7 +93,7 @@ def test_probe_status_is_recorded_with_reasons(world: World) -> None:
     assert probes["metrics_api"] == {"status": "skipped", "used": True,
                                      "reason": probes["metrics_api"]["reason"]}
     assert "metrics-server" in probes["metrics_api"]["reason"]
-    assert probes["bcc"]["status"] == "skipped" and probes["bcc"]["reason"]
+    assert probes["bcc"] == {"status": "skipped", "reason": measure.BCC_NO_PROCESSES}
     assert world.backend.istiod_metrics() == {'pilot_xds_pushes{type="cds"}': 4.0}
     json.dumps(dep.info)  # the manifest can store it
 

@@ -31,8 +31,23 @@ ISTIOD_PORT = 15014
 ENVOY_PROM_PORT = 15090  # sidecar and waypoint Envoys: /stats/prometheus
 ZTUNNEL_METRICS_PORT = 15020  # ztunnel: /metrics
 
-BCC_SKIP = ("per-hop BCC probes are not wired to the kube backends yet: they need the "
-            "host PIDs from discovery and root on the kind host")
+BCC_NO_PROCESSES = ("this host cannot see the pods' processes (a remote cluster, or Docker "
+                    "Desktop's VM): the BCC probes need the proxies' host PIDs")
+
+
+def bcc_status(d: Discovery) -> dict[str, Any]:
+    """The per-hop probe runs on the kind host against the discovered host PIDs (kind nodes
+    share the host kernel); without them, or without BCC, a skip with its reason."""
+    if d.status != "ok":
+        return {"status": "skipped", "reason": BCC_NO_PROCESSES}
+    from bench.probes.hops import probe_status
+
+    status = probe_status()
+    proxies = sum(1 for p in d.processes if p.role in ("sidecar", "ztunnel", "waypoint"))
+    return {**status, "targets": proxies,
+            "note": "host PIDs from /proc and cgroup pod UIDs; Istio's proxies run more worker "
+                    "threads than the local backend's Envoys (sidecar 2, ztunnel a tokio pool): "
+                    "a request handed between threads is counted unmatched, never guessed"}
 
 
 @dataclass(frozen=True)

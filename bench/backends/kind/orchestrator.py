@@ -182,8 +182,9 @@ class KubeBackend:
                                  "proxy processes (envoy, ztunnel, pilot-discovery) found from "
                                  "this host via /proc and cgroup pod UIDs "
                                  "(bench.probes.discovery); if the host sees none: CPU and "
-                                 "memory from the metrics API (metrics.k8s.io); BCC: skipped, "
-                                 "reason recorded")))
+                                 "memory from the metrics API (metrics.k8s.io); BCC per-hop "
+                                 "probe on those host PIDs (kind nodes share the host kernel), "
+                                 "else skipped with the reason recorded")))
         return out
 
     def cell_steps(self, mode: str) -> list[Step]:
@@ -374,7 +375,7 @@ class KubeBackend:
         status, reason = measure.metrics_api_status(self.kube)
         self._probes["metrics_api"] = {"status": status, "reason": reason,
                                        "used": d.status != "ok"}
-        self._probes["bcc"] = {"status": "skipped", "reason": measure.BCC_SKIP}
+        self._probes["bcc"] = measure.bcc_status(d)
 
     # ---- the deployment and what the runner asks of it ------------------------------------------
     def _deployment(self, mode: str) -> Deployment:
