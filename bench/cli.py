@@ -98,7 +98,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                               "points": [{"services": a, "pods_per_service": b} for a, b in sizes],
                               "runs": [], "skipped": []}
     code = 0
-    per_pod_gib = 0.0  # host memory per application pod, from the largest size done
+    per_pod_gib = 0.0  # host memory per application pod, from the latest (largest) size done
     for i, (svc, pps) in enumerate(sizes, start=1):
         pods = svc * pps
         avail = _mem_available_gib()
@@ -124,7 +124,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                   extra={"sweep": {"id": sweep_dir.name, "services": svc,
                                                    "pods_per_service": pps}})
         used = watch.start_gib - watch.min_gib
-        per_pod_gib = max(per_pod_gib, used / max(pods, 1))
+        # from the largest size done: its fixed part (control plane, ztunnels, sampler) is
+        # spread over the most pods, so the estimate is the closest to the next size's
+        per_pod_gib = used / max(pods, 1)
         record["runs"].append({"services": svc, "pods_per_service": pps, "dir": run_dir.name,
                                "exit": rc, "wall_s": round(time.monotonic() - t0, 1),
                                "host_mem_used_peak_gib": round(used, 2),

@@ -96,6 +96,9 @@ class PushOutcome:
     applied: dict[str, int] = field(default_factory=dict)  # Envoy's update_success delta
     changed: tuple[str, ...] = ()  # those whose rendered config differs after the change
     scoped: tuple[str, ...] = ()  # those pushed by Istio's push scope although unchanged
+    render_s: float = 0.0  # the harness building every proxy's config (Python)
+    convert_s: float = 0.0  # the control plane turning them into protobuf
+    send_to_ack_ms: float = 0.0  # first send of the change -> last ACK
     kernel: KernelPush | None = None  # what the control plane's process wrote (BCC)
     kernel_skip: str = ""  # why there is no kernel view
 
@@ -153,6 +156,7 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
         if e["event"] == "ack" and e["node"] in bytes_by:
             last_ack[e["node"]] = max(last_ack.get(e["node"], 0.0), float(e["ts"]))
     applied = {n: int(sum(after[n][k] - before[n][k] for k in COUNTERS[:2])) for n in proxies}
+    first_send = min((float(e["ts"]) for e in sends), default=0.0)
     return PushOutcome(
         experiment=experiment, mode=mesh.mode, proxies=proxies,
         updated=tuple(sorted(bytes_by)), bytes_by_proxy=bytes_by, sends_by_proxy=count_by,
@@ -160,7 +164,10 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
         nacks=tuple(f"{e['node']}: {e.get('detail', '')}" for e in events
                     if e["event"] == "nack"),
         stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied,
-        changed=changed, scoped=scoped, kernel=kernel, kernel_skip=wire_skip)
+        changed=changed, scoped=scoped, kernel=kernel, kernel_skip=wire_skip,
+        render_s=float(answer.get("render_s", 0.0)), convert_s=float(answer.get("convert_s", 0.0)),
+        send_to_ack_ms=((max(last_ack.values()) - first_send) * 1000.0
+                        if last_ack and first_send else 0.0))
 
 
 def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
@@ -188,7 +195,10 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
                      control_calls_subtracted=str(k.control_calls)),
                  row("kernel_bytes_written", "bytes", k.bytes, view="kernel",
                      control_bytes_subtracted=str(k.control_bytes))]
+    rows += [row("render_time", "ms", o.render_s * 1000.0),
+             row("convert_time", "ms", o.convert_s * 1000.0)]
     if conv:
+        rows.append(row("send_to_last_ack", "ms", o.send_to_ack_ms))
         rows += [row("convergence_p50", "ms", statistics.median(conv)),
                  row("convergence_max", "ms", max(conv))]
     for name in o.updated:

@@ -23,7 +23,6 @@ from bench.probes.resources import ResourceSampler, per_krps, summarize_window
 from bench.scenario import Scenario
 from bench.store import Cell, RunStore, Sample
 
-IDLE_WINDOW_S = 3.0
 LOCUST_START_S = 2.0  # Locust's own start-up, before its first request
 IN_CLUSTER_START_S = 5.0
 
@@ -216,7 +215,7 @@ class Runner:
         if self.sampler is None:
             return
         t0 = time.time()
-        time.sleep(IDLE_WINDOW_S)
+        time.sleep(self.s.timing.idle_s)
         t1 = time.time()
         idle = Cell(rep, mode, 0)
         res = summarize_window(self.resources_path, t0, t1, idle)

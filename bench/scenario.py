@@ -55,6 +55,9 @@ class Timing:
     warmup_s: float = 3.0
     window_s: float = 10.0
     ready_timeout_s: float = 30.0
+    # the idle footprint window after readiness: long enough for two resource samples of
+    # every process (at hundreds of processes one sampler pass takes a while)
+    idle_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,8 @@ def _check(s: Scenario, source: str) -> None:
     r = s.probes.resources
     if not 0.1 <= r.interval_s <= 60:
         raise ScenarioError(f"{source}: probes.resources.interval_s must be 0.1 to 60 s (10 Hz max)")
+    if not 1 <= s.timing.idle_s <= 600:
+        raise ScenarioError(f"{source}: timing.idle_s must be 1 to 600 s")
     if r.pss_interval_s < 1:
         raise ScenarioError(f"{source}: probes.resources.pss_interval_s must be at least 1 s")
     if s.experiments and s.proxy.config_source != "xds":
