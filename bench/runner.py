@@ -265,9 +265,12 @@ class Runner:
                                      {"status": "ok", "reason": ""})
             self.store.update(probes=probes)
         cp = getattr(self.backend, "controlplane", None)
-        if probes["push_kernel"]["status"] != "ok" or cp is None or cp.pid is None:
+        pid = cp.pid if cp is not None else (
+            self.backend.controlplane_pid() if hasattr(self.backend, "controlplane_pid")
+            else None)
+        if probes["push_kernel"]["status"] != "ok" or pid is None:
             return None
-        probe = PushWireProbe(cp.pid)
+        probe = PushWireProbe(pid)
         try:
             return probe.start()
         except BenchError as e:

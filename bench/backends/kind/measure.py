@@ -26,7 +26,8 @@ from bench.k8s import Kube, KubeError
 # istiod (port 15014, /metrics). pilot_proxy_convergence_time stops at *send*, not ACK;
 # pilot_debounce_time is added so that end-to-end convergence can be estimated.
 ISTIOD_METRICS = ("pilot_xds_pushes", "pilot_proxy_convergence_time",
-                  "pilot_xds_config_size_bytes", "pilot_debounce_time", "pilot_xds")
+                  "pilot_xds_config_size_bytes", "pilot_debounce_time", "pilot_xds",
+                  "pilot_total_xds_rejects")
 ISTIOD_PORT = 15014
 ENVOY_PROM_PORT = 15090  # sidecar and waypoint Envoys: /stats/prometheus
 ZTUNNEL_METRICS_PORT = 15020  # ztunnel: /metrics

@@ -202,6 +202,25 @@ class KubeBackend:
                 for w in self.workers]
         return out
 
+    def experiment_steps(self, mode: str) -> list[Step]:
+        """Plan only: the config changes pushed once per mode after its cells, each applied
+        on top of the previous one and watched through istiod's /debug/syncz and metrics."""
+        from bench.backends.kind import push
+
+        if mode == "baseline" or not self.scenario.experiments:
+            return []
+        mesh = kube_mesh(self.scenario, mode)
+        S = "config-push experiments (after the cells of the mode)"
+        out = []
+        for name in self.scenario.experiments:
+            out.append(Step(S, Note(f"{name}: apply, then poll istiod /debug/syncz every "
+                                    f"{push.POLL_S:g} s until every proxy whose nonce moved "
+                                    f"has ACKed and nothing moved for {push.QUIET_S:g} s; "
+                                    "istiod metric deltas over the experiment")))
+            out += [Step(S, Apply(obj)) for obj in push.experiment_objects(
+                mesh, name, self.namespace, mf.run_labels(self.run_id, mode))]
+        return out
+
     def teardown_steps(self) -> list[Step]:
         S = "teardown"
         out = [Step(S, DeleteByLabel("v1", "Namespace", self.selector, name_prefix=PREFIX)),
@@ -216,7 +235,7 @@ class KubeBackend:
         """Every command and manifest a run of `mode` would use, in order, without running any."""
         names = {k: c.text for k, c in self.conditions(mode).items()}
         return render(self.header(mode), self.steps(mode) + self.cell_steps(mode)
-                      + self.teardown_steps(), names)
+                      + self.experiment_steps(mode) + self.teardown_steps(), names)
 
     # ---- execution -----------------------------------------------------------------------------
     def _execute(self, steps: list[Step]) -> None:
@@ -447,6 +466,30 @@ class KubeBackend:
         except OSError as e:
             self.log(f"istiod metrics: {e}")
             return {}
+
+    def push_experiment(self, mesh: Mesh, experiment: str, timeout_s: float,
+                        wire: Any = None) -> Any:
+        """One config change applied to the running mesh, measured from istiod (see
+        bench/backends/kind/push.py); ProvisionError when istiod cannot be read."""
+        from bench.backends.kind import push
+
+        if not self._istiod_port:
+            raise ProvisionError("push experiments need istiod's metrics and /debug/syncz, "
+                                 "which did not answer through the port-forward",
+                                 hint=f"see {self.workdir / 'logs'}")
+
+        def syncz() -> str:
+            try:
+                return self.fetch(f"http://127.0.0.1:{self._istiod_port}/debug/syncz")
+            except OSError as e:
+                raise ProvisionError(f"istiod /debug/syncz: {e}") from e
+
+        return push.run(self, mesh, experiment, timeout_s, wire, syncz, self.clock)
+
+    def controlplane_pid(self) -> int | None:
+        """pilot-discovery's host PID when the host sees the pods (for the kernel view)."""
+        return next((p.pid for p in self._discovered.processes
+                     if p.role == "control-plane"), None)
 
     def resource_usage(self) -> list[measure.Usage]:
         """The metrics-API fallback for CPU and memory: our pods and istio-system."""
