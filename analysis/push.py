@@ -46,6 +46,7 @@ def push_section(run: Run, exposure_png: str | None = None) -> list[str]:
                     med("push_bytes_total"), med("kernel_bytes_written"), med("convergence_p50"),
                     med("convergence_max"), med("render_time"), med("convert_time"),
                     med("send_to_last_ack"), med("nacks"), med("controlplane_cpu"),
+                    med("proxies_cpu"),
                     str(g["repetition"].nunique())])
     lines += table(["change", "mode", "proxies updated / total (control plane)",
                     "of which config changed",
@@ -53,7 +54,7 @@ def push_section(run: Run, exposure_png: str | None = None) -> list[str]:
                     "sockets written (kernel, BCC)", "bytes sent (control plane)",
                     "bytes written (kernel, BCC)", "last ACK p50 (ms)", "last ACK max (ms)",
                     "of which: render (ms)", "convert (ms)", "first send -> last ACK (ms)",
-                    "NACKs", "control-plane CPU (s)", "n"], out)
+                    "NACKs", "control-plane CPU (s)", "proxies' CPU (s, all)", "n"], out)
     lines += ["", "Last ACK: from the change to each proxy's ACK. It includes the harness "
               "rendering every proxy's config in Python (render, the stand-in for istiod's "
               "generation) and the control plane converting it to protobuf (convert); "

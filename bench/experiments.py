@@ -102,6 +102,7 @@ class PushOutcome:
     kernel: KernelPush | None = None  # what the control plane's process wrote (BCC)
     kernel_skip: str = ""  # why there is no kernel view
     istiod: dict[str, float] = field(default_factory=dict)  # kube backends: metrics deltas
+    proxies_cpu_s: float | None = None  # CPU all proxies spent from the change to the last ACK
     view: str = "control-plane"  # whose accounting: our control plane's, or "istiod"
 
     @property
@@ -119,6 +120,20 @@ def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, dict[str, flo
     return out
 
 
+def _cpu_seconds(pids: dict[str, int]) -> float:
+    """User + system CPU of the processes (those that exited count as 0)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids.values():
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
              wire: PushWireProbe | None = None, wire_skip: str = "") -> PushOutcome:
     """Apply `experiment` to the running deployment of `mesh` (config source xds) and wait
@@ -134,6 +149,8 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     proxies = tuple(p.name for p in mesh.proxies)
     before = _counters(backend, proxies)
     _, cursor = cp.events(0)
+    pids = backend.proxy_pids() if hasattr(backend, "proxy_pids") else {}
+    proxy_cpu0 = _cpu_seconds(pids)
     cpu0 = cp.cpu_seconds()
     after_mesh = changed_mesh(mesh, experiment)
     if wire is not None:
@@ -150,6 +167,7 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     kernel = (KernelPush.of(wire.read(), cp.replies[calls0:], wire.overflowed())
               if wire is not None else None)
     cpu1 = cp.cpu_seconds()
+    proxy_cpu = _cpu_seconds(pids) - proxy_cpu0 if pids else None
     events, _ = cp.events(cursor)
     after = _counters(backend, proxies)
     sends = [e for e in events if e["event"] == "send" and not e.get("stale")]
@@ -172,6 +190,7 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
                     if e["event"] == "nack"),
         stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied,
         changed=changed, scoped=scoped, kernel=kernel, kernel_skip=wire_skip,
+        proxies_cpu_s=proxy_cpu,
         render_s=float(answer.get("render_s", 0.0)), convert_s=float(answer.get("convert_s", 0.0)),
         send_to_ack_ms=((max(last_ack.values()) - first_send) * 1000.0
                         if last_ack and first_send else 0.0))
@@ -194,6 +213,8 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
             row("nacks", "count", len(o.nacks)),
             row("stragglers", "count", len(o.stragglers)),
             row("controlplane_cpu", "s", o.cp_cpu_s),
+            *([row("proxies_cpu", "s", o.proxies_cpu_s, view="proxies")]
+              if o.proxies_cpu_s is not None else []),
             row("proxies_applied", "count", sum(1 for v in o.applied.values() if v > 0),
                 view="proxies")]
     if o.kernel is not None:

@@ -55,6 +55,8 @@ def test_change_reaches_exactly_the_scoped_proxies(mode: str, experiment: str) -
         for name in want:
             assert o.applied[name] == o.sends_by_proxy[name]  # one success per send
             assert o.bytes_by_proxy[name] > 0 and 0 <= o.converge_ms[name] < 30_000
+        # the proxies spent CPU applying it (their whole-process clocks, in seconds)
+        assert o.proxies_cpu_s is not None and (o.proxies_cpu_s > 0 or not want)
         rows = to_samples(o, Cell(1, mode, 0))
         total = next(r for r in rows if r.metric == "proxies_updated")
         assert total.value == len(want)

@@ -248,6 +248,11 @@ class LocalBackend:
         if snapshots:
             self.controlplane.set_snapshots(snapshots)
 
+    def proxy_pids(self) -> dict[str, int]:
+        """The running proxies' PIDs by proxy name."""
+        return {n: m.pid for n, m in self.sup.procs.items()
+                if m.role in ("sidecar", "ztunnel", "waypoint")}
+
     def reconfigure(self, mesh: Mesh) -> dict[str, Any]:
         """Serve a changed mesh (same proxies) to the running proxies through the control
         plane; only proxies whose resources changed are pushed. Returns its answer
