@@ -108,7 +108,7 @@ def exposure_table(run: Run) -> pd.DataFrame:
     df = rows.assign(view=labels.map(lambda d: d.get("view")),
                      role=labels.map(lambda d: d.get("role", "")),
                      state=labels.map(lambda d: d.get("state", "initial")))
-    df = df[df["view"] == "exposure"]
+    df = df[df["view"].isin(["exposure", "exposure-envoy"])]
     if df.empty:
         return pd.DataFrame()
     df = df[df["state"] == ("after_changes" if (df["state"] == "after_changes").any()
@@ -131,6 +131,8 @@ def exposure_table(run: Run) -> pd.DataFrame:
         row["config_bytes"] = g["config_bytes"].median() if "config_bytes" in g else float("nan")
         row["config_bytes_all"] = (g.groupby("repetition")["config_bytes"].sum().median()
                                    if "config_bytes" in g else float("nan"))
+        row["config_dump_bytes"] = (g["config_dump_bytes"].median()
+                                    if "config_dump_bytes" in g else float("nan"))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -150,10 +152,13 @@ def exposure_section(run: Run, png: str | None = None) -> list[str]:
             return f"{held} / {num(n)}"
         body.append([str(r["mode"]), str(r["role"]), num(r["proxies"]), share("services"),
                      share("workloads"), share("policies"), num(r["config_bytes"]),
-                     num(r["config_bytes_all"]), str(r["n"])])
+                     num(r["config_bytes_all"]),
+                     "not measured" if pd.isna(r["config_dump_bytes"])
+                     else num(r["config_dump_bytes"]), str(r["n"])])
     lines += table(["mode", "role", "proxies", "services named / mesh", "workloads named / mesh",
                     "policies held / mesh", "config bytes per proxy (median)",
-                    "config bytes, all proxies of the role", "n"], body)
+                    "config bytes, all proxies of the role",
+                    "Envoy's /config_dump per proxy (JSON bytes, median)", "n"], body)
     lines += ["", "Named / mesh: the least–most any one proxy of the role names, counted in "
               "the xDS resources it is served (after the run's changes, when the scenario has "
               "experiments); config bytes: median over the role's proxies and repetitions.",

@@ -246,11 +246,13 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
 
 
 def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
-                     state: str = "initial") -> list[Sample]:
+                     state: str = "initial", dump_bytes: Any = None) -> list[Sample]:
     """Per proxy: how many of the mesh's services, workloads and policies its config names,
     and its config size in bytes of serialised xDS resources (the same bytes a full push
-    would send). `state` labels the mesh: "initial", or "after_changes" (the experiments
-    applied, so that the policies they add are counted)."""
+    would send); with `dump_bytes` (proxy name -> bytes), also the size of what the Envoy
+    itself reports holding (/config_dump, JSON, so larger than the protobuf). `state`
+    labels the mesh: "initial", or "after_changes" (the experiments applied, so that the
+    policies they add are counted)."""
     import json
     import re
 
@@ -277,4 +279,8 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
                                  ("policies_total", "count", len(mesh.policies)),
                                  ("config_bytes", "bytes", size),
                                  ("resources", "count", len(listeners) + len(clusters)))]
+        if dump_bytes is not None:  # the proxy's own view: its /config_dump
+            rows.append(Sample.for_cell(cell, source="xds", metric="config_dump_bytes",
+                                        unit="bytes", value=float(dump_bytes(name)), entity=name,
+                                        labels={**labels, "view": "exposure-envoy"}))
     return rows

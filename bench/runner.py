@@ -231,8 +231,9 @@ class Runner:
 
         cell = Cell(rep, mode, 0)
         configs = getattr(self.backend, "configs", None)
+        dump = getattr(self.backend, "config_dump_bytes", None)
         if configs:
-            self.store.append(exposure_samples(dep.mesh, configs, cell))
+            self.store.append(exposure_samples(dep.mesh, configs, cell, dump_bytes=dump))
         mesh = dep.mesh
         wire = self._attach_wire() if self.s.experiments else None
         try:
@@ -250,7 +251,8 @@ class Runner:
                 wire.stop()
         configs = getattr(self.backend, "configs", None)
         if configs and self.s.experiments:
-            self.store.append(exposure_samples(mesh, configs, cell, state="after_changes"))
+            self.store.append(exposure_samples(mesh, configs, cell, state="after_changes",
+                                               dump_bytes=dump))
 
     def _attach_wire(self) -> Any:
         """The kernel view of pushes: a BCC probe on the control plane's process. Its status

@@ -65,6 +65,13 @@ def test_smoke_run_writes_parquet_in_microseconds_and_a_report(tmp_path: Path) -
     cpu = df[(df.source == "resources") & (df.metric == "cpu_cores")]
     assert {"sidecar-client-0", "ztunnel-node0", "waypoint"} <= set(cpu["entity"])
     assert (run_dir / "report.md").exists()
+    # exposure from both sides: the xDS bytes served, and what each Envoy dumps (JSON, larger)
+    served = df[(df.source == "xds") & (df.metric == "config_bytes")].groupby("entity")["value"]
+    dumped = df[(df.source == "xds") & (df.metric == "config_dump_bytes")].groupby("entity")["value"]
+    assert set(dumped.groups) == set(served.groups) and len(served.groups) >= 3
+    assert (dumped.max() > served.max()).all()
+    kernel = df[(df.source == "xds") & (df.metric == "kernel_sockets_written")]
+    assert len(kernel) > 0 or manifest["probes"]["push_kernel"]["status"] == "skipped"
     xds = df[(df.source == "xds") & (df.metric == "proxies_updated")]
     assert set(xds["mode"]) == {"sidecar", "ambient", "waypoint"}  # the push experiments ran
     assert manifest["deployments"][1]["processes"][-1]["role"] == "control-plane"
