@@ -31,10 +31,7 @@ def hop_table(run: Run) -> pd.DataFrame:
     rows = run.without_failed(run.rows(SOURCE))
     if rows.empty:
         return pd.DataFrame()
-    labels = run.labels.loc[rows.index]
-    df = rows.assign(direction=labels.map(lambda d: d.get("direction")),
-                     side=labels.map(lambda d: d.get("side", "")),
-                     role=labels.map(lambda d: d.get("role", "")))
+    df = run.with_labels(rows, direction=None, side="", role="")
     wide = df.pivot_table(index=["mode", "level", "repetition", "entity", "role", "side",
                                  "direction"], columns="metric", values="value",
                           aggfunc="first").reset_index()

@@ -69,6 +69,12 @@ class Run:
         """One label per row (None where absent), aligned with `table`'s index."""
         return self.labels.map(lambda d: d.get(key))
 
+    def with_labels(self, rows: pd.DataFrame, **defaults: Any) -> pd.DataFrame:
+        """`rows` with one column per named label (the default where a row lacks it)."""
+        labels = self.labels.loc[rows.index]
+        return rows.assign(**{k: labels.map(lambda d, k=k, dv=dv: d.get(k, dv))
+                              for k, dv in defaults.items()})
+
     def rows(self, source: str, metric: str | None = None,
              entity: str | None = None) -> pd.DataFrame:
         """The table's rows of one source, optionally of one metric and one entity."""

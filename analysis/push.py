@@ -104,10 +104,7 @@ def exposure_table(run: Run) -> pd.DataFrame:
     rows = run.without_failed(run.rows(SOURCE))
     if rows.empty:
         return pd.DataFrame()
-    labels = run.labels.loc[rows.index]
-    df = rows.assign(view=labels.map(lambda d: d.get("view")),
-                     role=labels.map(lambda d: d.get("role", "")),
-                     state=labels.map(lambda d: d.get("state", "initial")))
+    df = run.with_labels(rows, view=None, role="", state="initial")
     df = df[df["view"].isin(["exposure", "exposure-envoy"])]
     if df.empty:
         return pd.DataFrame()

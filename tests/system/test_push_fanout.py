@@ -35,12 +35,18 @@ EXPECTED = {
 CHANGED = {("sidecar", "l4_authz"): {"sidecar-svc-0-0"}}
 
 
+def _backend(name: str, services: int, pods_per_service: int) -> LocalBackend:
+    """A checked local backend of two nodes serving xDS (provision it in a try/teardown)."""
+    backend = LocalBackend(from_dict({
+        "name": name, "proxy": {"config_source": "xds"},
+        "topology": {"nodes": 2, "services": services, "pods_per_service": pods_per_service}}))
+    backend.preflight()
+    return backend
+
+
 @pytest.mark.parametrize("mode, experiment", sorted(EXPECTED))
 def test_change_reaches_exactly_the_scoped_proxies(mode: str, experiment: str) -> None:
-    backend = LocalBackend(from_dict({
-        "name": "push-test", "proxy": {"config_source": "xds"},
-        "topology": {"nodes": 2, "services": 2, "pods_per_service": 1}}))
-    backend.preflight()
+    backend = _backend("push-test", services=2, pods_per_service=1)
     try:
         dep = backend.provision(mode)
         o = run_push(backend, dep.mesh, experiment, timeout_s=30)
@@ -74,10 +80,7 @@ def test_l4_policy_is_enforced_by_the_proxy_that_holds_it(mode: str) -> None:
     """A DENY policy naming the identity the server side really sees (sidecar: the client
     pod's; ambient: the client node's ztunnel; waypoint: the waypoint's) stops the traffic;
     one naming nobody (the l4_authz experiment's) does not; removing it restores traffic."""
-    backend = LocalBackend(from_dict({
-        "name": "authz-test", "proxy": {"config_source": "xds"},
-        "topology": {"nodes": 2, "services": 1, "pods_per_service": 1}}))
-    backend.preflight()
+    backend = _backend("authz-test", services=1, pods_per_service=1)
     try:
         dep = backend.provision(mode)
         mesh, svc = dep.mesh, dep.mesh.target
@@ -124,10 +127,7 @@ def test_kernel_view_agrees_with_the_control_planes_accounting(mode: str, experi
     proxies it says it updated, and the bytes are its accounted bytes plus framing."""
     from bench.probes.pushwire import PushWireProbe
 
-    backend = LocalBackend(from_dict({
-        "name": "wire-test", "proxy": {"config_source": "xds"},
-        "topology": {"nodes": 2, "services": 3, "pods_per_service": 2}}))
-    backend.preflight()
+    backend = _backend("wire-test", services=3, pods_per_service=2)
     try:
         dep = backend.provision(mode)
         assert backend.controlplane is not None and backend.controlplane.pid
