@@ -220,7 +220,9 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
     if o.kernel is not None:
         k = o.kernel
         rows += [row("kernel_sockets_written", "count", k.sockets, view="kernel",
-                     control_calls_subtracted=str(k.control_calls)),
+                     control_calls_subtracted=str(k.control_calls),
+                     small_sockets=str(k.small_sockets),
+                     unexplained_control=str(k.unexplained_control)),
                  row("kernel_bytes_written", "bytes", k.bytes, view="kernel",
                      control_bytes_subtracted=str(k.control_bytes))]
     if o.istiod:

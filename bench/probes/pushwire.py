@@ -10,9 +10,11 @@ This is independent of the control plane's accounting: it counts what the proces
 wrote, framing included (gRPC's 5-byte message prefix, HTTP/2 frame headers, the control
 plane's own WINDOW_UPDATE and PING frames). It cannot tell an xDS stream from another
 connection of the same process; the local control plane also answers the harness's control
-API, one new connection per call, so `KernelPush.of` subtracts those calls (their count and
-reply bytes are known exactly on the harness side) and says so; and it leaves out sockets
-written only one byte at a time (an event loop's wake-up socketpair). For istiod (kind) the same
+API, one new connection per call, so `KernelPush.of` finds and leaves out the sockets that
+carried those replies (their sizes are known exactly on the harness side), leaves out sockets
+written only one byte at a time (an event loop's wake-up socketpair), and counts as reached
+only sockets with at least MIN_PUSH_BYTES (HTTP/2 window updates and pings that follow the
+previous change's ACKs are counted apart). For istiod (kind) the same
 probe would also see its Kubernetes API connections.
 
 Struct fields are never read (BCC compiles against headers that need not match the running
@@ -21,6 +23,7 @@ kernel): only the tracepoint's own fields are used.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -142,18 +145,41 @@ class PushWireProbe:
         self.stop()
 
 
+MIN_PUSH_BYTES = 64  # below: HTTP/2 control frames only (WINDOW_UPDATE 13, PING 17, SETTINGS 9)
+
+
+def _control_sockets(writes: list[SocketWrites], replies: list[int]) -> set[int]:
+    """The sockets that carried the harness's control-API replies: each reply is one write
+    on its own connection, but a closed connection's struct sock can be reused by the next
+    one, so a socket may carry several replies (calls = their number, bytes = their sum).
+    Assigned by exact sizes; what cannot be explained stays counted."""
+    out: set[int] = set()
+    left = list(replies)
+    for w in sorted(writes, key=lambda w: w.calls):  # single replies first
+        if w.calls > len(left) or w.bytes > sum(left):
+            continue
+        for combo in itertools.combinations(range(len(left)), w.calls):
+            if sum(left[i] for i in combo) == w.bytes:
+                out.add(w.sock)
+                left = [r for i, r in enumerate(left) if i not in combo]
+                break
+    return out
+
+
 @dataclass(frozen=True)
 class KernelPush:
     """The kernel view of one change: sockets and bytes the control plane wrote, less the
-    harness's own control-API calls made in the window."""
+    harness's own control-API replies in the window."""
 
-    sockets: int  # distinct sockets written, control-API connections excluded
-    bytes: int
-    control_calls: int  # subtracted: connections and ...
-    control_bytes: int  # ... reply bytes of the harness's control calls in the window
+    sockets: int  # distinct sockets written with at least MIN_PUSH_BYTES, control API excluded
+    bytes: int  # bytes written on all of them, small ones included
+    control_calls: int  # subtracted: the harness's control calls in the window ...
+    control_bytes: int  # ... and their reply bytes
     sockets_seen: int  # before the subtraction
     bytes_seen: int
     overflow: int = 0
+    small_sockets: int = 0  # sockets with only a few bytes (HTTP/2 window updates, pings)
+    unexplained_control: int = 0  # control replies no socket's sizes matched
 
     @classmethod
     def of(cls, writes: list[SocketWrites], control_replies: list[int],
@@ -161,9 +187,13 @@ class KernelPush:
         # an event loop's wake-up socketpair (asyncio's self-pipe, written one byte at a time
         # by other threads) is no connection: left out
         writes = [w for w in writes if w.bytes != w.calls]
-        seen = len(writes)
-        total = sum(w.bytes for w in writes)
-        return cls(sockets=max(0, seen - len(control_replies)),
-                   bytes=max(0, total - sum(control_replies)),
-                   control_calls=len(control_replies), control_bytes=sum(control_replies),
-                   sockets_seen=seen, bytes_seen=total, overflow=overflow)
+        control = _control_sockets(writes, control_replies)
+        data = [w for w in writes if w.sock not in control]
+        matched = sum(w.bytes for w in writes if w.sock in control)
+        pushed = [w for w in data if w.bytes >= MIN_PUSH_BYTES]
+        return cls(sockets=len(pushed), bytes=sum(w.bytes for w in data),
+                   control_calls=len(control_replies), control_bytes=matched,
+                   sockets_seen=len(writes), bytes_seen=sum(w.bytes for w in writes),
+                   overflow=overflow, small_sockets=len(data) - len(pushed),
+                   unexplained_control=len(control_replies) - sum(
+                       w.calls for w in writes if w.sock in control))

@@ -151,10 +151,27 @@ def test_kernel_view_subtracts_the_harness_calls_and_wakeup_pipes() -> None:
 
     writes = [SocketWrites(1, 1, 5_000, 3), SocketWrites(2, 1, 4_000, 2),  # two ADS streams
               SocketWrites(3, 1, 900, 1), SocketWrites(4, 1, 80, 1),  # two control replies
-              SocketWrites(5, 1, 12, 12)]  # the event loop's self-pipe: 1 byte per write
+              SocketWrites(5, 1, 12, 12),  # the event loop's self-pipe: 1 byte per write
+              SocketWrites(6, 1, 13, 1)]  # a WINDOW_UPDATE after an earlier ACK
     k = KernelPush.of(writes, control_replies=[900, 80])
-    assert (k.sockets, k.bytes) == (2, 9_000)
-    assert (k.sockets_seen, k.bytes_seen, k.control_calls, k.control_bytes) == (4, 9_980, 2, 980)
+    assert (k.sockets, k.bytes, k.small_sockets) == (2, 9_013, 1)
+    assert (k.sockets_seen, k.bytes_seen, k.control_calls, k.control_bytes) == (5, 9_993, 2, 980)
+    assert k.unexplained_control == 0
+
+
+def test_kernel_view_finds_control_replies_on_a_reused_socket() -> None:
+    """A closed control connection's struct sock reused by the next one: one socket, two
+    replies; it is still recognised by its sizes, and no stream is subtracted instead."""
+    from bench.probes.pushwire import KernelPush, SocketWrites
+
+    streams = [SocketWrites(i, 1, 5_000 + i, 2) for i in range(10, 21)]  # 11 ADS streams
+    reused = SocketWrites(1, 1, 1_900 + 84, 2)
+    k = KernelPush.of([*streams, reused, SocketWrites(2, 1, 60, 1)],
+                      control_replies=[1_900, 60, 84])
+    assert k.sockets == 11 and k.unexplained_control == 0 and k.control_bytes == 2_044
+    # a reply whose socket the probe did not see is reported, not taken from a stream
+    k = KernelPush.of(streams, control_replies=[1_900])
+    assert k.sockets == 11 and k.unexplained_control == 1
 
 
 def test_push_report_lists_where_the_views_disagree() -> None:
