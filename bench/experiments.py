@@ -113,9 +113,10 @@ class PushOutcome:
 
 
 def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    wanted = "^(" + "|".join(c.replace(".", "\\.") for c in COUNTERS) + ")$"
     out = {}
     for name in proxies:
-        stats = backend.stats(name)
+        stats = backend.stats(name, filter=wanted)
         out[name] = {k: stats.get(k, 0.0) for k in COUNTERS}
     return out
 
@@ -248,10 +249,12 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
 
 
 def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
-                     state: str = "initial", dump_bytes: Any = None) -> list[Sample]:
+                     state: str = "initial", dump_bytes: Any = None,
+                     sizes: dict[str, tuple[int, int]] | None = None) -> list[Sample]:
     """Per proxy: how many of the mesh's services, workloads and policies its config names,
     and its config size in bytes of serialised xDS resources (the same bytes a full push
-    would send); with `dump_bytes` (proxy name -> bytes), also the size of what the Envoy
+    would send; `sizes`, name -> (bytes, resources), when the control plane already
+    knows them); with `dump_bytes` (proxy name -> bytes), also the size of what the Envoy
     itself reports holding (/config_dump, JSON, so larger than the protobuf). `state`
     labels the mesh: "initial", or "after_changes" (the experiments applied, so that the
     policies they add are counted)."""
@@ -268,8 +271,12 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
         ips = set(re.findall(r"\d+\.\d+\.\d+\.\d+", text))
         workloads = sum(1 for pod in mesh.pods if pod.ip in ips)
         policies = sum(1 for pol in mesh.policies if f'"{pol.key}"' in text)
-        listeners, clusters = to_protos(cfg)
-        size = sum(m.ByteSize() for m in (*listeners, *clusters))
+        if sizes is not None and name in sizes:  # the control plane's serialised snapshot
+            size, count = sizes[name]
+        else:
+            listeners, clusters = to_protos(cfg)
+            size = sum(m.ByteSize() for m in (*listeners, *clusters))
+            count = len(listeners) + len(clusters)
         labels = {"view": "exposure", "role": roles.get(name, ""), "state": state}
         rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),
                                  entity=name, labels=labels)
@@ -280,7 +287,7 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
                                  ("policies_known", "count", policies),
                                  ("policies_total", "count", len(mesh.policies)),
                                  ("config_bytes", "bytes", size),
-                                 ("resources", "count", len(listeners) + len(clusters)))]
+                                 ("resources", "count", count))]
         if dump_bytes is not None:  # the proxy's own view: its /config_dump
             rows.append(Sample.for_cell(cell, source="xds", metric="config_dump_bytes",
                                         unit="bytes", value=float(dump_bytes(name)), entity=name,

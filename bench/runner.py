@@ -233,7 +233,8 @@ class Runner:
         configs = getattr(self.backend, "configs", None)
         dump = getattr(self.backend, "config_dump_bytes", None)
         if configs:
-            self.store.append(exposure_samples(dep.mesh, configs, cell, dump_bytes=dump))
+            self.store.append(exposure_samples(dep.mesh, configs, cell, dump_bytes=dump,
+                                               sizes=self._served_sizes()))
         mesh = dep.mesh
         wire = self._attach_wire() if self.s.experiments else None
         try:
@@ -252,7 +253,16 @@ class Runner:
         configs = getattr(self.backend, "configs", None)
         if configs and self.s.experiments:
             self.store.append(exposure_samples(mesh, configs, cell, state="after_changes",
-                                               dump_bytes=dump))
+                                               dump_bytes=dump, sizes=self._served_sizes()))
+
+    def _served_sizes(self) -> dict[str, tuple[int, int]] | None:
+        """Per proxy, (bytes, resources) of the snapshot the control plane serves it."""
+        cp = getattr(self.backend, "controlplane", None)
+        if cp is None:
+            return None
+        nodes = cp.status()["nodes"]
+        return {n: (sum(t["config_bytes"] for t in v["types"].values()),
+                    sum(t["resources"] for t in v["types"].values())) for n, v in nodes.items()}
 
     def _attach_wire(self) -> Any:
         """The kernel view of pushes: a BCC probe on the control plane's process. Its status
