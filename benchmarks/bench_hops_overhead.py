@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.backends.base import Deployment
 from bench.backends.local.backend import LocalBackend, envoy_binary, envoy_version
-from bench.errors import PrerequisiteError
 from bench.meta import cpu_model
 from bench.probes.hops import HopHistogram, HopProbe, path_order, targets_for
 from bench.scenario import from_dict
@@ -88,15 +87,7 @@ json.dump({"lat_us": lat, "elapsed_s": elapsed, "errors": errors}, sys.stdout)
 @contextmanager
 def mesh(mode: str) -> Iterator[Deployment]:
     backend = LocalBackend(from_dict({"name": "hops-bench", "load": {"levels": [100]}}))
-    deadline = time.monotonic() + 900
-    while True:
-        try:
-            backend._take_lock()  # wait for other users of the local backend
-            break
-        except PrerequisiteError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    backend.wait_for_lock(900)  # other users of the local backend finish first
     try:
         backend.preflight()
         yield backend.provision(mode)

@@ -13,7 +13,6 @@ import pytest
 from bench.backends.base import Deployment
 from bench.backends.local import envoy_config, netns
 from bench.backends.local.backend import LocalBackend
-from bench.errors import PrerequisiteError
 from bench.probes.hops import HopHistogram, HopProbe, path_order, summarize, targets_for
 from bench.scenario import from_dict
 from bench.store import Cell
@@ -28,15 +27,7 @@ def _mesh(mode: str, options: envoy_config.Options | None = None,
           ) -> Iterator[tuple[LocalBackend, Deployment]]:
     backend = LocalBackend(from_dict({"name": "hops-test", "load": {"levels": [100]}}),
                            options=options)
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            backend._take_lock()  # provision takes it too; we need it before preflight
-            break
-        except PrerequisiteError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    backend.wait_for_lock(LOCK_WAIT_S)
     try:
         backend.preflight()
         yield backend, backend.provision(mode)

@@ -173,6 +173,20 @@ class LocalBackend:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
+    def wait_for_lock(self, timeout_s: float) -> None:
+        """Take the local backend's lock, waiting up to timeout_s for another user (a run, a
+        test) to let it go; PrerequisiteError after that. Provision takes it anyway: this is
+        for callers that must hold it before preflight."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._take_lock()
+                return
+            except PrerequisiteError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
