@@ -16,6 +16,7 @@ A connection may carry any number of requests, answered in order. Requests:
       wait until each node ACKed that version (or newer) of every type; null: every node,
       current version. -> {"acked": bool, "stragglers": {node: {type: {...}}}, "waited_s"}
   {"cmd": "events", "since": int} -> {"events": [...], "next": int}
+  {"cmd": "events", "since": null} -> {"events": [], "next": int}  (a cursor only)
 Response: {"ok": true, "result": ...} or {"ok": false, "error": "one line"}.
 """
 
@@ -61,7 +62,9 @@ class ControlApi:
                 versions = {n: str(req["version"]) for n in nodes}
             return await self.server.wait_acked(versions, float(req.get("timeout_s", 30.0)))
         if cmd == "events":
-            since = int(req.get("since", 0))
+            if req.get("since") is None:  # only where the log ends now: a cursor, no events
+                return {"events": [], "next": len(self.server.ledger.events)}
+            since = int(req["since"])
             events = self.server.ledger.since(since)
             return {"events": events, "next": since + len(events)}
         raise ValueError(f"unknown command {cmd!r}")

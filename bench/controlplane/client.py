@@ -188,6 +188,11 @@ class ControlPlane:
             raise ValueError("nodes without a version: pass version= too")
         return self.call(req, timeout_s=timeout_s + 30.0)  # type: ignore[no-any-return]
 
+    def event_cursor(self) -> int:
+        """The index the next event will have: pass it to events() later to get only what
+        happened after now (without fetching the whole log)."""
+        return int(self.call({"cmd": "events", "since": None})["next"])
+
     def events(self, since: int = 0) -> tuple[list[dict[str, Any]], int]:
         """Accounting events from index `since`, and the index to ask from next time."""
         r = self.call({"cmd": "events", "since": since})

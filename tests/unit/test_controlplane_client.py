@@ -59,6 +59,9 @@ def test_process_api_and_stop(tmp_path: Path) -> None:
         assert int(pushed["version"]) > int(r["version"]) and pushed["queued"] == {}
         events, nxt = cp.events()
         assert [e["event"] for e in events][:2] == ["connect", "send"] and nxt == len(events)
+        # a cursor alone fetches no events, and later events start there
+        assert cp.event_cursor() == nxt
+        assert cp.events(nxt) == ([], nxt)
         assert cp.cpu_seconds() > 0
     assert cp.pid is None
     cp.stop()  # idempotent
