@@ -261,7 +261,8 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
     import json
     import re
 
-    from bench.controlplane.resources import to_protos
+    from bench.controlplane.resources import CLUSTER_TYPE, to_protos
+    from bench.controlplane.snapshot import Resources
 
     rows = []
     roles = {p.name: p.role for p in mesh.proxies}
@@ -274,8 +275,10 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
         if sizes is not None and name in sizes:  # the control plane's serialised snapshot
             size, count = sizes[name]
         else:
+            # the same measure as the control plane's: resources packed as a push sends them
             listeners, clusters = to_protos(cfg)
-            size = sum(m.ByteSize() for m in (*listeners, *clusters))
+            size = (Resources.from_protos(LISTENER_TYPE, listeners).size
+                    + Resources.from_protos(CLUSTER_TYPE, clusters).size)
             count = len(listeners) + len(clusters)
         labels = {"view": "exposure", "role": roles.get(name, ""), "state": state}
         rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),

@@ -191,3 +191,18 @@ def test_push_report_lists_where_the_views_disagree() -> None:
     text = "\n".join(disagreements(differ))
     assert "the Envoy counters view counts 6" in text and "the kernel view counts 8" in text
     assert "fewer bytes (90)" in text
+
+
+def test_exposure_bytes_are_the_control_planes_snapshot_bytes() -> None:
+    """Without the control plane's sizes, exposure computes the same measure it serves."""
+    from bench.controlplane.resources import snapshot_dict
+    from bench.controlplane.snapshot import Converter
+    from bench.experiments import exposure_samples
+    from bench.store import Cell
+
+    mesh = build(from_dict({"name": "t", "topology": {"services": 2}}), "waypoint")
+    configs = {p.name: envoy_config.build(mesh, p, _certs) for p in mesh.proxies}
+    rows = exposure_samples(mesh, configs, Cell(1, "waypoint", 0))
+    got = {r.entity: r.value for r in rows if r.metric == "config_bytes"}
+    served = {n: Converter().snapshot(snapshot_dict(c)).size for n, c in configs.items()}
+    assert got == {n: float(v) for n, v in served.items()} and all(v > 0 for v in got.values())
