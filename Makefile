@@ -17,10 +17,14 @@ export MB_CONTEXT := $(CONTEXT)
 endif
 BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
-.PHONY: setup host-setup bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \
+.PHONY: setup host-setup calibrate bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \
         report compare trend plan doctor teardown test test-unit lint
 
-setup: host-setup $(STAMP)
+setup: host-setup $(STAMP) $(VENV)/bin/mb-refclient
+
+# the independent latency reference of `meshbench calibrate` (bench/load/reference.py)
+$(VENV)/bin/mb-refclient: bench/load/refclient.c $(STAMP)
+	cc -O2 -Wall -pthread -o $@ $< -lm
 
 host-setup:
 	@bash scripts/setup-host.sh
@@ -52,6 +56,10 @@ bench-scaling: setup
 	$(RUN) sweep -s scaling
 
 # the scalability claim: one config change vs mesh size (10-500 pods), then services (10-200)
+# harness latency vs the independent reference client, per mode, at 1 and 4 connections
+calibrate: setup
+	$(RUN) calibrate -s $(SCENARIO) $(BENCH_ARGS)
+
 bench-fanout: setup
 	$(RUN) sweep -s fanout
 	$(RUN) sweep -s fanout-services

@@ -228,3 +228,151 @@ def order_section(run: Run) -> list[str]:
                   "ranges: on a shared 2-core machine a neighbour's load moves p50 by 20-40 %; "
                   "more repetitions narrow it. A reversal that persists is a finding."]
     return lines + [""]
+
+
+# ---- how latency was timed, and the independent reference ----------------------------------
+
+INTENDED = "load_intended"
+REFERENCE = "reference"
+AGREEMENT_TOLERANCE = 0.15  # methodology: every latency figure the claims use within 15 %
+TIMING_TEXT = {
+    "load_kernel": ("timed in the kernel at the load generator's own sockets (BCC: the "
+                    "request's send entering TCP -> the last response bytes queued on that "
+                    "socket), from the actual send; Locust's user space (gevent scheduling "
+                    "of other users, Python parsing) is excluded"),
+    "load": ("Locust's own response time (its user space: includes gevent scheduling of the "
+             "other users and Python's per-request cost), from the actual send"),
+}
+
+
+def _medians(rows: pd.DataFrame, metric: str) -> dict[tuple[str, int], float]:
+    s = summarize(rows, metric)
+    return {(str(r["mode"]), int(r["level"])): float(r["median"]) for r in s.to_dict("records")}
+
+
+def overhead_medians(rows: pd.DataFrame, metric: str = "latency_p50"
+                     ) -> dict[tuple[str, int], tuple[float, int]]:
+    """(median paired overhead over baseline, pairs) per (mode, level)."""
+    o = overhead_vs_baseline(rows, metric)
+    return {(str(r["mode"]), int(r["level"])): (float(r["median"]), int(r["n"]))
+            for r in o.to_dict("records")}
+
+
+def timing_section(run: Run) -> list[str]:
+    """Which timing the latency figures use, the load generator's own share, the
+    coordinated-omission corrected figures and how evenly requests actually left."""
+    lines = ["## How latency was timed", ""]
+    if run.locust_client.empty:
+        return lines + ["No load-generator rows in this run.", ""]
+    arrivals = run.scenario.get("load", {}).get("arrivals", "not recorded (constant_throughput)")
+    src = run.latency_source
+    lines += [f"- Latency figures (claims, tables, overheads): {TIMING_TEXT[src]}."]
+    if src == "load":
+        probe = (run.manifest.get("probes") or {}).get("kernel_latency") or {}
+        why = probe.get("reason") or "; ".join(probe.get("failures", [])[:2]) or "not recorded"
+        lines += [f"  The kernel timing did not cover every cell ({why}): Locust's timing is "
+                  "used for the whole run, and its scheduling noise is in every figure."]
+    lines += [f"- Arrivals: `{arrivals}` (workloads/locustfiles/arrivals.py); each request has "
+              "an intended send time, and `load_intended` times it from there (coordinated "
+              "omission corrected, as wrk2 does).", ""]
+    kernel = run.without_failed(run.rows("load_kernel", entity="client"))
+    intended = run.without_failed(run.rows(INTENDED, entity="client"))
+    k50, l50 = _medians(kernel, "latency_p50"), _medians(run.locust_client, "latency_p50")
+    i50, i99 = _medians(intended, "latency_p50"), _medians(intended, "latency_p99")
+    lag99 = _medians(intended, "send_lag_p99")
+    burst, cv = _medians(kernel, "burst_share"), _medians(kernel, "gap_cv")
+    rows = []
+    for mode in run.modes:
+        for level in run.levels:
+            key = (mode, level)
+            if key not in l50:
+                continue
+            own = (f"{num(l50[key] - k50[key])} ({pct(100 * (l50[key] - k50[key]) / k50[key])})"
+                   if key in k50 and k50[key] else NOT_MEASURED)
+            rows.append([mode, str(level), num(k50[key]) if key in k50 else NOT_MEASURED,
+                         num(l50[key]), own,
+                         num(i50[key]) if key in i50 else NOT_MEASURED,
+                         num(i99[key]) if key in i99 else NOT_MEASURED,
+                         num(lag99[key]) if key in lag99 else NOT_MEASURED,
+                         f"{burst[key]:.2f}" if key in burst else NOT_MEASURED,
+                         f"{cv[key]:.2f}" if key in cv else NOT_MEASURED])
+    lines += table(["mode", "target (rps)", "kernel p50 (µs)", "Locust p50 (µs)",
+                    "Locust's own share (µs)", "from intended p50 (µs)",
+                    "from intended p99 (µs)", "send lag p99 (µs)", "burst share",
+                    "gap CV"], rows)
+    return lines + ["", ("Medians across repetitions. Locust's own share = Locust p50 minus "
+                    "kernel p50: what the load generator's user space adds. Send lag = how "
+                    "late requests left against their schedule (gevent's timers wake in "
+                    "~1 ms steps); the from-intended figures include it. Burst share = "
+                    "share of gaps between consecutive sends (all connections, measured in "
+                    "the kernel) shorter than a tenth of 1/rate: ~0 for evenly spread "
+                    "schedules, (users-1)/users when users fire together, 0.095 for "
+                    "Poisson; gap CV: ~0 spread, 1 Poisson."), ""]
+
+
+def agreement(run: Run) -> list[dict[str, Any]]:
+    """Per (mode, level): the harness's p50 overhead (headline timing and Locust's own) and
+    the reference client's, with ratios to the reference. Empty without reference rows."""
+    ref_rows = run.without_failed(run.rows(REFERENCE, entity="client"))
+    if ref_rows.empty:
+        return []
+    ref = overhead_medians(ref_rows)
+    head = overhead_medians(run.client)
+    locust = overhead_medians(run.locust_client)
+    out = []
+    for (mode, level), (r, n) in sorted(ref.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        h = head.get((mode, level))
+        lo = locust.get((mode, level))
+        ratio = h[0] / r if h and r > 0 else None
+        out.append({
+            "mode": mode, "level": level, "pairs": n, "reference_us": r,
+            "harness_us": h[0] if h else None, "locust_us": lo[0] if lo else None,
+            "ratio": ratio, "locust_ratio": lo[0] / r if lo and r > 0 else None,
+            "within": ratio is not None and abs(ratio - 1) <= AGREEMENT_TOLERANCE,
+        })
+    return out
+
+
+def same_order(rows: list[dict[str, Any]], key: str) -> dict[int, bool]:
+    """Per level: do the modes rank the same by `key` as by the reference's overhead?"""
+    out = {}
+    for level in sorted({r["level"] for r in rows}):
+        at = [r for r in rows if r["level"] == level and r[key] is not None]
+        out[level] = ([r["mode"] for r in sorted(at, key=lambda r: r["reference_us"])]
+                      == [r["mode"] for r in sorted(at, key=lambda r: r[key])])
+    return out
+
+
+def reference_section(run: Run) -> list[str]:
+    """The harness's overheads beside the independent reference client's (meshbench
+    calibrate), flagging any mode outside the 15 % agreement goal."""
+    rows = agreement(run)
+    if not rows:
+        return []
+    lines = ["## Agreement with the independent reference client", "",
+             ("mb-refclient (bench/load/reference.py: C, one blocking thread per connection, "
+              "absolute-deadline pacing, raw per-request times) ran in the client pod right "
+              "after each cell, at the same rate, connections and arrival model. p50 "
+              "overhead over baseline (paired by repetition, median):"), ""]
+    body = []
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else NOT_MEASURED
+        flag = "yes" if r["within"] else "**NO**"
+        body.append([r["mode"], str(r["level"]), str(r["pairs"]), num(r["reference_us"]),
+                     num(r["harness_us"]) if r["harness_us"] is not None else NOT_MEASURED,
+                     ratio, flag,
+                     num(r["locust_us"]) if r["locust_us"] is not None else NOT_MEASURED,
+                     f"{r['locust_ratio']:.2f}" if r["locust_ratio"] is not None else "—"])
+    lines += table(["mode", "target (rps)", "pairs", "reference (µs)",
+                    f"harness, {run.latency_source} (µs)", "ratio",
+                    f"within {AGREEMENT_TOLERANCE:.0%}", "Locust-timed (µs)", "Locust ratio"],
+                   body)
+    order = same_order(rows, "harness_us")
+    bad = [r for r in rows if not r["within"]]
+    lines += ["", "Order of modes as the reference: " + ", ".join(
+        f"{lv} rps {'same' if ok else '**different**'}" for lv, ok in order.items()) + "."]
+    if bad:
+        lines += ["", "Outside the agreement goal: " + ", ".join(
+            f"{r['mode']} at {r['level']} rps ({r['ratio']:.2f})" if r["ratio"] is not None
+            else f"{r['mode']} at {r['level']} rps (no harness figure)" for r in bad) + "."]
+    return lines + [""]

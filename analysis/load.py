@@ -14,6 +14,8 @@ from bench.errors import UserError
 from bench.store import load_table
 
 LOAD = "load"
+# latency timed in the kernel at the load generator's sockets (bench/probes/client_latency.py)
+KERNEL = "load_kernel"
 RESOURCES = "resources"
 CLIENT = "client"
 IDLE = "idle"
@@ -102,10 +104,34 @@ class Run:
         return rows[[k not in self.failed_cells for k in keys]]
 
     @cached_property
-    def client(self) -> pd.DataFrame:
-        """The load generator's per-cell rows (source "load", entity "client") of cells
-        that did not fail."""
+    def locust_client(self) -> pd.DataFrame:
+        """Locust's own per-cell rows (source "load", entity "client") of cells that did
+        not fail: its latency is timed in its user space (gevent, Python)."""
         return self.without_failed(self.rows(LOAD, entity=CLIENT))
+
+    @cached_property
+    def latency_source(self) -> str:
+        """Where the headline latency comes from: "load_kernel" (timed in the kernel at the
+        load generator's sockets) when every cell with a Locust latency has one, else
+        "load" (Locust's own timing) for the whole run: one run never mixes the two."""
+        locust = _latency_cells(self.locust_client)
+        if not locust:
+            return LOAD
+        kernel = _latency_cells(self.without_failed(self.rows(KERNEL, entity=CLIENT)))
+        return KERNEL if locust <= kernel else LOAD
+
+    @cached_property
+    def client(self) -> pd.DataFrame:
+        """Per-cell rows of the load (entity "client") of cells that did not fail: latency
+        metrics from `latency_source`, the rest (achieved rps, errors, saturation, the load
+        generator's CPU) from Locust."""
+        locust = self.locust_client
+        if self.latency_source == LOAD:
+            return locust
+        kernel = self.without_failed(self.rows(KERNEL, entity=CLIENT))
+        latency = kernel["metric"].str.startswith("latency_")
+        return pd.concat([locust[~locust["metric"].str.startswith("latency_")],
+                          kernel[latency]]).assign(source=LOAD)
 
     @cached_property
     def resources(self) -> pd.DataFrame:
@@ -120,6 +146,11 @@ class Run:
         fallback = rows["level"].map(lambda v: IDLE if int(v) == 0 else UNDER_LOAD)
         rows["phase"] = phase.where(phase.notna(), fallback).astype(str)
         return rows
+
+
+def _latency_cells(rows: pd.DataFrame) -> set[tuple[str, int, int]]:
+    rows = rows[rows["metric"] == "latency_p50"]
+    return set(zip(rows["mode"], rows["level"].astype(int), rows["repetition"].astype(int)))
 
 
 def _parse_labels(text: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from analysis.latency import (
     order_section,
     overhead_section,
     ratio_section,
+    reference_section,
+    timing_section,
 )
 from analysis.load import Run, load_run
 from analysis.metadata import (
@@ -68,7 +70,8 @@ def render(run: Run, latency_png: str | None, resources_png: str | None,
            hops_png: str | None = None, exposure_png: str | None = None) -> str:
     """The report's Markdown, linking the figures given (file names; None = not written)."""
     lines = header_section(run) + claims_section(run)
-    lines += latency_section(run, latency_png) + overhead_section(run) + order_section(run)
+    lines += latency_section(run, latency_png) + timing_section(run) + reference_section(run)
+    lines += overhead_section(run) + order_section(run)
     lines += ratio_section(run) + hops_section(run, hops_png)
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png) + push_section(run, exposure_png)

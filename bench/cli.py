@@ -3,6 +3,7 @@
 Examples:
   meshbench run -s quick                      all four modes on the local backend
   meshbench run -s quick --modes baseline,sidecar
+  meshbench calibrate -s quick --connections 1,4   latency vs an independent reference client
   meshbench plan -s quick --mode ambient      what a run would create, without creating it
   meshbench report [RUN_DIR]                  Markdown, HTML, SMP + figures (default: newest)
   meshbench compare RUN_A RUN_B               changes per metric, CI, verdict; exit 1 if worse
@@ -141,6 +142,83 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """The harness's latency overheads beside the independent reference client's.
+
+    One run per connection count (results/<id>-calibrate/c<N>/), the scenario's modes and
+    levels, the reference client right after each cell, no config-push experiments; then a
+    table per connection count: p50 overhead over baseline from the harness's headline
+    timing, from Locust's own timing and from the reference, with ratios, flagging any mode
+    outside 15 % and any level where the order of modes differs. calibrate.json keeps it."""
+    import dataclasses
+    import json
+
+    from analysis.latency import AGREEMENT_TOLERANCE, agreement, same_order
+    from analysis.load import load_run
+    from bench.execute import execute
+    from bench.load.reference import refclient_path
+    from bench.runner import log
+    from bench.store import new_run_id
+
+    refclient_path()  # one clear line now rather than a failure in every cell
+    s = _scenario(args)
+    try:
+        conns = [int(x) for x in (args.connections or str(s.load.connections)).split(",") if x]
+    except ValueError:
+        raise UserError(f"--connections {args.connections!r}: give whole numbers, e.g. 1,4",
+                        hint="meshbench calibrate -s quick --connections 1,4") from None
+    if not conns or min(conns) < 1:
+        raise UserError("--connections: at least one positive count", hint="e.g. 1,4")
+    out_dir = Path(args.results) / new_run_id(s.name + "-calibrate")
+    out_dir.mkdir(parents=True)
+    record: dict[str, Any] = {"scenario": s.name, "scenario_hash": s.hash,
+                              "tolerance": AGREEMENT_TOLERANCE, "runs": []}
+    code = 0
+    for c in conns:
+        sub = dataclasses.replace(
+            s, name=f"{s.name}-calibrate", experiments=(),
+            load=dataclasses.replace(s.load, connections=c, reference=True,
+                                     processes=s.load.processes if c % s.load.processes == 0
+                                     else 1),
+            probes=dataclasses.replace(s.probes, hops=dataclasses.replace(
+                s.probes.hops, overhead_check=False)))
+        log(f"calibrate: {c} connection(s)")
+        run_dir, rc = execute(sub, out_dir, run_id=f"c{c}",
+                              extra={"calibrate": {"id": out_dir.name, "connections": c}})
+        if rc == 130:
+            return rc
+        code = max(code, rc)
+        rows = agreement(load_run(run_dir))
+        order = same_order(rows, "harness_us")
+        record["runs"].append({"connections": c, "dir": run_dir.name, "exit": rc,
+                               "rows": rows, "same_order": {str(k): v for k, v in order.items()}})
+        (out_dir / "calibrate.json").write_text(json.dumps(record, indent=2))
+        print(_agreement_text(c, rows, order))
+    print(out_dir)
+    return code
+
+
+def _agreement_text(connections: int, rows: list[dict[str, Any]],
+                    order: dict[int, bool]) -> str:
+    from analysis.latency import AGREEMENT_TOLERANCE
+
+    def us(v: float | None) -> str:
+        return f"{v:8.0f}" if v is not None else "       —"
+
+    lines = [f"\n{connections} connection(s): p50 overhead over baseline (µs)",
+             f"{'mode':9} {'rps':>5} {'reference':>9} {'harness':>8} {'ratio':>6} "
+             f"{'Locust':>8} {'ratio':>6}"]
+    for r in rows:
+        ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else "     —"
+        lratio = f"{r['locust_ratio']:6.2f}" if r["locust_ratio"] is not None else "     —"
+        flag = "" if r["within"] else f"  <- outside {AGREEMENT_TOLERANCE:.0%}"
+        lines.append(f"{r['mode']:9} {r['level']:5d} {us(r['reference_us']):>9} "
+                     f"{us(r['harness_us'])} {ratio} {us(r['locust_us'])} {lratio}{flag}")
+    lines += [f"order of modes at {lv} rps: {'same as the reference' if ok else 'DIFFERENT'}"
+              for lv, ok in order.items()]
+    return "\n".join(lines)
+
+
 def _mem_available_gib() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -245,6 +323,19 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--repetitions", type=int)
     sw.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
     sw.set_defaults(fn=cmd_sweep, scenario="scaling")
+
+    cal = sub.add_parser("calibrate", help="harness latency vs the independent reference "
+                         "client, per mode (one run per connection count)")
+    scenario_args(cal)
+    cal.add_argument("--modes", help=f"comma-separated subset of {','.join(scen.MODES)}")
+    cal.add_argument("--levels", help="comma-separated target rps, e.g. 200,500")
+    cal.add_argument("--connections", help="comma-separated connection counts (default: the "
+                     "scenario's), e.g. 1,4")
+    cal.add_argument("--repetitions", type=int)
+    cal.add_argument("--window", type=float, help="measurement window in seconds")
+    cal.add_argument("--warmup", type=float, help="warm-up in seconds")
+    cal.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
+    cal.set_defaults(fn=cmd_calibrate)
 
     pl = sub.add_parser("plan", help="print what a run would create, in order")
     scenario_args(pl)

@@ -18,6 +18,8 @@ from bench.backends.base import Backend, Deployment
 from bench.errors import BenchError, CellFailed
 from bench.load import hdr
 from bench.load.driver import run_locust
+from bench.load.reference import reference_cell
+from bench.probes import client_latency
 from bench.probes.processes import Target, write_targets
 from bench.probes.resources import ResourceSampler, per_krps, summarize_window
 from bench.scenario import Scenario
@@ -51,6 +53,8 @@ class CellOutcome:
     window: dict[str, float] | None = None
     summary: hdr.LatencySummary | None = None
     loadgen_pid: int | None = None
+    kernel: hdr.LatencySummary | None = None
+    reference: hdr.LatencySummary | None = None
 
 
 class Runner:
@@ -65,6 +69,9 @@ class Runner:
         self.sampler: ResourceSampler | None = None
         self.hops: Any = None  # a started bench.probes.hops.HopProbe for the current mode
         self.hops_ok = False
+        # kernel-timed end-to-end latency at the load generator's sockets, per mode
+        self.klat: client_latency.ClientLatencyProbe | None = None
+        self.klat_ok = False
         self.targets_path = store.dir / "targets.json"
         self.resources_path = store.dir / "resources.jsonl"
         (store.dir / "logs").mkdir(exist_ok=True)
@@ -102,7 +109,35 @@ class Runner:
 
             probes["hops"] = probe_status()
             self.hops_ok = probes["hops"]["status"] == "ok"
+        if not self.s.probes.kernel_latency.enabled:
+            probes["kernel_latency"] = {"status": "skipped", "reason": "disabled in the scenario"}
+        else:
+            probes["kernel_latency"] = client_latency.probe_status()
+            self.klat_ok = probes["kernel_latency"]["status"] == "ok"
         self.store.update(probes=probes)
+
+    def _attach_klat(self, dep: Deployment) -> None:
+        """Per mode, before any load: the kernel timing of the load generator's requests.
+        Where it cannot run, the run goes on with Locust's timing, on record."""
+        if not self.klat_ok:
+            return
+        if dep.info.get("load", {}).get("where") == "in-cluster":
+            self._probe_failed("kernel_latency", f"{dep.mesh.mode}: the load generator runs "
+                               "in the cluster; latency is Locust's own timing there")
+            return
+        probe = client_latency.ClientLatencyProbe(_url_port(dep.url))
+        try:
+            probe.start()
+        except BenchError as e:
+            probe.stop()
+            self._probe_failed("kernel_latency", f"{dep.mesh.mode}: {e.one_line()}")
+            return
+        self.klat = probe
+
+    def _detach_klat(self) -> None:
+        if self.klat is not None:
+            self.klat.stop()
+            self.klat = None
 
     def _attach_hops(self, dep: Deployment) -> None:
         """Attach the per-hop probe to this mode's proxies before any load starts, so that
@@ -198,6 +233,7 @@ class Runner:
                     "deployment_info", {}), f"r{rep}-{mode}": dep.info})
             self._idle(rep, mode)
             self._attach_hops(dep)
+            self._attach_klat(dep)
             for i, c in enumerate(cells):
                 outcome = self._run_cell(c, dep)
                 self._record(outcome, total)
@@ -207,6 +243,7 @@ class Runner:
             self._push_experiments(rep, mode, dep)
         finally:
             self._detach_hops()
+            self._detach_klat()
             self._set_targets(None, mode)
             self.backend.teardown()
 
@@ -335,7 +372,10 @@ class Runner:
             load = run_locust(
                 netns=dep.load_netns, url=dep.url + "/", target_rps=cell.level,
                 users=s.load.connections, processes=s.load.processes, duration_s=duration,
-                hdr_out=hdr_out, log_path=log_path, timeout_s=duration + 30)
+                hdr_out=hdr_out, log_path=log_path, timeout_s=duration + 30,
+                arrivals=s.load.arrivals, seed=s.seed)
+            if self.klat is not None:
+                self.klat.watch(load.pid)  # Locust is still importing: no socket is open yet
         self.store.update(current={"cell": cell.id, "loadgen_pid": load.pid})
         try:
             # in a cluster, load.pid is the local kubectl, not Locust: not a loadgen target
@@ -356,13 +396,24 @@ class Runner:
             load.stop()
             self._set_targets(dep, cell.mode)
         window = {"start": w0[0], "end": w1[0], "start_mono": w0[1], "end_mono": w1[1]}
-        summary = hdr.summarize(hdr.read_intervals(load.hdr_paths()), w0[0], w1[0])
+        paths = load.hdr_paths()
+        summary = hdr.summarize(hdr.read_intervals(paths), w0[0], w1[0])
         cpu = load.cpu_percent_max(w0[0], w1[0])
         rows = hdr.to_samples(cell, summary, cell.level, cpu)
+        intended = hdr.read_intervals(paths, "hist_intended")
+        if intended:
+            rows += hdr.to_latency_samples(cell, hdr.summarize(intended, w0[0], w1[0]),
+                                           source=hdr.SOURCE_INTENDED)
+            rows += hdr.to_latency_samples(
+                cell, hdr.summarize(hdr.read_intervals(paths, "hist_lag"), w0[0], w1[0]),
+                source=hdr.SOURCE_INTENDED, prefix="send_lag")
+        kernel = self._kernel_rows(cell, w0[0], w1[0], summary.errors)
+        if kernel is not None:
+            rows += kernel[1]
         if twin:
-            self.store.append([replace(r, source="load_probes_off") for r in rows])
+            self.store.append([replace(r, source=r.source + "_probes_off") for r in rows])
             return CellOutcome(cell, "ok" if summary.count else "failed", "", window, summary,
-                               load.pid)
+                               load.pid, kernel=kernel[0] if kernel else None)
         if hop_hists is not None:
             from bench.probes.hops import summarize as hop_rows
 
@@ -376,7 +427,51 @@ class Runner:
         if summary.count == 0:
             return CellOutcome(cell, "failed", "no request completed in the window", window,
                                loadgen_pid=load.pid)
-        return CellOutcome(cell, "ok", "", window, summary, load.pid)
+        ref = self._reference(cell, dep) if s.load.reference and not in_cluster else None
+        return CellOutcome(cell, "ok", "", window, summary, load.pid,
+                           kernel=kernel[0] if kernel else None, reference=ref)
+
+    def _kernel_rows(self, cell: Cell, t0: float, t1: float,
+                     errors: int) -> tuple[hdr.LatencySummary, list[Sample]] | None:
+        """The window's kernel-timed requests as rows of source load_kernel; the probe is
+        emptied for the next cell. None (and on record) when it has nothing to say."""
+        probe = self.klat
+        if probe is None:
+            return None
+        try:
+            if probe.poll_error:
+                raise RuntimeError(probe.poll_error)
+            req = probe.requests(t0, t1)
+            lost = probe.counters().get("lost", 0)
+        except Exception as e:  # a failed read leaves this cell with Locust's timing only
+            self._probe_failed("kernel_latency", f"{cell.id}: read failed: {type(e).__name__}: {e}")
+            return None
+        finally:
+            probe.clear()
+            probe.unwatch_all()
+        if not len(req):
+            self._probe_failed("kernel_latency", f"{cell.id}: no request seen at the load "
+                               "generator's sockets")
+            return None
+        ksum = client_latency.summarize_requests(req, t0, t1, errors)
+        spread = client_latency.schedule_spread(req.t_send, cell.level)
+        return ksum, client_latency.to_samples(cell, ksum, spread, lost)
+
+    def _reference(self, cell: Cell, dep: Deployment) -> hdr.LatencySummary | None:
+        """The independent reference client at the cell's rate and connections, right after
+        the cell on the same deployment (source "reference")."""
+        s = self.s
+        try:
+            ref, rows = reference_cell(
+                cell=cell, netns=dep.load_netns, url=dep.url + "/",
+                connections=s.load.connections, warmup_s=s.timing.warmup_s,
+                window_s=s.timing.window_s, arrivals=s.load.arrivals, seed=s.seed,
+                out=self.store.dir / "logs" / f"reference-{cell.id}.bin")
+        except BenchError as e:
+            self._probe_failed("reference", f"{cell.id}: {e.one_line()}")
+            return None
+        self.store.append(rows)
+        return ref
 
     def _sleep_checking(self, dep: Deployment, seconds: float) -> None:
         """Sleep, but notice within ~0.5 s when a proxy or app of the mode has died."""
@@ -396,11 +491,24 @@ class Runner:
         n = len(self.cells)
         if o.summary is not None:
             sm = o.summary
-            self.progress(f"[{n}/{total}] {o.cell.id}: p50 {sm.p50_us:.0f} us, p99 "
-                          f"{sm.p99_us:.0f} us, {sm.achieved_rps:.0f}/{o.cell.level} rps, "
-                          f"{sm.errors} errors")
+            timed = (f"p50 {o.kernel.p50_us:.0f} us, p99 {o.kernel.p99_us:.0f} us (kernel-timed;"
+                     f" Locust p50 {sm.p50_us:.0f} us)" if o.kernel is not None else
+                     f"p50 {sm.p50_us:.0f} us, p99 {sm.p99_us:.0f} us (Locust-timed)")
+            ref = (f", reference p50 {o.reference.p50_us:.0f} us"
+                   if o.reference is not None else "")
+            self.progress(f"[{n}/{total}] {o.cell.id}: {timed}{ref}, "
+                          f"{sm.achieved_rps:.0f}/{o.cell.level} rps, {sm.errors} errors")
         else:
             self.progress(f"[{n}/{total}] {o.cell.id}: FAILED: {o.reason}")
+
+
+def _url_port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"deployment URL without a port: {url!r}")
+    return port
 
 
 def _with_label(samples: Sequence[Sample], **labels: Any) -> list[Sample]:

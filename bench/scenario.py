@@ -48,6 +48,12 @@ class Load:
     levels: tuple[int, ...] = (200, 500)
     connections: int = 4
     processes: int = 1
+    # when each user sends (workloads/locustfiles/arrivals.py): uniform = fixed rate with the
+    # users' schedules spread evenly over the period; poisson; burst = all users on one phase
+    arrivals: Literal["uniform", "poisson", "burst"] = "uniform"
+    # after each cell's window, the independent reference client (mb-refclient) at the same
+    # rate and connections: `meshbench calibrate` turns it on
+    reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,18 @@ class HopProbe:
 
 
 @dataclass(frozen=True)
+class KernelLatencyProbe:
+    """End-to-end latency timed in the kernel at the load generator's sockets (BCC); the
+    headline latency when it runs, Locust's own timing otherwise."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Probes:
     resources: ResourceProbe = field(default_factory=ResourceProbe)
     hops: HopProbe = field(default_factory=HopProbe)
+    kernel_latency: KernelLatencyProbe = field(default_factory=KernelLatencyProbe)
 
 
 @dataclass(frozen=True)
@@ -289,6 +304,11 @@ def _check(s: Scenario, source: str) -> None:
         _positive(source, f"load.levels[{i}]", lvl)
     _positive(source, "load.connections", s.load.connections)
     _positive(source, "load.processes", s.load.processes)
+    if s.load.connections % s.load.processes:
+        raise ScenarioError(
+            f"{source}: load.connections = {s.load.connections} cannot be shared evenly by "
+            f"load.processes = {s.load.processes} (each user's schedule slot must be unique)",
+            hint="make connections a multiple of processes")
     _positive(source, "timing.warmup_s", s.timing.warmup_s, 0)
     _positive(source, "timing.window_s", s.timing.window_s, 1)
     _positive(source, "repetitions", s.repetitions)

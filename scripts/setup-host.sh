@@ -8,7 +8,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-pkgs=(iproute2 iptables util-linux procps python3-bpfcc bpfcc-tools linux-headers-amd64 make git)
+pkgs=(iproute2 iptables util-linux procps python3-bpfcc bpfcc-tools linux-headers-amd64 make git gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -267,9 +267,12 @@ def run_locust(
     hdr_out: Path,
     log_path: Path,
     timeout_s: float,
+    arrivals: str = "uniform",
+    seed: int = 0,
 ) -> LocustRun:
     """Start Locust GETting `url` at target_rps over `users` keep-alive connections, spread
-    over `processes` processes, for duration_s; return the started LocustRun.
+    over `processes` processes, for duration_s; return the started LocustRun. `arrivals`
+    is the schedule model of workloads/locustfiles/arrivals.py (uniform, poisson, burst).
 
     `url` must point inside the harness's own namespaces (or loopback in tests); the
     load runs from inside `netns` when given. timeout_s bounds the whole run including
@@ -277,14 +280,18 @@ def run_locust(
     """
     if target_rps <= 0 or users < 1 or processes < 1 or duration_s <= 0:
         raise ValueError("target_rps, users, processes and duration_s must be positive")
-    if processes > users:
-        raise ValueError(f"{processes} processes for {users} users would leave some idle")
+    if processes > users or users % processes:
+        raise ValueError(f"{users} users cannot be shared evenly by {processes} processes")
     if timeout_s <= duration_s:
         raise ValueError(f"timeout_s ({timeout_s}) must exceed duration_s ({duration_s})")
     base_url, path = split_url(url)
     env = {
         **os.environ,
-        "MB_RATE_PER_USER": repr(target_rps / users),
+        "MB_RATE": repr(float(target_rps)),
+        "MB_USERS": str(users),
+        "MB_PROCESSES": str(processes),
+        "MB_ARRIVALS": arrivals,
+        "MB_SEED": str(seed),
         "MB_PATH": path,
         "MB_HDR_OUT": str(hdr_out),
     }

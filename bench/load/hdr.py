@@ -19,6 +19,8 @@ from bench.store import Cell, Sample
 
 LOWEST_US, HIGHEST_US, SIG_FIGS = 1, 60_000_000, 3  # must match the recorder's
 SATURATION_RPS_RATIO = 0.95
+# Locust's timing from each request's intended send time (coordinated-omission corrected)
+SOURCE_INTENDED = "load_intended"
 SATURATION_CPU_PERCENT = 80.0
 
 
@@ -61,11 +63,18 @@ def hdr_files(prefix: Path) -> list[Path]:
     return sorted(p for p in prefix.parent.glob(prefix.name + ".*") if p.suffix[1:].isdigit())
 
 
-def read_intervals(paths: Iterable[Path]) -> list[Interval]:
-    """All intervals from the given JSONL files, sorted by start time.
+HISTOGRAMS = ("hist", "hist_intended", "hist_lag")
+
+
+def read_intervals(paths: Iterable[Path], field: str = "hist") -> list[Interval]:
+    """All intervals from the given JSONL files, sorted by start time, with the histogram
+    `field`: "hist" (from the actual send), "hist_intended" (from the intended send time),
+    "hist_lag" (send lateness). Lines without that field are skipped.
 
     A truncated last line (the process was killed mid-write) is skipped.
     """
+    if field not in HISTOGRAMS:
+        raise ValueError(f"histogram field {field!r}: expected one of {', '.join(HISTOGRAMS)}")
     out: list[Interval] = []
     for path in paths:
         for line in Path(path).read_text().splitlines():
@@ -73,9 +82,11 @@ def read_intervals(paths: Iterable[Path]) -> list[Interval]:
                 d = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if field not in d:
+                continue
             out.append(Interval(
                 ts_start=float(d["ts_start"]), ts_end=float(d["ts_end"]), pid=int(d["pid"]),
-                count=int(d["count"]), errors=int(d["errors"]), hist=str(d["hist"]),
+                count=int(d["count"]), errors=int(d["errors"]), hist=str(d[field]),
             ))
     out.sort(key=lambda i: (i.ts_start, i.pid))
     return out
@@ -182,3 +193,16 @@ def to_samples(
         Sample.for_cell(cell, source="load", metric=m, unit=u, value=v, entity="client", ts=ts)
         for m, u, v in values
     ]
+
+
+def to_latency_samples(cell: Cell, summary: LatencySummary, *, source: str,
+                       prefix: str = "latency") -> list[Sample]:
+    """Percentile rows only (entity "client"): f"{prefix}_p50" ... for another timing of the
+    same requests (e.g. from the intended send time), or for the send lag (prefix
+    "send_lag": how late sends left against their schedule)."""
+    if not summary.count:
+        return []
+    values = [("p50", summary.p50_us), ("p90", summary.p90_us), ("p99", summary.p99_us),
+              ("p999", summary.p999_us), ("max", summary.max_us), ("mean", summary.mean_us)]
+    return [Sample.for_cell(cell, source=source, metric=f"{prefix}_{q}", unit="us", value=v,
+                            entity="client", ts=summary.t1) for q, v in values]

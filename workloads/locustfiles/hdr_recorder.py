@@ -9,9 +9,12 @@ Each load-generating process appends lines to f"{MB_HDR_OUT}.{pid}" (the master 
 --processes run sends no requests and writes nothing):
 
     {"ts_start": float, "ts_end": float, "pid": int, "count": int, "errors": int,
-     "hist": "<HdrHistogram.encode() base64>"}
+     "hist": "<HdrHistogram.encode() base64>", "hist_intended": "...", "hist_lag": "..."}
 
-`count` and the histogram hold successful requests completed in [ts_start, ts_end);
+`hist` times each request from its actual send (Locust's response_time); `hist_intended`
+from its intended send time (context["intended"], wall clock: coordinated-omission
+corrected); `hist_lag` is how late the send was against its schedule (the difference).
+`count` and the histograms hold successful requests completed in [ts_start, ts_end);
 failed requests (exception set) are only counted in `errors`, so that fast connection
 errors do not pull the latency distribution down. Intervals end on whole wall-clock
 seconds so that the files of several processes line up.
@@ -26,6 +29,7 @@ import time
 from typing import Any, TextIO
 
 import gevent
+from arrivals import timings_us
 from hdrh.histogram import HdrHistogram
 from locust import events
 from locust.runners import MasterRunner
@@ -40,17 +44,22 @@ if not _OUT_PREFIX:
 class _Recorder:
     def __init__(self) -> None:
         self.hist = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
+        self.hist_intended = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
+        self.hist_lag = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
         self.errors = 0
         self.ts_start: float | None = None  # None until the test starts in this process
         self.out: TextIO | None = None
         self.flusher: gevent.Greenlet | None = None
 
-    def record(self, response_time_ms: float, failed: bool) -> None:
+    def record(self, response_time_ms: float, failed: bool, intended: float | None) -> None:
         if failed:
             self.errors += 1
             return
-        us = round(response_time_ms * 1000.0)
-        self.hist.record_value(min(max(us, 0), HIGHEST_US))
+        actual, from_intended, lag = timings_us(intended, time.time(), response_time_ms)
+        self.hist.record_value(_clamp(actual))
+        if from_intended is not None and lag is not None:
+            self.hist_intended.record_value(_clamp(from_intended))
+            self.hist_lag.record_value(_clamp(lag))
 
     def flush(self, *, keep_empty: bool) -> None:
         """Write the current interval and start a new one (no gevent yield in between)."""
@@ -67,11 +76,17 @@ class _Recorder:
                 "ts_start": self.ts_start, "ts_end": now, "pid": os.getpid(),
                 "count": count, "errors": self.errors,
                 "hist": self.hist.encode().decode("ascii"),
+                "hist_intended": self.hist_intended.encode().decode("ascii"),
+                "hist_lag": self.hist_lag.encode().decode("ascii"),
             }
             self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
-        self.hist.reset()
-        self.errors = 0
+        self._reset_hists()
         self.ts_start = now
+
+    def _reset_hists(self) -> None:
+        for h in (self.hist, self.hist_intended, self.hist_lag):
+            h.reset()
+        self.errors = 0
 
     def every_second(self) -> None:
         while True:
@@ -83,8 +98,7 @@ class _Recorder:
     def start(self) -> None:
         if self.ts_start is not None:
             return
-        self.hist.reset()
-        self.errors = 0
+        self._reset_hists()
         self.ts_start = time.time()
         self.flusher = gevent.spawn(self.every_second)
 
@@ -99,6 +113,10 @@ class _Recorder:
             self.out = None
 
 
+def _clamp(us: int) -> int:
+    return min(max(us, 1), HIGHEST_US)
+
+
 _recorder = _Recorder()
 
 
@@ -107,8 +125,11 @@ def _is_master(environment: Any) -> bool:
 
 
 @events.request.add_listener
-def _on_request(response_time: float, exception: BaseException | None, **_: Any) -> None:
-    _recorder.record(response_time, exception is not None)
+def _on_request(response_time: float, exception: BaseException | None,
+                context: dict[str, Any] | None = None, **_: Any) -> None:
+    intended = (context or {}).get("intended")
+    _recorder.record(response_time, exception is not None,
+                     float(intended) if intended is not None else None)
 
 
 @events.test_start.add_listener
