@@ -305,8 +305,8 @@ def timing_section(run: Run) -> list[str]:
                     "late requests left against their schedule (gevent's timers wake in "
                     "~1 ms steps); the from-intended figures include it. Burst share = "
                     "share of gaps between consecutive sends (all connections, measured in "
-                    "the kernel) shorter than a tenth of 1/rate: ~0 for evenly spread "
-                    "schedules, (users-1)/users when users fire together, 0.095 for "
+                    "the kernel) shorter than a quarter of 1/rate: ~0 for evenly spread "
+                    "schedules, (users-1)/users when users fire together, 0.22 for "
                     "Poisson; gap CV: ~0 spread, 1 Poisson."), ""]
 
 

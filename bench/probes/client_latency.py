@@ -44,6 +44,7 @@ PLACEHOLDER = re.compile(r"__[A-Z][A-Z0-9_]*__")
 COUNTERS = ("emitted", "lost", "continued", "other_port")
 RINGBUF_PAGES = 256  # 1 MiB: ~30 s of events at 1,000 rps if user space stalls
 POLL_MS = 100
+BURST_FRACTION = 0.25  # a gap shorter than this share of 1/rate is part of a burst
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,16 @@ def summarize_requests(req: Requests, t0: float, t1: float, errors: int = 0) -> 
 
 def schedule_spread(t_send: np.ndarray, target_rps: float) -> dict[str, float]:
     """How evenly requests left, from their measured send times (all connections merged):
-    `burst_share` = share of gaps between consecutive sends shorter than a tenth of the
+    `burst_share` = share of gaps between consecutive sends shorter than a quarter of the
     mean interval 1/target_rps (evenly spread schedules: ~0; users firing together: about
-    (users-1)/users; Poisson arrivals: 1-e^-0.1 = 0.095), and `gap_cv` = std/mean of the gaps
+    (users-1)/users, once a single process's serial sends are allowed for; Poisson
+    arrivals: 1-e^-0.25 = 0.22), and `gap_cv` = std/mean of the gaps
     (evenly spread: ~0; Poisson: 1)."""
     if len(t_send) < 3 or target_rps <= 0:
         return {}
     gaps = np.diff(np.sort(t_send))
     mean = float(gaps.mean())
-    return {"burst_share": float((gaps < 0.1 / target_rps).mean()),
+    return {"burst_share": float((gaps < BURST_FRACTION / target_rps).mean()),
             "gap_cv": float(gaps.std() / mean) if mean > 0 else 0.0}
 
 

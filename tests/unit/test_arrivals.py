@@ -46,7 +46,7 @@ def test_poisson_users_add_up_to_a_poisson_process_at_the_rate() -> None:
     assert len(t) / (t[-1] - t[0]) == pytest.approx(500.0, rel=0.05)
     spread = schedule_spread(t, 500.0)
     assert spread["gap_cv"] == pytest.approx(1.0, abs=0.1)
-    assert spread["burst_share"] == pytest.approx(1 - np.exp(-0.1), abs=0.02)
+    assert spread["burst_share"] == pytest.approx(1 - np.exp(-0.25), abs=0.03)
 
 
 def test_schedules_of_users_in_different_processes_line_up() -> None:
