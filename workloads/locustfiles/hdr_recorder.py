@@ -9,9 +9,12 @@ Each load-generating process appends lines to f"{MB_HDR_OUT}.{pid}" (the master 
 --processes run sends no requests and writes nothing):
 
     {"ts_start": float, "ts_end": float, "pid": int, "count": int, "errors": int,
-     "hist": "<HdrHistogram.encode() base64>"}
+     "hist": "<HdrHistogram.encode() base64>", "cpu_s": float}
 
-`count` and the histogram hold successful requests completed in [ts_start, ts_end);
+`cpu_s` is this process's own CPU time (all threads, user + system: time.process_time) over
+the interval, so the load generator's CPU is measured where it runs -- inside a pod on the
+kube backends, where the host cannot sample it. `count` and the histogram hold successful
+requests completed in [ts_start, ts_end);
 failed requests (exception set) are only counted in `errors`, so that fast connection
 errors do not pull the latency distribution down. Intervals end on whole wall-clock
 seconds so that the files of several processes line up.
@@ -42,6 +45,7 @@ class _Recorder:
         self.hist = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
         self.errors = 0
         self.ts_start: float | None = None  # None until the test starts in this process
+        self.cpu_start = 0.0  # time.process_time() at ts_start
         self.out: TextIO | None = None
         self.flusher: gevent.Greenlet | None = None
 
@@ -57,6 +61,7 @@ class _Recorder:
         if self.ts_start is None:
             return
         now = time.time()
+        cpu = time.process_time()
         count = self.hist.get_total_count()
         if count or self.errors or keep_empty:
             if self.out is None:
@@ -67,11 +72,13 @@ class _Recorder:
                 "ts_start": self.ts_start, "ts_end": now, "pid": os.getpid(),
                 "count": count, "errors": self.errors,
                 "hist": self.hist.encode().decode("ascii"),
+                "cpu_s": round(cpu - self.cpu_start, 6),
             }
             self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.hist.reset()
         self.errors = 0
         self.ts_start = now
+        self.cpu_start = cpu
 
     def every_second(self) -> None:
         while True:
@@ -86,6 +93,7 @@ class _Recorder:
         self.hist.reset()
         self.errors = 0
         self.ts_start = time.time()
+        self.cpu_start = time.process_time()
         self.flusher = gevent.spawn(self.every_second)
 
     def stop(self) -> None:
