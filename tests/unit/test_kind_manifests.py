@@ -324,3 +324,18 @@ def test_existing_cluster_matches_only_with_the_same_nodes() -> None:
     assert kindconfig.mismatches(scenario(topology={"nodes": 3}), nodes)
     nodes[1]["status"]["nodeInfo"]["kubeletVersion"] = "v1.32.0"
     assert "v1.32.0" in kindconfig.mismatches(s, nodes)[0]
+
+
+def test_the_waypoint_envoy_gets_the_sidecars_resources() -> None:
+    """Same Envoy budget as a sidecar: Istio's default 2-CPU limit, so pilot-agent gives
+    both 2 worker threads (pilot/cmd/pilot-agent/config/config.go derives concurrency
+    from the CPU limit)."""
+    cm = next(o for o in objects("waypoint") if o["metadata"]["name"] == "waypoint-placement")
+    patch = yaml.safe_load(cm["data"]["deployment"])
+    (proxy,) = patch["spec"]["template"]["spec"]["containers"]
+    assert proxy == {"name": "istio-proxy", "resources": mf.guaranteed(v.PROXY_RESOURCES)}
+    assert v.PROXY_RESOURCES["cpu"] == "2"
+    plain = {(d["kind"], d["metadata"]["name"]): d
+             for d in yaml.safe_load_all((mf.MANIFEST_DIR / "waypoint.yaml").read_text())}
+    assert yaml.safe_load(plain[("ConfigMap", "waypoint-placement")]["data"]["deployment"])[
+        "spec"]["template"]["spec"]["containers"] == [proxy]

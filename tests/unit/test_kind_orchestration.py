@@ -474,3 +474,27 @@ def test_in_cluster_load_cpu_is_measured_in_the_pods_or_said_missing(
     assert load.cpu_percent_max(100.0, 102.0) == pytest.approx(61.0)
     assert load.cpu_percent_max(200.0, 210.0) is None  # nothing in that window
     assert "cpu_s" in load.cpu_missing
+
+
+def test_metrics_api_rows_when_the_host_sees_no_pod_process(world: World) -> None:
+    """The metrics-API path is wired: with metrics-server and an empty /proc, each window
+    gets rows for the run's pods and ztunnels only (the fake's team-a pod is left out)."""
+    k = world.kube
+    k.metrics_served = True
+    k.pod_metrics["mb-bench"] = [
+        {"metadata": {"name": "client-0"}, "window": "15s", "containers": [
+            {"name": "locust", "usage": {"cpu": "400m", "memory": "90Mi"}}]},
+        {"metadata": {"name": "svc-0-0"}, "window": "15s", "containers": [
+            {"name": "app", "usage": {"cpu": "50m", "memory": "30Mi"}}]}]
+    k.pod_metrics["istio-system"] = [
+        {"metadata": {"name": "ztunnel-0"}, "window": "15s", "containers": [
+            {"name": "istio-proxy", "usage": {"cpu": "120m", "memory": "20Mi"}}]},
+        {"metadata": {"name": "istio-ingressgateway-1"}, "window": "15s", "containers": [
+            {"name": "istio-proxy", "usage": {"cpu": "5", "memory": "1Gi"}}]}]
+    dep = world.backend.provision("ambient")
+    assert dep.info["probes"]["metrics_api"]["used"] is True
+    rows = world.backend.window_resources(Cell(1, "ambient", 200))
+    cpu = {r.entity: r.value for r in rows if r.metric == "cpu_cores"}
+    assert cpu["loadgen/client-0"] == pytest.approx(0.4)
+    assert cpu["dataplane"] == pytest.approx(0.12)  # the ztunnel; not the ingress gateway
+    assert all(r.mode == "ambient" and r.level == 200 for r in rows)

@@ -116,7 +116,7 @@ def test_plan_shows_out_of_mesh_master_and_guaranteed_pods(mode: str) -> None:
     svc = text[text.index("--- # apply Service mb-bench/locust-master"):]
     assert "istio.io/use-waypoint: none" in svc[:svc.index("--- # apply", 5)]
     assert "# check: every pod of the run is Guaranteed" in text
-    assert text.count("sidecar.istio.io/proxyCPULimit: '1'") == 2  # server and client pods
+    assert text.count("sidecar.istio.io/proxyCPULimit: '2'") == 2  # server and client pods
 
 
 def test_calico_variant_in_the_plan() -> None:

@@ -78,7 +78,11 @@ APP_RESOURCES = {"cpu": "500m", "memory": "256Mi"}
 LOCUST_RESOURCES = {"cpu": "1", "memory": "512Mi"}  # one Locust process: one core at most
 LOCUST_MASTER_RESOURCES = {"cpu": "250m", "memory": "256Mi"}
 INIT_RESOURCES = {"cpu": "250m", "memory": "256Mi"}  # the pip install of the Locust pods
-PROXY_RESOURCES = {"cpu": "1", "memory": "512Mi"}
+# Istio's own sidecar limits (global.proxy.resources.limits: 2000m, 1024Mi), requests raised
+# to match: pilot-agent sets Envoy's concurrency from the CPU limit when ProxyConfig has
+# none (pilot/cmd/pilot-agent/config/config.go, ConstructProxyConfig), so the sidecar and
+# the waypoint keep Istio's default 2 worker threads.
+PROXY_RESOURCES = {"cpu": "2", "memory": "1Gi"}
 
 
 def istio_profile(mode: str) -> str | None:
