@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UserError
-from bench.store import load_table
+from bench.store import SCHEMA_VERSION, load_table
 
 LOAD = "load"
 # latency timed in the kernel at the load generator's sockets (bench/probes/client_latency.py)
@@ -172,4 +172,7 @@ def load_run(run_dir: Path | str) -> Run:
     if not manifest_path.is_file():
         raise UserError(f"{run_dir}: no manifest.json", hint="pass a run directory under results/")
     manifest = json.loads(manifest_path.read_text())
+    if "schema_version" in manifest and manifest["schema_version"] != SCHEMA_VERSION:
+        raise UserError(f"{run_dir}: manifest schema_version {manifest['schema_version']!r} is "
+                        f"not one this meshbench reads ({SCHEMA_VERSION})")
     return Run(run_dir=run_dir, manifest=manifest, table=load_table(run_dir))

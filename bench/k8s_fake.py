@@ -192,22 +192,47 @@ class FakeKube:
         ns = self.objects.get(("v1", "Namespace", "", o["metadata"].get("namespace", "")))
         ns_labels = ns["metadata"].get("labels", {}) if ns else {}
         if o["kind"] == "Pod":
-            if (ns_labels.get("istio-injection") == "enabled"
-                    and self.objects.get(("apps/v1", "Deployment", ISTIO_NS, "istiod"))):
-                o["spec"]["containers"].append({"name": "istio-proxy", "image": "proxyv2"})
+            labels = o["metadata"].get("labels", {})
+            revs = {d["metadata"].get("labels", {}).get("istio.io/rev", "default")
+                    for k, d in self.objects.items() if k[1] == "Deployment" and k[2] == ISTIO_NS
+                    and d["metadata"].get("labels", {}).get("app") == "istiod"}
+            # the injector's selection: istio-injection=enabled for the default revision,
+            # istio.io/rev=<rev> for a revision; the pod label sidecar.istio.io/inject=false
+            # opts out (Istio's injection webhook namespaceSelector / objectSelector)
+            wanted = ("default" if ns_labels.get("istio-injection") == "enabled"
+                      else ns_labels.get("istio.io/rev", ""))
+            if wanted in revs and labels.get("sidecar.istio.io/inject") != "false":
+                _inject(o)
             if (ns_labels.get("istio.io/dataplane-mode") == "ambient"
-                    and self.objects.get(("apps/v1", "DaemonSet", ISTIO_NS, "ztunnel"))):
+                    and labels.get("istio.io/dataplane-mode") != "none"
+                    and self._ztunnel()):
                 o["metadata"].setdefault("annotations", {})["ambient.istio.io/redirection"] = "enabled"
         if (o["kind"] == "Gateway" and o["spec"].get("gatewayClassName") == "istio-waypoint"
                 and self.objects.get(("gateway.networking.k8s.io/v1", "GatewayClass", "",
                                       "istio-waypoint"))):
             name, ns_name = o["metadata"]["name"], o["metadata"]["namespace"]
-            labels = {**o["spec"].get("infrastructure", {}).get("labels", {}),
-                      "gateway.networking.k8s.io/gateway-name": name}
+            infra = o["spec"].get("infrastructure", {})
+            labels = {**infra.get("labels", {}), "gateway.networking.k8s.io/gateway-name": name}
+            proxy: dict[str, Any] = {"name": "istio-proxy"}
+            ref = infra.get("parametersRef") or {}
+            cm = self.objects.get(("v1", "ConfigMap", ns_name, ref.get("name", "")))
+            if cm is not None:  # istiod merges the ConfigMap's `deployment` patch
+                import yaml
+
+                patch = yaml.safe_load(cm["data"].get("deployment", "")) or {}
+                for c in patch.get("spec", {}).get("template", {}).get("spec", {}).get(
+                        "containers", []):
+                    if c.get("name") == "istio-proxy":
+                        proxy.update({k: val for k, val in c.items() if k != "name"})
             self.put({"apiVersion": "v1", "kind": "Pod",
                       "metadata": {"name": f"{name}-5d9c7-abcde", "namespace": ns_name,
                                    "labels": labels},
-                      "spec": {"containers": [{"name": "istio-proxy"}], "nodeName": "w2"}})
+                      "spec": {"containers": [proxy], "nodeName": "w2"}})
+
+    def _ztunnel(self) -> bool:
+        return any(k[1] == "DaemonSet" and k[2] == ISTIO_NS
+                   and d["metadata"].get("labels", {}).get("app") == "ztunnel"
+                   for k, d in self.objects.items())
 
     # ---- seeds --------------------------------------------------------------------------------
     def seed_nodes(self, labels: Sequence[dict[str, str]], version: str = "v1.33.1") -> None:
@@ -216,28 +241,79 @@ class FakeKube:
         for i, lab in enumerate(labels):
             self.put(_node(f"mb-kind-worker{i + 1 if i else ''}", lab, version))
 
-    def seed_gateway_crds(self) -> None:
+    def seed_gateway_crds(self, version: str = "v1.3.0") -> None:
+        """The CRDs of the Gateway API standard bundle, each annotated with its version."""
         for plural in ("gateways", "gatewayclasses", "httproutes"):
             self.put({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                       "metadata": {"name": f"{plural}.gateway.networking.k8s.io",
                                    "annotations": {"gateway.networking.k8s.io/bundle-version":
-                                                   "v1.3.0"}}})
+                                                   version,
+                                                   "gateway.networking.k8s.io/channel":
+                                                   "standard"}}})
 
-    def seed_istio(self, profile: str, version: str = "1.27.3") -> None:
+    def seed_cni(self, cni: str) -> None:
+        """The CNI DaemonSet in kube-system: kind's kindnet, or calico-node from Calico's
+        manifest (manifests/calico.yaml: DaemonSet calico-node, label k8s-app=calico-node)."""
+        name = {"kindnet": "kindnet", "calico": "calico-node"}[cni]
+        self.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                  "metadata": {"name": name, "namespace": "kube-system",
+                               "labels": {"k8s-app": name} if cni == "calico" else
+                               {"app": "kindnet", "k8s-app": "kindnet"}}})
+
+    def seed_istio(self, profile: str, version: str = "1.27.3", *, revision: str = "",
+                   node_selector: Mapping[str, str] | None = None,
+                   ztunnel_nodes: Sequence[str] = ("w1", "w2")) -> None:
+        """What `istioctl install` leaves, in the charts' shapes (Istio 1.27.3):
+        istiod per manifests/charts/istio-control/istio-discovery/templates/deployment.yaml
+        (named istiod[-<rev>], labels app=istiod and istio.io/rev, image
+        docker.io/istio/pilot:<version>[-<variant>], where the ambient profile sets the
+        variant distroless: manifests/helm-profiles/ambient.yaml); the ingress gateway only
+        on the `default` profile (manifests/profiles/minimal.yaml and ambient.yaml disable it);
+        ztunnel and istio-cni-node on `ambient`. tests/fixtures/istio/ holds the same shapes
+        as recorded objects; test_k8s_fake checks that the two agree."""
         self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ISTIO_NS}})
+        rev = revision or "default"
+        name = "istiod" + (f"-{revision}" if revision and revision != "default" else "")
+        variant = "-distroless" if profile == "ambient" else ""
+        labels = {"app": "istiod", "app.kubernetes.io/name": "istiod",
+                  "install.operator.istio.io/owning-resource": "unknown", "istio": "pilot",
+                  "istio.io/rev": rev, "operator.istio.io/component": "Pilot",
+                  "release": "istiod"}
+        selector = {"istio": "pilot"} if rev == "default" else {"app": "istiod", "istio.io/rev": rev}
+        pod_spec: dict[str, Any] = {"serviceAccountName": name, "containers": [
+            {"name": "discovery", "image": f"docker.io/istio/pilot:{version}{variant}"}]}
+        if node_selector:
+            pod_spec["nodeSelector"] = dict(node_selector)
         self.put({"apiVersion": "apps/v1", "kind": "Deployment",
-                  "metadata": {"name": "istiod", "namespace": ISTIO_NS, "labels": {"app": "istiod"}},
-                  "spec": {"replicas": 1, "template": {"spec": {"containers": [
-                      {"name": "discovery", "image": f"docker.io/istio/pilot:{version}"}]}}}})
+                  "metadata": {"name": name, "namespace": ISTIO_NS, "labels": labels},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                           "template": {"metadata": {"labels": {
+                               "app": "istiod", "istio.io/rev": rev,
+                               "istio": "pilot" if rev == "default" else "istiod",
+                               "sidecar.istio.io/inject": "false",
+                               "istio.io/dataplane-mode": "none"}},
+                               "spec": pod_spec}}})
+        self.put({"apiVersion": "v1", "kind": "Pod",
+                  "metadata": {"name": f"{name}-6f7d8c9b5-q2w3e", "namespace": ISTIO_NS,
+                               "labels": {"app": "istiod", "istio.io/rev": rev}},
+                  "spec": {**pod_spec, "nodeName": "mb-kind-worker3"}})
         self.put({"apiVersion": "admissionregistration.k8s.io/v1",
                   "kind": "MutatingWebhookConfiguration",
-                  "metadata": {"name": "istio-sidecar-injector",
-                               "labels": {"app": "sidecar-injector"}}})
+                  "metadata": {"name": "istio-sidecar-injector" + (
+                      f"-{revision}" if rev != "default" else ""),
+                      "labels": {"app": "sidecar-injector", "istio.io/rev": rev}}})
+        if profile == "default":
+            self.put({"apiVersion": "apps/v1", "kind": "Deployment",
+                      "metadata": {"name": "istio-ingressgateway", "namespace": ISTIO_NS,
+                                   "labels": {"app": "istio-ingressgateway",
+                                              "istio": "ingressgateway"}},
+                      "spec": {"template": {"spec": {"containers": [
+                          {"name": "istio-proxy", "image": f"docker.io/istio/proxyv2:{version}"}]}}}})
         if profile == "ambient":
             for ds in ("ztunnel", "istio-cni-node"):
                 self.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
                           "metadata": {"name": ds, "namespace": ISTIO_NS, "labels": {"app": ds}}})
-            for i, node in enumerate(("w1", "w2")):
+            for i, node in enumerate(ztunnel_nodes):
                 self.put({"apiVersion": "v1", "kind": "Pod",
                           "metadata": {"name": f"ztunnel-{i}", "namespace": ISTIO_NS,
                                        "labels": {"app": "ztunnel"}},
@@ -251,6 +327,59 @@ class FakeKube:
         for k in [k for k in self.objects if k[2] == ISTIO_NS
                   or k[1] in ("MutatingWebhookConfiguration", "GatewayClass")]:
             del self.objects[k]
+
+
+# Istio 1.27.3's sidecar resources when the pod sets no sidecar.istio.io/proxy* annotation:
+# global.proxy.resources in manifests/charts/istio-control/istio-discovery/values.yaml.
+PROXY_DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"},
+                           "limits": {"cpu": "2000m", "memory": "1024Mi"}}
+
+
+def _proxy_resources(annotations: Mapping[str, str]) -> dict[str, Any]:
+    """The "resources" template of injection-template.yaml: from the four annotations
+    when any is set, else the chart's global.proxy.resources."""
+    keys = {("requests", "cpu"): "sidecar.istio.io/proxyCPU",
+            ("requests", "memory"): "sidecar.istio.io/proxyMemory",
+            ("limits", "cpu"): "sidecar.istio.io/proxyCPULimit",
+            ("limits", "memory"): "sidecar.istio.io/proxyMemoryLimit"}
+    if not any(a in annotations for a in keys.values()):
+        return copy.deepcopy(PROXY_DEFAULT_RESOURCES)
+    out: dict[str, dict[str, str]] = {}
+    for (section, res), ann in keys.items():
+        if ann in annotations:
+            out.setdefault(section, {})[res] = annotations[ann]
+    return out
+
+
+def _inject(pod: dict[str, Any]) -> None:
+    """What the injector adds without istio-cni: istio-init and istio-proxy, both with the
+    "resources" template (injection-template.yaml)."""
+    res = _proxy_resources(pod["metadata"].get("annotations", {}))
+    spec = pod["spec"]
+    spec.setdefault("initContainers", []).append(
+        {"name": "istio-init", "image": "docker.io/istio/proxyv2:1.27.3",
+         "resources": copy.deepcopy(res)})
+    spec["containers"].append({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.27.3",
+                               "resources": res})
+
+
+def qos_class(pod: Mapping[str, Any]) -> str:
+    """The QoS class the API server computes (Guaranteed: every container, init containers
+    included, has cpu and memory limits and requests equal to them; BestEffort: none sets
+    any; else Burstable)."""
+    spec = pod.get("spec", {})
+    containers = spec.get("containers", []) + spec.get("initContainers", [])
+    any_set, guaranteed = False, bool(containers)
+    for c in containers:
+        r = c.get("resources") or {}
+        limits, requests = r.get("limits") or {}, r.get("requests") or {}
+        any_set = any_set or bool(limits or requests)
+        for res in ("cpu", "memory"):
+            if res not in limits or requests.get(res, limits[res]) != limits[res]:
+                guaranteed = False
+    if guaranteed:
+        return "Guaranteed"
+    return "Burstable" if any_set else "BestEffort"
 
 
 def _node(name: str, labels: dict[str, str], version: str) -> dict[str, Any]:
@@ -269,6 +398,7 @@ def _status(obj: Mapping[str, Any], ready: bool) -> dict[str, Any]:
     if kind == "Pod":
         names = [c["name"] for c in obj.get("spec", {}).get("containers", [])]
         return {"phase": "Running" if ready else "Pending", **_cond("Ready", ready),
+                "qosClass": qos_class(obj),
                 "containerStatuses": [{"name": n, "restartCount": 0, "ready": ready}
                                       for n in names]}
     if kind == "Node":
@@ -384,19 +514,38 @@ class CommandRecorder:
 def simulate_kind(rec: CommandRecorder, kube: FakeKube, *, worker_labels: list[dict[str, str]],
                   payload_bytes: int, clusters: list[str] | None = None) -> list[str]:
     """Make kind, istioctl and kubectl behave against `kube`: creating the cluster seeds
-    its nodes, istioctl installs or removes Istio, the Gateway API manifest adds the CRDs,
-    the client pod's test request returns `payload_bytes`, port-forward prints its port.
-    Returns the live list of kind cluster names."""
+    its nodes (and kindnet, unless the config disables the default CNI), the Calico
+    manifest adds calico-node, istioctl installs (from the IstioOperator on stdin) or
+    removes Istio, the Gateway API manifest adds the CRDs, the client pod's test request
+    returns `payload_bytes`, port-forward prints its port. Returns the live list of kind
+    cluster names."""
+    import yaml
+
     names = list(clusters or [])
 
     def create(argv: list[str]) -> None:
         names.append(argv[argv.index("--name") + 1])
         kube.seed_nodes(worker_labels)
+        config = yaml.safe_load(rec.stdins[-1] or "{}") or {}
+        if not config.get("networking", {}).get("disableDefaultCNI"):
+            kube.seed_cni("kindnet")
 
     def install(argv: list[str]) -> None:
         kube.remove_istio()
-        profile = next(a.split("=", 1)[1] for a in argv if a.startswith("profile="))
-        kube.seed_istio(profile)
+        iop = yaml.safe_load(rec.stdins[-1] or "{}") or {}
+        spec = iop.get("spec", {})
+        profile = spec.get("profile") or next(
+            (a.split("=", 1)[1] for a in argv if a.startswith("profile=")), "default")
+        kube.seed_istio(profile, revision=spec.get("revision", ""),
+                        node_selector=spec.get("values", {}).get("pilot", {}).get("nodeSelector"))
+
+    def apply_url(argv: list[str]) -> None:
+        url = argv[argv.index("-f") + 1]
+        if "calico" in url:
+            kube.seed_cni("calico")
+        else:
+            kube.seed_gateway_crds(url.split("/download/")[1].split("/")[0]
+                                   if "/download/" in url else "v1.3.0")
 
     rec.on("docker", "info", stdout="28.2.2\n")
     rec.on("kind", "version", stdout="kind v0.29.0 go1.24.2 linux/amd64\n")
@@ -405,7 +554,7 @@ def simulate_kind(rec: CommandRecorder, kube: FakeKube, *, worker_labels: list[d
     rec.on("kind", "create", "cluster", effect=create)
     rec.on("istioctl", "install", effect=install)
     rec.on("istioctl", "uninstall", effect=lambda a: kube.remove_istio())
-    rec.on("kubectl", "apply", "--server-side", effect=lambda a: kube.seed_gateway_crds())
+    rec.on("kubectl", "apply", "--server-side", effect=apply_url)
     rec.on("kubectl", "exec", "client-0", "python3", stdout=f"{payload_bytes}\n")
     rec.on("kubectl", "port-forward", stdout="Forwarding from 127.0.0.1:40123 -> 15014\n",
            exits_with=None)

@@ -70,9 +70,18 @@ def host() -> dict[str, Any]:
     }
 
 
+def harness_version() -> str:
+    """The harness's own version: the package version and the git commit it ran from
+    ("0.1.0+g86e2705c1a2b", ".dirty" when the tracked files had changes)."""
+    g = git_state()
+    if g["sha"] == "unknown":
+        return f"{bench.__version__}+unknown"
+    return f"{bench.__version__}+g{g['sha'][:12]}" + (".dirty" if g["dirty"] else "")
+
+
 def versions(envoy: str) -> dict[str, str]:
     return {
-        "harness": bench.__version__,
+        "harness": harness_version(),
         "python": sys.version.split()[0],
         "envoy": envoy,
         "locust": _pkg("locust"),

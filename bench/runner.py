@@ -231,6 +231,12 @@ class Runner:
             if dep.info and self.s.backend != "local":
                 self.store.update(deployment_info={**self.store.manifest.get(
                     "deployment_info", {}), f"r{rep}-{mode}": dep.info})
+                found = dep.info.get("manifest_versions")
+                if found:  # versions.istio, gateway_api, cni, kubernetes: compared by analysis
+                    from bench.backends.kind.orchestrator import merge_versions
+
+                    self.store.update(versions=merge_versions(
+                        self.store.manifest.get("versions", {}), found))
             self._idle(rep, mode)
             self._attach_hops(dep)
             self._attach_klat(dep)
@@ -258,6 +264,13 @@ class Runner:
         res = summarize_window(self.resources_path, t0, t1, idle)
         self._note_skipped(idle, res.skipped)
         self.store.append(_with_label(res.samples, phase="idle"))
+        self.store.append(_with_label(self._cluster_resources(idle), phase="idle"))
+
+    def _cluster_resources(self, cell: Cell) -> list[Sample]:
+        """The metrics-API rows of a kube backend whose host cannot see the pods' processes
+        ([] elsewhere: the host sampler has them)."""
+        read = getattr(self.backend, "window_resources", None)
+        return list(read(cell)) if read is not None else []
 
     def _push_experiments(self, rep: int, mode: str, dep: Deployment) -> None:
         """Each config change of the scenario, once per mode, after its load cells (the
@@ -399,7 +412,11 @@ class Runner:
         paths = load.hdr_paths()
         summary = hdr.summarize(hdr.read_intervals(paths), w0[0], w1[0])
         cpu = load.cpu_percent_max(w0[0], w1[0])
-        rows = hdr.to_samples(cell, summary, cell.level, cpu)
+        missing = "" if cpu is not None else str(getattr(load, "cpu_missing", "not measured"))
+        if missing and not twin:
+            self._probe_failed("loadgen_cpu", f"{cell.id}: saturation not checked on CPU: "
+                               f"{missing}")
+        rows = hdr.to_samples(cell, summary, cell.level, cpu, cpu_missing=missing)
         intended = hdr.read_intervals(paths, "hist_intended")
         if intended:
             rows += hdr.to_latency_samples(cell, hdr.summarize(intended, w0[0], w1[0]),
@@ -423,6 +440,8 @@ class Runner:
             self._note_skipped(cell, res.skipped)
             res_rows = _with_label(res.samples, phase="load")
             rows += res_rows + _with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
+        api_rows = _with_label(self._cluster_resources(cell), phase="load")
+        rows += api_rows + _with_label(per_krps(api_rows, summary.achieved_rps), phase="load")
         self.store.append(rows)
         if summary.count == 0:
             return CellOutcome(cell, "failed", "no request completed in the window", window,

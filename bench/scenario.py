@@ -113,6 +113,14 @@ class Cluster:
 
 
 @dataclass(frozen=True)
+class Kind:
+    """Backend kind only. `cni`: kind's own kindnet, or Calico (the seed's cluster ran
+    Calico) from its pinned manifest, with kindnet disabled."""
+
+    cni: Literal["kindnet", "calico"] = "kindnet"
+
+
+@dataclass(frozen=True)
 class Proxy:
     concurrency: int = 1
     # static: bootstrap files; xds: served and pushed by the harness's ADS control plane
@@ -136,6 +144,7 @@ class Scenario:
     proxy: Proxy = field(default_factory=Proxy)
     sweep: Sweep = field(default_factory=Sweep)
     cluster: Cluster = field(default_factory=Cluster)
+    kind: Kind = field(default_factory=Kind)
     # config-push experiments run once per mode after its load cells (needs config_source xds)
     experiments: tuple[Literal["new_service", "l7_route", "l4_authz"], ...] = ()
 
@@ -144,12 +153,21 @@ class Scenario:
 
     @property
     def hash(self) -> str:
-        """Identity of what was measured: equal hashes mean comparable scenarios."""
-        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Identity of what was measured: equal hashes mean comparable scenarios. A section
+        added after hashes were first recorded counts only when it differs from its
+        default, so that older runs keep their hash."""
+        raw = self.to_dict()
+        for key, default in _LATER_SECTIONS.items():
+            if getattr(self, key) == default:
+                raw.pop(key)
+        canon = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
     def with_overrides(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
+
+
+_LATER_SECTIONS: dict[str, Any] = {"kind": Kind()}
 
 
 def _plain(obj: Any) -> Any:
@@ -339,6 +357,9 @@ def _check(s: Scenario, source: str) -> None:
     if s.cluster.context and s.backend != "cluster":
         raise ScenarioError(f"{source}: cluster.context is for backend cluster, not {s.backend}",
                             hint="set backend: cluster, or remove cluster.context")
+    if s.kind != Kind() and s.backend != "kind":
+        raise ScenarioError(f"{source}: kind.cni is for backend kind, not {s.backend}",
+                            hint="set backend: kind, or remove the kind section")
     if "waypoint" in s.modes and s.backend == "local" and t.services < 1:
         raise ScenarioError(f"{source}: mode waypoint needs at least one service")
 

@@ -18,6 +18,9 @@ class ProcessRef:
     pod: str = ""
     node: str = ""
     namespace: str = ""
+    # the program, where a role has several per proxy: "envoy" and "pilot-agent" for an
+    # Istio sidecar or waypoint; only the Envoy carries traffic (the hop probe's target)
+    process: str = ""
 
 
 @dataclass

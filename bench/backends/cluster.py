@@ -8,9 +8,13 @@ used, so a run cannot land on the wrong cluster by accident.
 
 Each mode needs what the cluster's Istio offers: sidecar an injector, ambient and waypoint
 ztunnel and istio-cni (the ambient profile), waypoint also the Gateway API CRDs and the
-istio-waypoint GatewayClass. Client and server pods land on different nodes by pod
-anti-affinity. The installed profile is recorded: on an ambient-profile install sidecars
-run with HBONE on, which is not the default-profile sidecar of a fair comparison.
+istio-waypoint GatewayClass, the l7_route experiment the HTTPRoute CRD. istiod is found by
+its label app=istiod, so a revisioned install (istiod-<rev>) works: its istio.io/rev labels
+the namespace instead of istio-injection. Client and server pods land on different nodes
+by pod anti-affinity; istiod is where the cluster put it (recorded, and noted when it
+shares a node with the workloads). The installed profile is recorded: on an
+ambient-profile install sidecars run with HBONE on, which is not the default-profile
+sidecar of a fair comparison.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from bench.backends.kind import manifests as mf
 from bench.backends.kind import versions as v
 from bench.backends.kind.commands import Commands, SubprocessCommands
 from bench.backends.kind.orchestrator import (
+    ISTIOD_SELECTOR,
     Fetch,
     KubeBackend,
     KubeFactory,
@@ -110,7 +115,7 @@ class ClusterBackend(KubeBackend):
             return out
         out += [Step("istio", Check("istio-ready", _NEEDS[mode])),
                 Step("istio", WaitFor(WaitSpec("apps/v1", "Deployment", "available", ns,
-                                               selector="app=istiod", timeout_s=t)))]
+                                               selector=ISTIOD_SELECTOR, timeout_s=t)))]
         if mode in ("ambient", "waypoint"):
             out.append(Step("istio", WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready",
                                                       ns, name="ztunnel", timeout_s=t))))
@@ -142,6 +147,17 @@ class ClusterBackend(KubeBackend):
             if gc is None:
                 raise PrerequisiteError("mode waypoint: no GatewayClass istio-waypoint (Gateway "
                                         "API CRDs missing, or installed after istiod)", hint=fix)
+        if "l7_route" in self.scenario.experiments and self.kube.get(
+                "apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                "httproutes.gateway.networking.k8s.io") is None:
+            raise PrerequisiteError(f"mode {self._mode}: experiment l7_route needs the Gateway "
+                                    "API's HTTPRoute CRD, which the cluster lacks",
+                                    hint="install the Gateway API CRDs (before istiod), or "
+                                         "drop l7_route from the scenario's experiments")
+        if self.kube.list("apps/v1", "Deployment", v.ISTIO_NS, "istio=ingressgateway"):
+            self._notes.append("the cluster runs istio-ingressgateway: left out of process "
+                               "discovery, the metrics-API rows and the syncz fan-out, which "
+                               "count only this run's pods, its ztunnels and its istiod")
         if version != v.ISTIO_VERSION:
             self._notes.append(f"Istio {version} on the cluster; meshbench pins {v.ISTIO_VERSION}")
 
@@ -152,7 +168,7 @@ class ClusterBackend(KubeBackend):
 
 _NEEDS = {
     "sidecar": "istiod and the sidecar-injector webhook exist (profile recorded; an ambient "
-               "profile means HBONE-enabled sidecars)",
+               "profile means HBONE-enabled sidecars); with l7_route, the HTTPRoute CRD",
     "ambient": "istiod, ztunnel and istio-cni exist (ambient profile)",
     "waypoint": "istiod, ztunnel, istio-cni and the GatewayClass istio-waypoint exist",
 }

@@ -168,11 +168,14 @@ class LocustRun:
         with self._cpu_lock:
             return list(self._cpu)
 
-    def cpu_percent_max(self, t0: float, t1: float) -> float:
+    cpu_missing = ("no CPU sample of any Locust process fell in the window (the sampler "
+                   "thread took none)")
+
+    def cpu_percent_max(self, t0: float, t1: float) -> float | None:
         """Highest CPU % (of one core) of any Locust process over samples whose midpoint
-        lies in [t0, t1] (wall clock); 0.0 if there is none."""
+        lies in [t0, t1] (wall clock); None if there is none (see `cpu_missing`)."""
         return max((s.percent for s in self.cpu_samples()
-                    if t0 <= (s.ts_start + s.ts_end) / 2 <= t1), default=0.0)
+                    if t0 <= (s.ts_start + s.ts_end) / 2 <= t1), default=None)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -34,10 +34,19 @@ class Interval:
     count: int
     errors: int
     hist: str  # base64 from HdrHistogram.encode(), decoded only when merged
+    cpu_s: float | None = None  # the process's CPU time over the interval (None: not recorded)
 
     @property
     def midpoint(self) -> float:
         return (self.ts_start + self.ts_end) / 2.0
+
+
+def cpu_percent_max(intervals: Iterable[Interval], t0: float, t1: float) -> float | None:
+    """Highest CPU % (of one core) of any load-generating process over the intervals whose
+    midpoint lies in [t0, t1], from their `cpu_s`; None when none of them recorded it."""
+    seen = [100.0 * i.cpu_s / (i.ts_end - i.ts_start) for i in intervals
+            if i.cpu_s is not None and i.ts_end > i.ts_start and t0 <= i.midpoint <= t1]
+    return max(seen) if seen else None
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,7 @@ def read_intervals(paths: Iterable[Path], field: str = "hist") -> list[Interval]
             out.append(Interval(
                 ts_start=float(d["ts_start"]), ts_end=float(d["ts_end"]), pid=int(d["pid"]),
                 count=int(d["count"]), errors=int(d["errors"]), hist=str(d[field]),
+                cpu_s=float(d["cpu_s"]) if d.get("cpu_s") is not None else None,
             ))
     out.sort(key=lambda i: (i.ts_start, i.pid))
     return out
@@ -154,24 +164,30 @@ def summarize(intervals: Iterable[Interval], t0: float, t1: float) -> LatencySum
     )
 
 
-def is_saturated(achieved_rps: float, target_rps: float, loadgen_cpu_percent: float) -> bool:
+def is_saturated(achieved_rps: float, target_rps: float,
+                 loadgen_cpu_percent: float | None) -> bool:
     """Locust is closed-loop: below 95 % of target, or above 80 % of a core, the latencies
-    describe the load generator's limits as much as the system under test."""
+    describe the load generator's limits as much as the system under test. With the CPU
+    unmeasured (None) only the first half can be checked."""
     return (achieved_rps < SATURATION_RPS_RATIO * target_rps
-            or loadgen_cpu_percent > SATURATION_CPU_PERCENT)
+            or (loadgen_cpu_percent is not None
+                and loadgen_cpu_percent > SATURATION_CPU_PERCENT))
 
 
 def to_samples(
     cell: Cell,
     summary: LatencySummary,
     target_rps: float,
-    loadgen_cpu_percent: float,
+    loadgen_cpu_percent: float | None,
     saturated: bool | None = None,
+    cpu_missing: str = "",
 ) -> list[Sample]:
     """Tidy rows (source "load", entity "client") for one cell.
 
     `saturated` defaults to is_saturated(...). Latency rows are left out when the window
-    has no successful request, since there is no latency to report.
+    has no successful request, since there is no latency to report. Without a measured
+    load-generator CPU (None) there is no "loadgen_cpu" row, and the "saturated" row says
+    in its labels that CPU could not be checked, and why (`cpu_missing`).
     """
     if saturated is None:
         saturated = is_saturated(summary.achieved_rps, target_rps, loadgen_cpu_percent)
@@ -186,13 +202,20 @@ def to_samples(
     values += [
         ("requests", "count", float(summary.count)), ("errors", "count", float(summary.errors)),
         ("achieved_rps", "rps", summary.achieved_rps), ("target_rps", "rps", float(target_rps)),
-        ("loadgen_cpu", "percent", float(loadgen_cpu_percent)),
-        ("saturated", "bool", 1.0 if saturated else 0.0),
     ]
-    return [
+    if loadgen_cpu_percent is not None:
+        values.append(("loadgen_cpu", "percent", float(loadgen_cpu_percent)))
+    rows = [
         Sample.for_cell(cell, source="load", metric=m, unit=u, value=v, entity="client", ts=ts)
         for m, u, v in values
     ]
+    check = ({} if loadgen_cpu_percent is not None else
+             {"cpu_checked": False,
+              "cpu_missing": cpu_missing or "the load generator's CPU was not measured"})
+    rows.append(Sample.for_cell(cell, source="load", metric="saturated", unit="bool",
+                                value=1.0 if saturated else 0.0, entity="client", ts=ts,
+                                labels=check or None))
+    return rows
 
 
 def to_latency_samples(cell: Cell, summary: LatencySummary, *, source: str,

@@ -5,7 +5,9 @@ processes. A process's role comes from its name and its parent's (`classify`), i
 from its cgroup path (`parse_cgroup`): kubelet puts each container in a cgroup named
 after the pod UID and the container ID, which the Kubernetes API maps to a pod name,
 namespace and node. Sidecar and waypoint Envoys look alike here; the pod's labels tell
-them apart (`envoy_role`).
+them apart (`envoy_role`). An Istio sidecar or waypoint is two processes in its istio-proxy
+container: pilot-agent (certificates, health, the xDS proxy) and the Envoy it starts; both
+are part of the proxy's cost, as the metrics API's per-container figure is (`AGENT`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from bench.probes.processes import ProxyRole
 
 ENVOY = "envoy"  # classify(): an Istio Envoy, sidecar or waypoint, not yet told apart
+AGENT = "pilot-agent"  # classify(): the agent of an Istio sidecar or waypoint, likewise
 WAYPOINT_LABEL = "gateway.networking.k8s.io/gateway-name"
 
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}|[0-9a-f]{32}"
@@ -80,12 +83,16 @@ def parse_cgroup(text: str) -> PodRef | None:
 def classify(comm: str, parent_comm: str) -> str | None:
     """Role from a process name and its parent's, as /proc/PID/comm shows them (15 chars).
 
-    Returns a ProxyRole value, ENVOY for an Istio Envoy (child of pilot-agent) whose pod
-    labels must decide, or None for anything else -- including an Envoy that pilot-agent
-    did not start, which is not an Istio proxy.
+    Returns a ProxyRole value, ENVOY for an Istio Envoy (child of pilot-agent) or AGENT for
+    pilot-agent, whose pod labels must decide, or None for anything else -- including an
+    Envoy that pilot-agent did not start, which is not an Istio proxy. (pilot-agent also
+    runs istio-init's iptables set-up, which exits before a window; a gateway's pilot-agent
+    is left out by its pod, which is none of the run's.)
     """
     if comm == "envoy":
         return ENVOY if parent_comm == "pilot-agent" else None
+    if comm == "pilot-agent":
+        return AGENT
     if comm == "ztunnel":
         return ProxyRole.ZTUNNEL.value
     if comm == "pilot-discovery":
@@ -123,7 +130,7 @@ def discover(proc_root: Path = Path("/proc")) -> list[DiscoveredProcess]:
             continue
         try:
             comm, ppid = _comm_and_ppid(entry)
-            if comm not in ("envoy", "ztunnel", "pilot-discovery"):
+            if comm not in ("envoy", "pilot-agent", "ztunnel", "pilot-discovery"):
                 continue  # cheap filter first: most processes are none of these
             parent_comm = _parent_comm(proc_root, ppid)
             role = classify(comm, parent_comm)

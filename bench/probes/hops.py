@@ -257,8 +257,8 @@ def targets_for(deployment: Any) -> list[HopTarget]:
     client = mesh.pod(mesh.client)
     out: list[HopTarget] = []
     for p in deployment.processes:
-        if p.role not in ROLE_PORTS:
-            continue
+        if p.role not in ROLE_PORTS or getattr(p, "process", "") == "pilot-agent":
+            continue  # pilot-agent is part of a proxy's cost, not of its traffic
         if p.role == "sidecar":
             side = "client" if p.pod == client.name else "server"
         elif p.role == "ztunnel":

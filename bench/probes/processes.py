@@ -34,6 +34,16 @@ DATAPLANE_ROLES: frozenset[str] = frozenset(
 )
 
 
+# A proxy's helper process is sampled as its own entity, "<proxy entity>/pilot-agent",
+# with the proxy's role: role sums then include it, and counts of proxies do not double.
+AGENT_SUFFIX = "/pilot-agent"
+
+
+def proxy_of(entity: str) -> str:
+    """The proxy an entity belongs to: "sidecar/client-0/pilot-agent" -> "sidecar/client-0"."""
+    return entity.removesuffix(AGENT_SUFFIX)
+
+
 @dataclass(frozen=True)
 class Target:
     """One process to sample.

@@ -50,7 +50,7 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 from bench.errors import BenchError
-from bench.probes.processes import DATAPLANE_ROLES, Target, read_targets
+from bench.probes.processes import DATAPLANE_ROLES, Target, proxy_of, read_targets
 from bench.store import Cell, Sample
 
 SAMPLER_ROLE = "sampler"
@@ -483,7 +483,9 @@ def _aggregate(cell: Cell, entity: str, ts: float, labels: dict[str, Any],
             for seq, v in getattr(m, attr).items():
                 by_seq[seq] += v
         sums.append(list(by_seq.values()))
-    labels = {**labels, "entities": len(members)}
+    # "entities" counts proxies (a sidecar's Envoy and pilot-agent are one), "processes" all
+    labels = {**labels, "entities": len({proxy_of(m.entity) for m in members}),
+              "processes": len(members)}
     return [
         Sample.for_cell(cell, source=SOURCE, metric="cpu_cores", unit="cores", entity=entity,
                         value=cores, ts=ts, labels=labels),

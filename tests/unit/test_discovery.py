@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.probes.discovery import (
+    AGENT,
     ENVOY,
     DiscoveredProcess,
     PodRef,
@@ -95,7 +96,7 @@ def test_parse_cgroup_outside_kubernetes(text: str) -> None:
         ("envoy", "bash", None),  # an Envoy pilot-agent did not start is not Istio's
         ("ztunnel", "containerd-shim", "ztunnel"),
         ("pilot-discovery", "containerd-shim", "control-plane"),
-        ("pilot-agent", "containerd-shim", None),
+        ("pilot-agent", "containerd-shim", AGENT),  # part of a sidecar or waypoint
         ("python3", "bash", None),
     ],
 )
@@ -133,6 +134,7 @@ def test_discover_fake_proc(tmp_path: Path) -> None:
     found = discover(tmp_path)
 
     assert found == [
+        DiscoveredProcess(100, "pilot-agent", "systemd", AGENT, PodRef(UID, CID, "burstable", NODE)),
         DiscoveredProcess(101, "envoy", "pilot-agent", ENVOY, PodRef(UID, CID, "burstable", NODE)),
         DiscoveredProcess(200, "ztunnel", "systemd", "ztunnel", PodRef(UID, CID, "guaranteed")),
         DiscoveredProcess(400, "pilot-discovery", "", "control-plane", None),

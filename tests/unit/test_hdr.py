@@ -138,3 +138,33 @@ def test_to_samples_without_requests_has_no_latency_rows() -> None:
     metrics = {r.metric for r in hdr.to_samples(Cell(0, "baseline", 10), s, 10, 1.0)}
     assert not any(m.startswith("latency_") for m in metrics)
     assert {"requests", "errors", "saturated"} <= metrics
+
+
+def test_unmeasured_loadgen_cpu_is_no_row_and_the_saturation_check_says_so(
+        two_processes: list[Path]) -> None:
+    """Never a 0.0 standing in for a measurement: without the load generator's CPU there
+    is no loadgen_cpu row, and "saturated" says CPU could not be checked, and why."""
+    s = hdr.summarize(hdr.read_intervals(two_processes), T + 1, T + 3)
+    rows = {r.metric: r for r in hdr.to_samples(Cell(1, "ambient", 200), s, 200, None,
+                                                 cpu_missing="no cpu_s in the files")}
+    assert "loadgen_cpu" not in rows
+    assert rows["saturated"].labels == {"cpu_checked": False,
+                                        "cpu_missing": "no cpu_s in the files"}
+    assert rows["saturated"].value == 0.0  # 200 of 200 rps: only the rate half can say
+    assert hdr.is_saturated(100.0, 100.0, None) is False
+    assert hdr.is_saturated(50.0, 100.0, None) is True
+
+
+def test_cpu_from_the_recorders_intervals(tmp_path: Path) -> None:
+    """hdr_recorder.py writes its process CPU time per interval (cpu_s); files without it
+    (written before) give None, not 0."""
+    f = tmp_path / "hdr.7"
+    f.write_text('{"ts_start": 10, "ts_end": 11, "pid": 7, "count": 0, "errors": 0, "hist": "",'
+                 ' "cpu_s": 0.3}\n{"ts_start": 11, "ts_end": 12, "pid": 7, "count": 0, '
+                 '"errors": 0, "hist": "", "cpu_s": 0.9}\n')
+    old = tmp_path / "hdr.8"
+    old.write_text('{"ts_start": 10, "ts_end": 11, "pid": 8, "count": 0, "errors": 0, "hist": ""}\n')
+    assert hdr.cpu_percent_max(hdr.read_intervals([f, old]), 10, 12) == pytest.approx(90.0)
+    assert hdr.cpu_percent_max(hdr.read_intervals([old]), 10, 12) is None
+    assert "cpu_s" in (Path(__file__).resolve().parents[2] / "workloads" / "locustfiles" /
+                       "hdr_recorder.py").read_text()

@@ -105,7 +105,7 @@ def test_provision_and_teardown_write_only_our_namespace(tmp_path: Path, mode: s
     assert not [c for c in rec.calls if "apply" in c or "delete" in c]  # no kubectl writes
     b.teardown()
     assert {k for k in kube.objects} == before  # exactly what was there before
-    assert dep.info["istio"]["profile"] == "ambient"
+    assert dep.info["istio"].get("profile") == (None if mode == "baseline" else "ambient")
 
 
 def test_sidecar_on_an_ambient_profile_install_is_recorded(tmp_path: Path) -> None:
@@ -117,7 +117,9 @@ def test_sidecar_on_an_ambient_profile_install_is_recorded(tmp_path: Path) -> No
 def test_other_istio_version_is_used_and_noted(tmp_path: Path) -> None:
     dep = backend(tmp_path, cluster_with_istio("default", "1.26.2")).provision("sidecar")
     assert dep.info["istio"]["version"] == "1.26.2"
-    assert dep.info["notes"] == ["Istio 1.26.2 on the cluster; meshbench pins 1.27.3"]
+    assert dep.info["notes"][-1] == "Istio 1.26.2 on the cluster; meshbench pins 1.27.3"
+    # the default profile's ingress gateway is the cluster's, not the run's: said so
+    assert "istio-ingressgateway" in dep.info["notes"][0]
 
 
 @pytest.mark.parametrize("mode", ["ambient", "waypoint"])
@@ -157,3 +159,42 @@ def test_pods_use_anti_affinity_not_node_labels(tmp_path: Path) -> None:
     for p in pods:
         assert "nodeSelector" not in p["spec"] and "podAntiAffinity" in p["spec"]["affinity"]
     assert not [c for c in kube.calls if c[0] == "apply" and c[1] == "Node"]
+
+
+def test_a_revisioned_istiod_is_found_by_label_and_used(tmp_path: Path) -> None:
+    """tests/fixtures/istio/istiod-revision.json: istiod-1-27-3, istio.io/rev=1-27-3
+    (istio-discovery's deployment.yaml with a revision). The port-forward targets that
+    Deployment and the namespace is labelled with the revision, not istio-injection."""
+    from istio_shapes import items
+
+    kube = FakeKube()
+    kube.seed_nodes([{}, {}])
+    for obj in items("istiod-revision.json"):
+        kube.put(obj)
+    kube.put({"apiVersion": "admissionregistration.k8s.io/v1",
+              "kind": "MutatingWebhookConfiguration",
+              "metadata": {"name": "istio-sidecar-injector-1-27-3",
+                           "labels": {"app": "sidecar-injector", "istio.io/rev": "1-27-3"}}})
+    rec = CommandRecorder()
+    dep = backend(tmp_path, kube, rec).provision("sidecar")
+    (pf,) = rec.ran("kubectl", "port-forward")
+    assert "deployment/istiod-1-27-3" in pf
+    ns = kube.get("v1", "Namespace", "mb-bench")["metadata"]["labels"]
+    assert ns["istio.io/rev"] == "1-27-3" and "istio-injection" not in ns
+    assert dep.info["istio"]["revision"] == "1-27-3"
+    assert dep.info["istio"]["deployment"] == "istiod-1-27-3"
+    assert dep.info["manifest_versions"]["istio"] == "1.27.3"
+    # the injector of that revision did inject (the fake follows the revision label)
+    assert any(c["name"] == "istio-proxy" for c in
+               kube.get("v1", "Pod", "client-0", "mb-bench")["spec"]["containers"])
+
+
+def test_l7_route_on_a_cluster_without_httproute_is_refused(tmp_path: Path) -> None:
+    s = scen.from_dict({"name": "t", "backend": "cluster", "experiments": ["l7_route"]})
+    kube = FakeKube()
+    kube.seed_nodes([{}, {}])
+    kube.seed_istio("minimal")
+    b = ClusterBackend(s, run_id="r1", context="c", commands=CommandRecorder(),
+                       kube_factory=lambda ctx: kube, clock=FakeClock(), workdir=tmp_path)
+    with pytest.raises(ProvisionError, match="HTTPRoute CRD"):
+        b.provision("sidecar")

@@ -85,8 +85,96 @@ def test_namespace_has_exactly_the_istio_labels_of_the_mode(mode: str, want: dic
     assert ns["kind"] == "Namespace" and ns["metadata"]["name"] == "mb-bench"
     istio = {k: val for k, val in ns["metadata"]["labels"].items() if "istio" in k}
     assert istio == want
-    for o in objects(mode)[1:]:  # pods follow the namespace: no per-pod opt-in or opt-out
+    for o in objects(mode)[1:]:  # pods follow the namespace, but for Locust's master
+        if o["metadata"]["name"] == "locust-master":
+            continue
         assert not any("istio" in k for k in o["metadata"]["labels"] if k != "istio.io/waypoint-for")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_locust_master_stays_out_of_the_mesh_and_the_waypoint(mode: str) -> None:
+    """Only the measured client (the Locust workers) is in the mesh; the master's pod opts
+    out of injection and of ztunnel capture, its Service out of the waypoint."""
+    objs = objects(mode)
+    master = next(o for o in objs if o["kind"] == "Pod" and o["metadata"]["name"] == "locust-master")
+    svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "locust-master")
+    assert master["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    assert master["metadata"]["labels"]["istio.io/dataplane-mode"] == "none"
+    assert svc["metadata"]["labels"]["istio.io/use-waypoint"] == "none"
+    for w in (o for o in objs if o["kind"] == "Pod" and o["metadata"]["name"].startswith("client-")):
+        assert "sidecar.istio.io/inject" not in w["metadata"]["labels"]
+        assert "istio.io/dataplane-mode" not in w["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_pod_is_guaranteed_in_every_mode_sidecar_included(mode: str) -> None:
+    """QoS as the API server computes it, after Istio's injector has done its part
+    (bench.k8s_fake follows injection-template.yaml's "resources" template): the app and
+    Locust pods are Guaranteed with and without a sidecar, with the same figures."""
+    from bench.k8s_fake import FakeKube, qos_class
+
+    kube = FakeKube()
+    kube.seed_istio("ambient" if mode in ("ambient", "waypoint") else "minimal")
+    objs = objects(mode)
+    for o in objs:
+        kube.put(o)
+    pods = [kube.get("v1", "Pod", o["metadata"]["name"], "mb-bench") for o in objs
+            if o["kind"] == "Pod"]
+    assert pods and all(qos_class(p) == "Guaranteed" for p in pods), \
+        [(p["metadata"]["name"], qos_class(p)) for p in pods]
+    assert mf.qos_problems(pods) == []
+    injected = [p for p in pods if any(c["name"] == "istio-proxy" for c in p["spec"]["containers"])]
+    assert bool(injected) == (mode == "sidecar")
+    res = {(p["metadata"]["name"], c["name"]): c["resources"]["limits"]
+           for p in pods for c in p["spec"]["containers"]}
+    assert res[("svc-0-0", "app")] == v.APP_RESOURCES
+    assert res[("client-0", "locust")] == v.LOCUST_RESOURCES
+    if mode == "sidecar":
+        assert res[("svc-0-0", "istio-proxy")] == res[("client-0", "istio-proxy")] == v.PROXY_RESOURCES
+        assert ("locust-master", "istio-proxy") not in res
+
+
+def test_a_sidecar_without_the_annotations_makes_the_pod_burstable() -> None:
+    """The defect the annotations fix: the chart's default sidecar resources (requests
+    100m/128Mi, limits 2000m/1024Mi: global.proxy.resources) are unequal."""
+    from bench.k8s_fake import FakeKube, qos_class
+
+    kube = FakeKube()
+    kube.seed_istio("minimal")
+    objs = objects("sidecar")
+    for o in objs:
+        if o["kind"] == "Pod":
+            o["metadata"].pop("annotations", None)
+        kube.put(o)
+    pod = kube.get("v1", "Pod", "svc-0-0", "mb-bench")
+    assert qos_class(pod) == "Burstable"
+    assert "Burstable" in mf.qos_problems([pod])[0]
+
+
+def test_the_plain_manifests_carry_the_same_resources_as_the_code() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for f in ("server.yaml", "locust.yaml")
+            for d in yaml.safe_load_all((mf.MANIFEST_DIR / f).read_text())}
+    def res(name: str) -> dict:
+        return docs[("Pod", name)]["spec"]["containers"][0]["resources"]
+
+    assert res("svc-0-0") == mf.guaranteed(v.APP_RESOURCES)
+    assert res("client-0") == mf.guaranteed(v.LOCUST_RESOURCES)
+    assert res("locust-master") == mf.guaranteed(v.LOCUST_MASTER_RESOURCES)
+    for name in ("svc-0-0", "client-0"):
+        assert docs[("Pod", name)]["metadata"]["annotations"] == mf.proxy_annotations()
+    assert docs[("Pod", "locust-master")]["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+
+
+def test_a_revisioned_istiod_is_selected_by_its_revision_label() -> None:
+    s = scenario()
+    objs = mf.workloads(kube_mesh(s, "sidecar"), s, namespace="mb-bench", run_id="r",
+                        placement=mf.NODE_LABELS, workers=1, revision="1-27-3")
+    ns = objs[0]["metadata"]["labels"]
+    assert ns["istio.io/rev"] == "1-27-3" and "istio-injection" not in ns
+    wp = mf.workloads(kube_mesh(s, "waypoint"), s, namespace="mb-bench", run_id="r",
+                      placement=mf.NODE_LABELS, workers=1, revision="1-27-3")
+    gw = next(o for o in wp if o["kind"] == "Gateway")
+    assert gw["metadata"]["labels"]["istio.io/rev"] == "1-27-3"
 
 
 def test_gateway_only_in_waypoint_mode_and_well_formed() -> None:
@@ -199,12 +287,26 @@ def test_kind_config_one_control_plane_and_a_labelled_worker_per_model_node() ->
     cfg = kindconfig.config(s, "mb-kind")
     assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4" and cfg["name"] == "mb-kind"
     roles = [n["role"] for n in cfg["nodes"]]
-    assert roles == ["control-plane", "worker", "worker", "worker"]
+    assert roles == ["control-plane", "worker", "worker", "worker", "worker"]
     assert {n["image"] for n in cfg["nodes"]} == {v.NODE_IMAGE}
     assert "@sha256:" in v.NODE_IMAGE and v.KUBERNETES_VERSION in v.NODE_IMAGE
     assert [n["labels"] for n in cfg["nodes"][1:]] == [
         {v.NODE: "node0", v.NODE_ROLE: "server"}, {v.NODE: "node1", v.NODE_ROLE: "spare"},
-        {v.NODE: "node2", v.NODE_ROLE: "client"}]
+        {v.NODE: "node2", v.NODE_ROLE: "client"},
+        {v.NODE: "istiod", v.NODE_ROLE: "istiod"}]  # istiod's own worker
+    assert "networking" not in cfg  # kindnet, kind's default
+
+
+def test_kind_config_with_calico_disables_kindnet_and_sets_the_pod_subnet() -> None:
+    cfg = kindconfig.config(scenario(kind={"cni": "calico"}), "mb-kind")
+    assert cfg["networking"] == {"disableDefaultCNI": True, "podSubnet": v.POD_SUBNET}
+    with pytest.raises(scen.ScenarioError, match="kind.cni is for backend kind"):
+        scen.from_dict({"name": "t", "backend": "cluster", "kind": {"cni": "calico"}})
+    with pytest.raises(scen.ScenarioError, match="not allowed"):
+        scenario(kind={"cni": "flannel"})
+    # a default kind section leaves the scenario hash as it was before the section existed
+    assert scenario().hash == scenario(kind={"cni": "kindnet"}).hash != \
+        scenario(kind={"cni": "calico"}).hash
 
 
 def test_existing_cluster_matches_only_with_the_same_nodes() -> None:
@@ -215,6 +317,25 @@ def test_existing_cluster_matches_only_with_the_same_nodes() -> None:
         nodes.append({"metadata": {"name": "w", "labels": n["labels"]},
                       "status": {"nodeInfo": {"kubeletVersion": "v1.33.1"}}})
     assert kindconfig.mismatches(s, nodes) == []
+    assert kindconfig.mismatches(s, nodes, "kindnet") == []
+    assert "runs kindnet" in kindconfig.mismatches(scenario(kind={"cni": "calico"}), nodes,
+                                                   "kindnet")[0]
+    assert kindconfig.mismatches(s, nodes[:-1])  # no istiod worker: a mismatch
     assert kindconfig.mismatches(scenario(topology={"nodes": 3}), nodes)
     nodes[1]["status"]["nodeInfo"]["kubeletVersion"] = "v1.32.0"
     assert "v1.32.0" in kindconfig.mismatches(s, nodes)[0]
+
+
+def test_the_waypoint_envoy_gets_the_sidecars_resources() -> None:
+    """Same Envoy budget as a sidecar: Istio's default 2-CPU limit, so pilot-agent gives
+    both 2 worker threads (pilot/cmd/pilot-agent/config/config.go derives concurrency
+    from the CPU limit)."""
+    cm = next(o for o in objects("waypoint") if o["metadata"]["name"] == "waypoint-placement")
+    patch = yaml.safe_load(cm["data"]["deployment"])
+    (proxy,) = patch["spec"]["template"]["spec"]["containers"]
+    assert proxy == {"name": "istio-proxy", "resources": mf.guaranteed(v.PROXY_RESOURCES)}
+    assert v.PROXY_RESOURCES["cpu"] == "2"
+    plain = {(d["kind"], d["metadata"]["name"]): d
+             for d in yaml.safe_load_all((mf.MANIFEST_DIR / "waypoint.yaml").read_text())}
+    assert yaml.safe_load(plain[("ConfigMap", "waypoint-placement")]["data"]["deployment"])[
+        "spec"]["template"]["spec"]["containers"] == [proxy]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench import scenario as scen
 from bench.backends.kind import kindconfig, measure
@@ -18,6 +19,7 @@ from bench.backends.kind.orchestrator import CHECK_INTERVAL_S, delete_all_runs
 from bench.errors import PrerequisiteError, ProvisionError
 from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube, simulate_kind
 from bench.load.hdr import hdr_files
+from bench.store import Cell
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "kind", "load": {"processes": 2}})
 RUN_SELECTOR = "app.kubernetes.io/managed-by=meshbench,meshbench.io/run-id=r1"
@@ -67,14 +69,19 @@ def test_provision_each_mode_from_nothing(world: World, mode: str) -> None:
     assert world.rec.ran("kind", "create", "cluster", "--name", "mb-kind")
     config = world.rec.stdins[world.rec.calls.index(world.rec.ran("kind", "create")[0])]
     assert "kindest/node:v1.33.1@sha256:" in config
-    profile = {"baseline": None, "sidecar": "default"}.get(mode, "ambient")
+    profile = {"baseline": None, "sidecar": "minimal"}.get(mode, "ambient")
     installs = world.rec.ran("istioctl", "install")
-    assert installs == ([] if profile is None else [tuple(
-        ["istioctl", "install", "--context", "kind-mb-kind", "--set"] + [f"profile={profile}",
-                                                                   "--skip-confirmation"])])
-    assert dep.info["istio"]["profile"] == (profile or "")
-    assert dep.info["istio"]["hbone_for_sidecars"] == (profile == "ambient")
-    assert bool(world.rec.ran("apply", "--server-side")) == (profile == "ambient")
+    assert installs == ([] if profile is None else [
+        ("istioctl", "install", "--context", "kind-mb-kind", "-f", "-", "--skip-confirmation")])
+    if profile:
+        iop = yaml.safe_load(world.rec.stdins[world.rec.calls.index(installs[0])])
+        assert iop["kind"] == "IstioOperator" and iop["spec"]["profile"] == profile
+        assert dep.info["istio"]["profile"] == profile
+        assert dep.info["istio"]["hbone_for_sidecars"] == (profile == "ambient")
+        # istiod on its own worker, never with the client or the servers
+        assert set(dep.info["istio"]["istiod_nodes"].values()) == {"istiod"}
+    # the Gateway API CRDs in every mode with a mesh (sidecar's l7_route needs HTTPRoute)
+    assert bool(world.rec.ran("apply", "--server-side")) == (profile is not None)
     assert world.rec.ran("exec", "client-0", "python3")  # a request crossed the path
     # every object we applied carries the run labels
     for (_api, kind, ns, name), obj in world.kube.objects.items():
@@ -90,9 +97,12 @@ def test_probe_status_is_recorded_with_reasons(world: World) -> None:
     assert probes["istiod"]["status"] == "ok" and probes["istiod"]["port"] == 40123
     assert "pilot_proxy_convergence_time" in probes["istiod"]["metrics"]
     assert probes["processes"]["status"] == "skipped"  # an empty /proc: the host sees nothing
-    assert probes["metrics_api"] == {"status": "skipped", "used": True,
+    assert probes["metrics_api"] == {"status": "skipped", "used": False,
                                      "reason": probes["metrics_api"]["reason"]}
     assert "metrics-server" in probes["metrics_api"]["reason"]
+    # neither path can measure: said so, not filled with zeros
+    assert probes["resources_in_cluster"]["status"] == "missing"
+    assert world.backend.window_resources(Cell(1, "ambient", 200)) == []
     assert probes["bcc"] == {"status": "skipped", "reason": measure.BCC_NO_PROCESSES}
     assert world.backend.istiod_metrics() == {'pilot_xds_pushes{type="cds"}': 4.0}
     json.dumps(dep.info)  # the manifest can store it
@@ -105,8 +115,9 @@ def test_interleaved_modes_reuse_the_cluster_and_switch_profiles(world: World) -
         b.teardown()
         assert world.namespaces() == []
     assert len(world.rec.ran("kind", "create")) == 1
-    profiles = [c[-2] for c in world.rec.ran("istioctl", "install")]
-    assert profiles == ["profile=default", "profile=ambient", "profile=default"]
+    profiles = [yaml.safe_load(world.rec.stdins[i])["spec"]["profile"]
+                for i, c in enumerate(world.rec.calls) if c[:2] == ("istioctl", "install")]
+    assert profiles == ["minimal", "ambient", "minimal"]
     assert len(world.rec.ran("istioctl", "uninstall", "--purge")) == 2
     assert len(world.rec.ran("apply", "--server-side")) == 1  # CRDs stay once installed
 
@@ -279,7 +290,8 @@ def test_in_cluster_load_runs_master_and_workers_and_copies_hdr_files(
     workers = world.rec.ran("exec", "client-1", "locust")
     assert workers and "--worker" in workers[0][-1]
     master = world.rec.ran("exec", "locust-master")[0][-1]
-    assert "MB_RATE_PER_USER=50" in master and "--expect-workers 2" in master
+    assert ("MB_RATE=200 MB_USERS=4 MB_PROCESSES=2 MB_ARRIVALS=uniform" in master
+            and "--expect-workers 2" in master)
     assert "-u 4" in master and "--host http://svc-0.mb-bench.svc.cluster.local:80" in master
     assert not world.rec.ran("kill", "-TERM")  # it finished: nothing to kill in the pods
 
@@ -321,3 +333,169 @@ def test_teardown_all_removes_every_run_namespace_and_nothing_else(world: World)
     assert delete_all_runs(k, world.clock) == ["namespace mb-bench", "namespace mb-old"]
     left = sorted(key[3] for key in k.objects if key[1] == "Namespace")
     assert left == ["mb-someone", "team-a"]
+
+
+# ---- Istio 1.27's real shapes (tests/fixtures/istio/, each naming the file it follows) -------
+
+def test_istio_version_from_a_distroless_tag() -> None:
+    """The ambient profile sets global.variant: distroless (manifests/helm-profiles/
+    ambient.yaml), so istiod's tag is 1.27.3-distroless: still Istio 1.27.3."""
+    from istio_shapes import items
+
+    from bench.backends.kind import versions as v
+    from bench.backends.kind.orchestrator import find_istiods, istio_state
+
+    kube = FakeKube()
+    for obj in items("istiod-ambient.json"):
+        kube.put(obj)
+    kube.put({"apiVersion": "apps/v1", "kind": "DaemonSet",
+              "metadata": {"name": "ztunnel", "namespace": "istio-system",
+                           "labels": {"app": "ztunnel"}}})
+    assert istio_state(kube) == ("1.27.3", "ambient")
+    (istiod,) = find_istiods(kube)
+    assert (istiod.version, istiod.variant, istiod.revision) == ("1.27.3", "distroless", "default")
+    assert v.image_version("docker.io/istio/pilot:1.27.3-distroless") == ("1.27.3", "distroless")
+    assert v.image_version("gcr.io/istio-release/pilot:1.27.3-debug@sha256:" + "a" * 64) == \
+        ("1.27.3", "debug")
+    assert v.image_version("localhost:5000/pilot:1.28.0-rc.1") == ("1.28.0-rc.1", "")
+    assert v.image_version("localhost:5000/pilot") == ("", "")
+
+
+def test_the_fake_istiod_has_the_charts_shape() -> None:
+    """The fake's istiod is the fixture's, field for field where the harness reads it."""
+    from istio_shapes import items
+
+    kube = FakeKube()
+    kube.seed_istio("ambient", node_selector={"meshbench.io/node": "istiod"})
+    fake = kube.get("apps/v1", "Deployment", "istiod", "istio-system")
+    (real,) = items("istiod-ambient.json")
+    assert fake["metadata"]["labels"] == real["metadata"]["labels"]
+    assert fake["spec"]["selector"] == real["spec"]["selector"]
+    fc, rc = fake["spec"]["template"]["spec"], real["spec"]["template"]["spec"]
+    assert fc["containers"][0]["image"] == rc["containers"][0]["image"]
+    assert fc["nodeSelector"] == rc["nodeSelector"]
+    kube.remove_istio()
+    kube.seed_istio("minimal", revision="1-27-3")
+    fake = kube.list("apps/v1", "Deployment", "istio-system", "app=istiod")[0]
+    (real,) = items("istiod-revision.json")
+    assert fake["metadata"]["name"] == real["metadata"]["name"]
+    assert fake["metadata"]["labels"]["istio.io/rev"] == real["metadata"]["labels"]["istio.io/rev"]
+    assert fake["spec"]["selector"] == real["spec"]["selector"]
+    assert fake["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        real["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_an_ambient_install_from_a_previous_run_is_reused_not_purged(world: World) -> None:
+    """The distroless tag once made every ambient run uninstall Istio and then fail."""
+    world.backend.provision("ambient")
+    world.backend.teardown()
+    world.backend.provision("waypoint")
+    assert len(world.rec.ran("istioctl", "install")) == 1
+    assert not world.rec.ran("istioctl", "uninstall")
+
+
+def test_sidecar_mode_first_installs_the_gateway_crds_before_istio_for_l7_route(
+        tmp_path: Path) -> None:
+    s = scen.from_dict({"name": "t", "backend": "kind", "experiments": ["l7_route"]})
+    w = make_world(tmp_path, s)
+    w.backend.provision("sidecar")
+    crds = w.rec.calls.index(w.rec.ran("apply", "--server-side", "-f")[0])
+    install = w.rec.calls.index(w.rec.ran("istioctl", "install")[0])
+    assert crds < install
+    assert "standard-install.yaml" in w.rec.calls[crds][-1] and "v1.3.0" in w.rec.calls[crds][-1]
+    assert w.kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                      "httproutes.gateway.networking.k8s.io") is not None
+
+
+def test_gateway_crds_of_another_version_are_replaced_by_the_pinned_ones(world: World) -> None:
+    world.clusters.append("mb-kind")
+    world.kube.seed_nodes([n["labels"] for n in kindconfig.config(SCENARIO, "mb-kind")["nodes"][1:]])
+    world.kube.seed_cni("kindnet")
+    world.kube.seed_gateway_crds("v1.2.1")
+    dep = world.backend.provision("sidecar")
+    assert len(world.rec.ran("apply", "--server-side")) == 1
+    assert dep.info["manifest_versions"]["gateway_api"] == "v1.3.0"
+
+
+def test_versions_cni_and_istio_are_recorded_for_the_manifest(world: World) -> None:
+    from bench.backends.kind.orchestrator import merge_versions
+
+    dep = world.backend.provision("ambient")
+    found = dep.info["manifest_versions"]
+    assert found == {"kubernetes": "v1.33.1", "gateway_api": "v1.3.0", "cni": "kindnet",
+                     "istio": "1.27.3"}
+    assert dep.info["istio"]["variant"] == "distroless"
+    assert dep.info["versions"]["cni"] == "kindnet"
+    assert merge_versions({"harness": "0.1.0+gabc"}, found)["istio"] == "1.27.3"
+    assert merge_versions({"istio": "1.27.3"}, {"istio": "1.26.0"})["istio"] == "1.27.3 / 1.26.0"
+
+
+def test_calico_cluster_applies_the_pinned_manifest_and_waits_for_it(tmp_path: Path) -> None:
+    from bench.backends.kind import versions as v
+
+    s = scen.from_dict({"name": "t", "backend": "kind", "kind": {"cni": "calico"}})
+    w = make_world(tmp_path, s)
+    dep = w.backend.provision("sidecar")
+    create = w.rec.ran("kind", "create", "cluster")[0]
+    assert "--wait" not in create  # no node is Ready before Calico runs
+    config = yaml.safe_load(w.rec.stdins[w.rec.calls.index(create)])
+    assert config["networking"] == {"disableDefaultCNI": True, "podSubnet": v.POD_SUBNET}
+    (calico,) = [c for c in w.rec.ran("apply", "--server-side", "-f") if "calico" in c[-1]]
+    assert calico[-1].endswith(f"/{v.CALICO_VERSION}/manifests/calico.yaml")
+    assert dep.info["manifest_versions"]["cni"] == f"calico {v.CALICO_VERSION}"
+    assert dep.info["versions"]["calico"] == v.CALICO_VERSION
+    # a kindnet cluster of the same name is refused, not silently used
+    w2 = make_world(tmp_path / "again", s)
+    w2.clusters.append("mb-kind")
+    w2.kube.seed_nodes([n["labels"] for n in kindconfig.config(s, "mb-kind")["nodes"][1:]])
+    w2.kube.seed_cni("kindnet")
+    with pytest.raises(ProvisionError, match="runs kindnet"):
+        w2.backend.provision("baseline")
+
+
+def test_in_cluster_load_cpu_is_measured_in_the_pods_or_said_missing(
+        world: World, tmp_path: Path) -> None:
+    """No 0.0 standing in: the workers' files carry their CPU time per interval."""
+    world.backend.provision("ambient")
+
+    def fake_cp(argv: list[str]) -> None:
+        dest = Path(argv[-1])
+        dest.mkdir(parents=True)
+        (dest / "hdr.7").write_text(
+            '{"ts_start": 100.0, "ts_end": 101.0, "pid": 7, "count": 1, "errors": 0, '
+            '"hist": "", "cpu_s": 0.42}\n'
+            '{"ts_start": 101.0, "ts_end": 102.0, "pid": 7, "count": 1, "errors": 0, '
+            '"hist": "", "cpu_s": 0.61}\n')
+
+    world.rec.on("kubectl", "cp", effect=fake_cp)
+    load = world.backend.start_load(cell="c1", target_rps=200, duration_s=5,
+                                    hdr_out=tmp_path / "r" / "hdr" / "c1.jsonl",
+                                    log_path=tmp_path / "r" / "l.log", timeout_s=60)
+    load.wait()
+    assert load.cpu_percent_max(100.0, 102.0) == pytest.approx(61.0)
+    assert load.cpu_percent_max(200.0, 210.0) is None  # nothing in that window
+    assert "cpu_s" in load.cpu_missing
+
+
+def test_metrics_api_rows_when_the_host_sees_no_pod_process(world: World) -> None:
+    """The metrics-API path is wired: with metrics-server and an empty /proc, each window
+    gets rows for the run's pods and ztunnels only (the fake's team-a pod is left out)."""
+    k = world.kube
+    k.metrics_served = True
+    k.pod_metrics["mb-bench"] = [
+        {"metadata": {"name": "client-0"}, "window": "15s", "containers": [
+            {"name": "locust", "usage": {"cpu": "400m", "memory": "90Mi"}}]},
+        {"metadata": {"name": "svc-0-0"}, "window": "15s", "containers": [
+            {"name": "app", "usage": {"cpu": "50m", "memory": "30Mi"}}]}]
+    k.pod_metrics["istio-system"] = [
+        {"metadata": {"name": "ztunnel-0"}, "window": "15s", "containers": [
+            {"name": "istio-proxy", "usage": {"cpu": "120m", "memory": "20Mi"}}]},
+        {"metadata": {"name": "istio-ingressgateway-1"}, "window": "15s", "containers": [
+            {"name": "istio-proxy", "usage": {"cpu": "5", "memory": "1Gi"}}]}]
+    dep = world.backend.provision("ambient")
+    assert dep.info["probes"]["metrics_api"]["used"] is True
+    rows = world.backend.window_resources(Cell(1, "ambient", 200))
+    cpu = {r.entity: r.value for r in rows if r.metric == "cpu_cores"}
+    assert cpu["loadgen/client-0"] == pytest.approx(0.4)
+    assert cpu["dataplane"] == pytest.approx(0.12)  # the ztunnel; not the ingress gateway
+    assert all(r.mode == "ambient" and r.level == 200 for r in rows)

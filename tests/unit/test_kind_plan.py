@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench import scenario as scen
 from bench.backends.cluster import ClusterBackend
@@ -88,14 +89,48 @@ def test_plan_order_crds_then_istio_then_gateway() -> None:
     assert index(lines, "## teardown") > index(lines, "## per cell")
 
 
-@pytest.mark.parametrize("mode,profile", [("sidecar", "default"), ("ambient", "ambient"),
+@pytest.mark.parametrize("mode,profile", [("sidecar", "minimal"), ("ambient", "ambient"),
                                           ("waypoint", "ambient")])
-def test_each_mode_installs_its_profile(mode: str, profile: str) -> None:
+def test_each_mode_installs_its_profile_crds_first_and_istiod_pinned(mode: str,
+                                                                    profile: str) -> None:
     lines = kind().plan(mode)
     installs = [line for line in lines if "istioctl install" in line]
-    assert installs == [(f"$ istioctl install --context kind-mb-kind --set profile={profile} "
-                         "--skip-confirmation")]
-    assert ("standard-install.yaml" in "\n".join(lines)) == (profile == "ambient")
+    assert len(installs) == 1
+    assert installs[0].startswith("$ istioctl install --context kind-mb-kind -f - "
+                                  "--skip-confirmation <<'EOF'")
+    iop = yaml.safe_load(installs[0].split("\n", 1)[1].rsplit("\nEOF", 1)[0])
+    assert iop["spec"]["profile"] == profile  # never `default`: no istio-ingressgateway
+    assert iop["spec"]["values"]["pilot"]["nodeSelector"] == {"meshbench.io/node": "istiod"}
+    # the pinned Gateway API CRDs before Istio in every mode with a mesh
+    assert index(lines, "v1.3.0/standard-install.yaml") < index(lines, "istioctl install")
+    assert index(lines, "httproutes.gateway.networking.k8s.io established") < \
+        index(lines, "istioctl install")
+
+
+@pytest.mark.parametrize("mode", scen.MODES)
+def test_plan_shows_out_of_mesh_master_and_guaranteed_pods(mode: str) -> None:
+    text = "\n".join(kind().plan(mode))
+    master = text[text.index("--- # apply Pod mb-bench/locust-master"):]
+    master = master[:master.index("--- # apply", 5)]
+    assert "sidecar.istio.io/inject: 'false'" in master and "istio.io/dataplane-mode: none" in master
+    svc = text[text.index("--- # apply Service mb-bench/locust-master"):]
+    assert "istio.io/use-waypoint: none" in svc[:svc.index("--- # apply", 5)]
+    assert "# check: every pod of the run is Guaranteed" in text
+    assert text.count("sidecar.istio.io/proxyCPULimit: '2'") == 2  # server and client pods
+
+
+def test_calico_variant_in_the_plan() -> None:
+    s = scen.from_dict({**SCENARIO.to_dict(), "kind": {"cni": "calico"}})
+    b = KindBackend(s, run_id="golden", commands=CommandRecorder(),
+                    kube_factory=lambda ctx: FakeKube(), clock=FakeClock(), cluster="mb-kind")
+    lines = b.plan("ambient")
+    text = "\n".join(lines)
+    assert "disableDefaultCNI: true" in text and "podSubnet: 10.244.0.0/16" in text
+    assert index(lines, "kind create cluster") < index(lines, "v3.30.2/manifests/calico.yaml") \
+        < index(lines, "DaemonSet kube-system/calico-node daemonset-ready") \
+        < index(lines, "Node in the cluster") < index(lines, "istioctl install")
+    assert "--wait" not in lines[index(lines, "kind create cluster")]
+    assert "CNI calico v3.30.2" in lines[1]
 
 
 def test_baseline_installs_no_istio_and_cluster_backend_installs_nothing() -> None:

@@ -104,5 +104,6 @@ def test_mb_istioctl_points_at_another_binary(monkeypatch: pytest.MonkeyPatch) -
     rec.on("/opt/istio-1.27.3/bin/istioctl", "version", stdout="1.27.3\n")
     b = KindBackend(SCENARIO, run_id="x", commands=rec, cluster="mb-kind")
     b.preflight()
-    assert any("profile=ambient" in line and line.startswith("$ /opt/istio-1.27.3/bin/istioctl")
-               for line in b.plan("ambient"))
+    plan = b.plan("ambient")
+    assert any(line.startswith("$ /opt/istio-1.27.3/bin/istioctl install") for line in plan)
+    assert "  profile: ambient" in "\n".join(plan)

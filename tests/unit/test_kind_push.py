@@ -1,5 +1,8 @@
 """Config-push experiments on kind, driven by the fake cluster and a fake istiod: the objects
-each change applies, /debug/syncz parsing, waiting for ACKs, metric deltas, stragglers."""
+each change applies, /debug/syncz parsing, waiting for ACKs, metric deltas, stragglers.
+/debug/syncz is shaped as Istio 1.27.3's pilot/pkg/xds/debug.go writes it (tests/fixtures/
+istio/syncz-ambient.json is a recorded-shape document): nonces per type URL under
+`resources`, the top-level <type>_sent fields for CDS/LDS/RDS/EDS/ECDS only."""
 
 from __future__ import annotations
 
@@ -7,12 +10,18 @@ import json
 from pathlib import Path
 
 import pytest
+from istio_shapes import syncz_text
 
 from bench.backends.kind import push
 from bench.backends.kind.backend import KindBackend
 from bench.experiments import run_push, to_samples
 from bench.store import Cell
 from tests.unit.test_kind_orchestration import SCENARIO, make_world
+
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ADDRESS = "type.googleapis.com/istio.workload.Address"
+AUTHZ = "type.googleapis.com/istio.security.Authorization"
 
 
 class FakeIstiod:
@@ -46,14 +55,22 @@ class FakeIstiod:
             sent = "n2" if moved else "n1"
             acked = "n2" if moved and p not in self.stuck and \
                 self.polls_since_change >= self.ack_polls else "n1"
-            out.append({"proxy": p, "cluster_sent": "c1", "cluster_acked": "c1",
-                        "listener_sent": sent, "listener_acked": acked})
+            if p.startswith("ztunnel"):  # ztunnel: Address and Authorization, under resources only
+                out.append({"proxy": p, "proxy_type": "ztunnel", "resources": {
+                    ADDRESS: {"sent": sent, "acked": acked}, AUTHZ: {"sent": "z1", "acked": "z1"}}})
+            else:
+                out.append({"proxy": p, "proxy_type": "sidecar", "cluster_sent": "c1",
+                            "cluster_acked": "c1", "listener_sent": sent, "listener_acked": acked,
+                            "resources": {CDS: {"sent": "c1", "acked": "c1"},
+                                          LDS: {"sent": sent, "acked": acked}}})
         return json.dumps(out)
 
 
 def _world(tmp_path: Path, mode: str, **istiod: object) -> tuple[KindBackend, FakeIstiod, object]:
     w = make_world(tmp_path)
-    proxies = ["client-0.mb-bench", "svc-0-0.mb-bench", "ztunnel-a.istio-system"]
+    # the run's proxies (ztunnel-0 is the fake's ztunnel pod), and two that are not the run's
+    proxies = ["client-0.mb-bench", "svc-0-0.mb-bench", "ztunnel-0.istio-system",
+               "istio-ingressgateway-7f9c8d-xyz12.istio-system", "reviews-v1-6c9f8.team-a"]
     fake = FakeIstiod(w.kube, proxies, **istiod)  # type: ignore[arg-type]
     w.backend.fetch = fake
     dep = w.backend.provision(mode)
@@ -75,6 +92,7 @@ def test_experiment_objects_are_labelled_istio_objects() -> None:
 
 
 def test_syncz_and_metric_deltas() -> None:
+    # an istiod without the resources map: the top-level fields
     state = push.parse_syncz(json.dumps([{"proxy": "a.ns", "cluster_sent": "1",
                                           "cluster_acked": "1", "listener_sent": "2",
                                           "listener_acked": "1", "istio_version": "1.27"}]))
@@ -83,13 +101,34 @@ def test_syncz_and_metric_deltas() -> None:
         {"a": 2.0, "c": 1.0}
 
 
+def test_syncz_of_istio_1_27_reads_ztunnel_nonces_under_resources() -> None:
+    """tests/fixtures/istio/syncz-ambient.json follows pilot/pkg/xds/debug.go (Syncz): a
+    ztunnel has no top-level *_sent field; its Address and Authorization nonces are only
+    in resources[typeUrl]."""
+    state = push.parse_syncz(syncz_text())
+    assert state["ztunnel-a.istio-system"] == {"address": ("a2", "a2"),
+                                                "authorization": ("z1", "z1")}
+    assert state["waypoint-5d9c7-abcde.mb-bench"]["listener"] == ("wl2", "wl1")
+    assert state["client-0.mb-bench"]["route"] == ("r1", "r1")
+    # only the run's proxies: not the ingress gateway, not another namespace's sidecar
+    ours = {"client-0.mb-bench", "ztunnel-a.istio-system", "waypoint-5d9c7-abcde.mb-bench"}
+    assert set(push.parse_syncz(syncz_text(), ours.__contains__)) == ours
+
+
+def test_ambient_fan_out_counts_the_ztunnels(tmp_path: Path) -> None:
+    backend, fake, dep = _world(tmp_path, "ambient", affected={"ztunnel-0.istio-system"})
+    o = run_push(backend, dep.mesh, "new_service", timeout_s=30)
+    assert o.updated == ("ztunnel-0.istio-system",) and not o.stragglers
+
+
 def test_push_on_kind_waits_for_every_moved_proxy_to_ack(tmp_path: Path) -> None:
     backend, fake, dep = _world(tmp_path, "sidecar",
                                 affected={"client-0.mb-bench", "svc-0-0.mb-bench"})
     o = run_push(backend, dep.mesh, "l4_authz", timeout_s=30)  # dispatches to istiod's view
     assert o.view == "istiod"
     assert set(o.updated) == {"client-0.mb-bench", "svc-0-0.mb-bench"}
-    assert len(o.proxies) == 3 and not o.stragglers
+    # the ingress gateway and team-a's sidecar are istiod's, not the run's
+    assert set(o.proxies) == {"client-0.mb-bench", "svc-0-0.mb-bench"} and not o.stragglers
     # the push shows at the first poll and its ACK two polls later: 0.6 s after the apply
     assert all(abs(ms - 3 * 1000 * push.POLL_S) < 1e-6 for ms in o.converge_ms.values())
     assert o.bytes_total == 1400 and o.istiod["pushes"] == 2
@@ -102,12 +141,12 @@ def test_push_on_kind_waits_for_every_moved_proxy_to_ack(tmp_path: Path) -> None
 
 
 def test_a_proxy_that_never_acks_is_a_straggler_after_the_timeout(tmp_path: Path) -> None:
-    backend, fake, dep = _world(tmp_path, "ambient", affected={"ztunnel-a.istio-system",
+    backend, fake, dep = _world(tmp_path, "ambient", affected={"ztunnel-0.istio-system",
                                                                "client-0.mb-bench"},
-                                stuck=frozenset({"ztunnel-a.istio-system"}))
+                                stuck=frozenset({"ztunnel-0.istio-system"}))
     o = run_push(backend, dep.mesh, "new_service", timeout_s=5)
-    assert set(o.stragglers) == {"ztunnel-a.istio-system"}
-    assert o.stragglers["ztunnel-a.istio-system"] == {"listener": "sent n2, acked n1"}
+    assert set(o.stragglers) == {"ztunnel-0.istio-system"}
+    assert o.stragglers["ztunnel-0.istio-system"] == {"address": "sent n2, acked n1"}
     assert set(o.converge_ms) == {"client-0.mb-bench"}
 
 

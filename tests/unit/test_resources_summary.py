@@ -119,7 +119,7 @@ def test_role_sums_dataplane_and_mode_filter(tmp_path: Path) -> None:
     assert value(s, "dataplane", "rss_max_mib") == pytest.approx(30)
     assert value(s, "dataplane", "samples") == 18
     dp = next(x for x in s.samples if x.entity == "dataplane" and x.metric == "cpu_cores")
-    assert dp.labels == {"role": "dataplane", "entities": 3}
+    assert dp.labels == {"role": "dataplane", "entities": 3, "processes": 3}
 
 
 def test_pss_and_uss_means_where_present(tmp_path: Path) -> None:

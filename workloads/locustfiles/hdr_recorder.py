@@ -9,12 +9,16 @@ Each load-generating process appends lines to f"{MB_HDR_OUT}.{pid}" (the master 
 --processes run sends no requests and writes nothing):
 
     {"ts_start": float, "ts_end": float, "pid": int, "count": int, "errors": int,
-     "hist": "<HdrHistogram.encode() base64>", "hist_intended": "...", "hist_lag": "..."}
+     "hist": "<HdrHistogram.encode() base64>", "hist_intended": "...", "hist_lag": "...",
+     "cpu_s": float}
 
 `hist` times each request from its actual send (Locust's response_time); `hist_intended`
 from its intended send time (context["intended"], wall clock: coordinated-omission
 corrected); `hist_lag` is how late the send was against its schedule (the difference).
-`count` and the histograms hold successful requests completed in [ts_start, ts_end);
+`cpu_s` is this process's own CPU time (all threads, user + system: time.process_time) over
+the interval, so the load generator's CPU is measured where it runs -- inside a pod on the
+kube backends, where the host cannot sample it. `count` and the histograms hold successful
+requests completed in [ts_start, ts_end);
 failed requests (exception set) are only counted in `errors`, so that fast connection
 errors do not pull the latency distribution down. Intervals end on whole wall-clock
 seconds so that the files of several processes line up.
@@ -48,6 +52,7 @@ class _Recorder:
         self.hist_lag = HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
         self.errors = 0
         self.ts_start: float | None = None  # None until the test starts in this process
+        self.cpu_start = 0.0  # time.process_time() at ts_start
         self.out: TextIO | None = None
         self.flusher: gevent.Greenlet | None = None
 
@@ -66,6 +71,7 @@ class _Recorder:
         if self.ts_start is None:
             return
         now = time.time()
+        cpu = time.process_time()
         count = self.hist.get_total_count()
         if count or self.errors or keep_empty:
             if self.out is None:
@@ -78,10 +84,12 @@ class _Recorder:
                 "hist": self.hist.encode().decode("ascii"),
                 "hist_intended": self.hist_intended.encode().decode("ascii"),
                 "hist_lag": self.hist_lag.encode().decode("ascii"),
+                "cpu_s": round(cpu - self.cpu_start, 6),
             }
             self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._reset_hists()
         self.ts_start = now
+        self.cpu_start = cpu
 
     def _reset_hists(self) -> None:
         for h in (self.hist, self.hist_intended, self.hist_lag):
@@ -100,6 +108,7 @@ class _Recorder:
             return
         self._reset_hists()
         self.ts_start = time.time()
+        self.cpu_start = time.process_time()
         self.flusher = gevent.spawn(self.every_second)
 
     def stop(self) -> None:

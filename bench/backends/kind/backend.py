@@ -1,12 +1,15 @@
 """The kind backend: a local kind cluster with Istio installed per mode, and in-mesh Locust.
 
-The cluster (mb-kind: one control plane, one worker per node of the mesh model) is created
-on first use and reused while it matches; it is never deleted by a run, only by
-`delete_clusters` (meshbench teardown --all), and only clusters named mb-*. Istio is
-installed with the pinned istioctl on the profile each mode needs -- `default` for
-sidecars, `ambient` for ambient and waypoint -- and reinstalled when the next mode needs
-the other profile. Gateway API CRDs go in before Istio's ambient profile, so waypoints
-can be created at any time.
+The cluster (mb-kind: one control plane, one worker per node of the mesh model, one worker
+for istiod alone; kindnet, or Calico with `kind.cni: calico`) is created on first use and
+reused while it matches; it is never deleted by a run, only by `delete_clusters`
+(meshbench teardown --all), and only clusters named mb-*. Istio is installed with the
+pinned istioctl from an IstioOperator on stdin, on the profile each mode needs --
+`minimal` (default without the ingress gateway) for sidecars, `ambient` for ambient and
+waypoint -- with istiod pinned to its worker, and reinstalled when the next mode needs the
+other profile. The pinned Gateway API CRDs go in before Istio in every mode with a mesh:
+waypoints need them, and so does the sidecar mode's l7_route (an HTTPRoute), whatever the
+order the modes run in.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import re
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from bench import PREFIX
 from bench.backends.kind import kindconfig
 from bench.backends.kind import versions as v
 from bench.backends.kind.commands import Commands, SubprocessCommands
 from bench.backends.kind.orchestrator import (
+    CRD_API,
+    ISTIOD_SELECTOR,
     Fetch,
     KubeBackend,
     KubeFactory,
     _fetch,
+    gateway_crds_pinned,
     istio_state,
     kube_mesh,
 )
@@ -36,7 +44,14 @@ from bench.k8s import Client, Clock, SystemClock, WaitSpec, kubectl
 from bench.scenario import Scenario
 
 GATEWAY_CRD = "gateways.gateway.networking.k8s.io"
-CRD_API = "apiextensions.k8s.io/v1"
+
+
+def istio_operator(profile: str) -> dict[str, object]:
+    """What `istioctl install -f -` reads: the profile, and istiod pinned to its worker
+    (values.pilot.nodeSelector: the istio-discovery chart's nodeSelector)."""
+    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "spec": {"profile": profile,
+                     "values": {"pilot": {"nodeSelector": {v.NODE: v.ISTIOD_NODE}}}}}
 
 
 def istioctl_binary() -> str:
@@ -119,11 +134,15 @@ class KindBackend(KubeBackend):
         placed = ", ".join(f"{p.name} on {p.node}" for p in mesh.pods)
         istio = (f"Istio {v.ISTIO_VERSION} profile {profile}"
                  + (" (never used for sidecar mode: this profile turns on HBONE for "
-                    "sidecars too)" if profile == "ambient" else "")) if profile else \
+                    "sidecars too)" if profile == "ambient" else
+                    " (default without istio-ingressgateway)")) if profile else \
             "no mesh (an installed Istio is left as it is; pods are not enrolled)"
+        cni = self.scenario.kind.cni
         return [f"# kind backend, mode {mode}: {istio}",
                 (f"# cluster {self.cluster} (context {self.context}): kind {v.KIND_VERSION}, "
-                 f"1 control plane + {self.scenario.topology.nodes} workers on {v.NODE_IMAGE}"),
+                 f"1 control plane + {self.scenario.topology.nodes} workers + 1 worker for "
+                 f"istiod on {v.NODE_IMAGE}; CNI {cni}"
+                 + (f" {v.CALICO_VERSION}" if cni == "calico" else "")),
                 f"# mesh model: {placed}; load -> {self.url(mesh)}/",
                 f"# run id {self.run_id}: label {v.RUN_ID} on every object"]
 
@@ -132,14 +151,19 @@ class KindBackend(KubeBackend):
         return {
             "cluster-ready": Condition(
                 f"kind cluster {self.cluster} exists with these nodes (`kind get clusters`, "
-                "then node labels and kubelet version; a mismatch stops the run)",
+                "then node labels, kubelet version and CNI; a mismatch stops the run)",
                 self._cluster_ready),
+            "calico-installed": Condition(
+                "the DaemonSet kube-system/calico-node exists",
+                lambda: self.kube.get("apps/v1", "DaemonSet", "calico-node", "kube-system")
+                is not None),
             "istio-compatible": Condition(
                 "no Istio is installed, or it is already the wanted version and profile",
                 lambda: istio_state(self.kube) in (("", ""), (v.ISTIO_VERSION, profile))),
-            "gateway-crds": Condition(f"the CRD {GATEWAY_CRD} exists",
-                                      lambda: self.kube.get(CRD_API, "CustomResourceDefinition",
-                                                            GATEWAY_CRD) is not None),
+            "gateway-crds": Condition(
+                f"the Gateway API CRDs ({', '.join(c.split('.')[0] for c in v.GATEWAY_API_CRDS)}"
+                f") exist at {v.GATEWAY_API_BUNDLE}={v.GATEWAY_API_VERSION}",
+                lambda: gateway_crds_pinned(self.kube)),
             "istio-installed": Condition(
                 "Istio is already installed at this version and profile",
                 lambda: istio_state(self.kube) == (v.ISTIO_VERSION, profile)),
@@ -147,16 +171,31 @@ class KindBackend(KubeBackend):
 
     def infra_steps(self, mode: str) -> list[Step]:
         t, ctx, n = self.timeouts, self.context, self.scenario.topology.nodes
+        calico = self.scenario.kind.cni == "calico"
+        # with Calico no node is Ready before its manifest is applied: kind must not wait
+        wait = () if calico else ("--wait", "120s")
         out = [
             Step("cluster", Run(("kind", "create", "cluster", "--name", self.cluster,
-                                 "--config=-", "--wait", "120s"),
+                                 "--config=-", *wait),
                                 stdin=kindconfig.config_yaml(self.scenario, self.cluster),
                                 timeout_s=t.cluster), unless="cluster-ready"),
-            Step("cluster", WaitFor(WaitSpec("v1", "Node", "ready", selector=v.NODE, count=n,
-                                             timeout_s=t.cluster))),
+        ]
+        if calico:
+            out += [
+                Step("cluster", Run(tuple(kubectl(ctx, "apply", "--server-side", "-f",
+                                                  v.CALICO_URL)), timeout_s=t.crds),
+                     unless="calico-installed"),
+                Step("cluster", WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready",
+                                                 "kube-system", name="calico-node",
+                                                 timeout_s=t.cluster))),
+            ]
+        out += [
+            Step("cluster", WaitFor(WaitSpec("v1", "Node", "ready", selector=v.NODE,
+                                             count=n + 1, timeout_s=t.cluster))),
             Step("cluster", Check("cluster-matches",
-                                  f"workers labelled {v.NODE}=node0..node{n - 1}, kubelet "
-                                  f"{v.KUBERNETES_VERSION}")),
+                                  f"workers labelled {v.NODE}=node0..node{n - 1} and "
+                                  f"{v.NODE}={v.ISTIOD_NODE}, kubelet {v.KUBERNETES_VERSION}, "
+                                  f"CNI {self.scenario.kind.cni}")),
         ]
         profile = v.istio_profile(mode)
         if profile is None:
@@ -165,31 +204,41 @@ class KindBackend(KubeBackend):
         out += [
             Step(S, Run((self.istioctl, "uninstall", "--context", ctx, "--purge",
                          "--skip-confirmation"), timeout_s=t.istio), unless="istio-compatible"),
-            Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "gone", ns, selector="app=istiod",
-                                     timeout_s=t.istio)), unless="istio-compatible"),
+            Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "gone", ns,
+                                     selector=ISTIOD_SELECTOR, timeout_s=t.istio)),
+                 unless="istio-compatible"),
+            # before Istio, in every mode with a mesh: waypoints and HTTPRoutes need them
+            Step(S, Run(tuple(kubectl(ctx, "apply", "--server-side", "-f", v.GATEWAY_API_URL)),
+                        timeout_s=t.crds), unless="gateway-crds"),
         ]
-        if profile == "ambient":
-            out += [
-                Step(S, Run(tuple(kubectl(ctx, "apply", "--server-side", "-f",
-                                          v.GATEWAY_API_URL)), timeout_s=t.crds),
-                     unless="gateway-crds"),
-                Step(S, WaitFor(WaitSpec(CRD_API, "CustomResourceDefinition", "established",
-                                         name=GATEWAY_CRD, timeout_s=t.crds))),
-            ]
+        out += [Step(S, WaitFor(WaitSpec(CRD_API, "CustomResourceDefinition", "established",
+                                         name=crd, timeout_s=t.crds)))
+                for crd in v.GATEWAY_API_CRDS]
         out += [
-            Step(S, Run((self.istioctl, "install", "--context", ctx, "--set",
-                         f"profile={profile}", "--skip-confirmation"), timeout_s=t.istio),
+            Step(S, Run((self.istioctl, "install", "--context", ctx, "-f", "-",
+                         "--skip-confirmation"),
+                        stdin=yaml.safe_dump(istio_operator(profile), sort_keys=False),
+                        timeout_s=t.istio),
                  unless="istio-installed"),
-            Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "available", ns, name="istiod",
-                                     timeout_s=t.istio))),
+            Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "available", ns,
+                                     selector=ISTIOD_SELECTOR, timeout_s=t.istio))),
         ]
         if profile == "ambient":
             out += [Step(S, WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready", ns,
                                              name=ds, timeout_s=t.istio)))
                     for ds in ("istio-cni-node", "ztunnel")]
         out.append(Step(S, Check("istio-version",
-                                 f"istiod runs {v.ISTIO_VERSION}, profile {profile}")))
+                                 f"istiod runs {v.ISTIO_VERSION} (image tag without its "
+                                 f"variant suffix), profile {profile}")))
         return out
+
+    def pinned_versions(self) -> dict[str, str]:
+        return v.record(self.scenario.kind.cni)
+
+    def cni(self) -> str:
+        found = kindconfig.cni_of(self.kube.list("apps/v1", "DaemonSet", "kube-system"))
+        name = found or f"{self.scenario.kind.cni} (not seen in kube-system)"
+        return f"calico {v.CALICO_VERSION}" if found == "calico" else name
 
     def leftover_hint(self) -> str:
         return (f"the kind cluster {self.cluster} and its Istio stay for the next mode and run; "
@@ -205,7 +254,8 @@ class KindBackend(KubeBackend):
         return True
 
     def check_cluster_matches(self) -> None:
-        bad = kindconfig.mismatches(self.scenario, self.kube.list("v1", "Node"))
+        cni = kindconfig.cni_of(self.kube.list("apps/v1", "DaemonSet", "kube-system"))
+        bad = kindconfig.mismatches(self.scenario, self.kube.list("v1", "Node"), cni)
         if bad:
             raise PrerequisiteError(f"kind cluster {self.cluster} exists but differs: {bad[0]}",
                                     hint=f"kind delete cluster --name {self.cluster}, then run "

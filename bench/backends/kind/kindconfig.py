@@ -1,9 +1,17 @@
 """The kind cluster: its config, and whether an existing cluster of that name matches it.
 
-One control plane plus one worker per node of the mesh model (two for the default
-scenario), every node on the pinned image. Each worker is labelled with its model name
-(meshbench.io/node=node0, ...) so pods are pinned exactly where the model puts them, and
-with its role (client, server) for people reading `kubectl get nodes -L meshbench.io/role`.
+One control plane, one worker per node of the mesh model (two for the default scenario)
+and one more worker for istiod alone, every node on the pinned image. Each model worker is
+labelled with its model name (meshbench.io/node=node0, ...) so pods are pinned exactly
+where the model puts them, and with its role (client, server) for people reading
+`kubectl get nodes -L meshbench.io/role`; the extra worker is meshbench.io/node=istiod,
+where istiod is pinned (values.pilot.nodeSelector), so the control plane never shares a
+node with the client or the servers. Nothing else is pinned there, but DaemonSets
+(ztunnel, istio-cni, the CNI) and kind's CoreDNS may run on it too.
+
+With `kind.cni: calico` kind's own CNI (kindnet) is off (networking.disableDefaultCNI)
+and the pod subnet is set explicitly; Calico's pinned manifest is applied after the
+cluster is created (bench/backends/kind/backend.py).
 """
 
 from __future__ import annotations
@@ -23,14 +31,23 @@ def node_role(scenario: Scenario, index: int) -> str:
     return "-".join(roles) or "spare"
 
 
+def worker_labels(scenario: Scenario) -> list[dict[str, str]]:
+    """The labels of every worker, in order: the model's nodes, then istiod's."""
+    out = [{v.NODE: f"node{i}", v.NODE_ROLE: node_role(scenario, i)}
+           for i in range(scenario.topology.nodes)]
+    return out + [{v.NODE: v.ISTIOD_NODE, v.NODE_ROLE: v.ISTIOD_NODE}]
+
+
 def config(scenario: Scenario, name: str) -> dict[str, Any]:
     """The kind.x-k8s.io/v1alpha4 Cluster for `kind create cluster --config`."""
     nodes: list[dict[str, Any]] = [{"role": "control-plane", "image": v.NODE_IMAGE}]
-    for i in range(scenario.topology.nodes):
-        nodes.append({"role": "worker", "image": v.NODE_IMAGE,
-                      "labels": {v.NODE: f"node{i}", v.NODE_ROLE: node_role(scenario, i)}})
-    return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": name,
-            "nodes": nodes}
+    nodes += [{"role": "worker", "image": v.NODE_IMAGE, "labels": labels}
+              for labels in worker_labels(scenario)]
+    out: dict[str, Any] = {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
+                           "name": name, "nodes": nodes}
+    if scenario.kind.cni == "calico":
+        out["networking"] = {"disableDefaultCNI": True, "podSubnet": v.POD_SUBNET}
+    return out
 
 
 def config_yaml(scenario: Scenario, name: str) -> str:
@@ -42,12 +59,23 @@ def context(name: str) -> str:
     return f"kind-{name}"
 
 
-def mismatches(scenario: Scenario, nodes: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Why an existing cluster's nodes differ from what `config` would create; empty if
-    they match (same worker labels, same kubelet version)."""
-    want = {f"node{i}": node_role(scenario, i) for i in range(scenario.topology.nodes)}
-    have: dict[str, str] = {}
+def cni_of(daemonsets: Sequence[Mapping[str, Any]]) -> str:
+    """The CNI an existing cluster runs, from its kube-system DaemonSets: "kindnet",
+    "calico", or "" when neither is there (yet)."""
+    names = {d["metadata"]["name"] for d in daemonsets}
+    return "calico" if "calico-node" in names else "kindnet" if "kindnet" in names else ""
+
+
+def mismatches(scenario: Scenario, nodes: Sequence[Mapping[str, Any]],
+               cni: str = "") -> list[str]:
+    """Why an existing cluster differs from what `config` would create; empty if it
+    matches (same worker labels, same kubelet version, and -- when `cni` is known -- the
+    scenario's CNI)."""
     out = []
+    if cni and cni != scenario.kind.cni:
+        out.append(f"it runs {cni}, the scenario wants kind.cni {scenario.kind.cni}")
+    want = {lab[v.NODE]: lab[v.NODE_ROLE] for lab in worker_labels(scenario)}
+    have: dict[str, str] = {}
     for n in nodes:
         labels = n.get("metadata", {}).get("labels", {})
         version = n.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")

@@ -5,7 +5,8 @@ worker run `locust` through `kubectl exec`, the workers write per-second HDR fil
 /results/<cell>/hdr.<pid> in their pods, and `wait()` copies them out with `kubectl cp`
 to f"{hdr_out}.{worker:03d}{pid:07d}" so bench.load.hdr.hdr_files finds them. The
 interface mirrors bench.load.driver.LocustRun (start, wait, stop, hdr_paths, pid,
-cpu_percent_max), so the runner can drive either.
+cpu_percent_max), so the runner can drive either. Locust's CPU is measured in the pods:
+each worker writes its process CPU time per interval into those files (cpu_s).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from bench.backends.kind.commands import Background, Commands
 from bench.errors import CellFailed
 from bench.k8s import kubectl
-from bench.load.hdr import hdr_files
+from bench.load.hdr import cpu_percent_max, hdr_files, read_intervals
 
 LOCUSTFILE = "/mb/locust/mesh_http.py"
 RESULTS = "/results"
@@ -42,14 +43,14 @@ class LoadSpec:
     users: int
     duration_s: float
     cell: str  # a path-safe cell id
-
-    @property
-    def rate_per_user(self) -> float:
-        return self.target_rps / self.users
+    arrivals: str = "uniform"  # workloads/locustfiles/arrivals.py
+    seed: int = 0
 
     def _env(self) -> str:
-        return (f"MB_RATE_PER_USER={self.rate_per_user:g} "
-                f"MB_HDR_OUT={RESULTS}/{self.cell}/hdr")
+        # one Locust process per worker pod: users are shared by the workers
+        return (f"MB_RATE={self.target_rps:g} MB_USERS={self.users} "
+                f"MB_PROCESSES={len(self.workers)} MB_ARRIVALS={self.arrivals} "
+                f"MB_SEED={self.seed} MB_HDR_OUT={RESULTS}/{self.cell}/hdr")
 
     def _exec(self, pod: str, locust_args: list[str]) -> list[str]:
         script = (f"mkdir -p {RESULTS}/{self.cell} && exec env {self._env()} "
@@ -157,7 +158,14 @@ class InClusterLoad:
     def hdr_paths(self) -> list[Path]:
         return hdr_files(self.hdr_out)
 
-    def cpu_percent_max(self, t0: float, t1: float) -> float:
-        """0.0: Locust's CPU in the pods is sampled by discovery / the metrics API instead
-        (entities loadgen/...), not through this object."""
-        return 0.0
+    cpu_missing = ("the Locust workers' HDR files carry no CPU time (cpu_s) for the window "
+                   "(an older locustfile?), or none were copied")
+
+    def cpu_percent_max(self, t0: float, t1: float) -> float | None:
+        """Highest CPU % (of one core) of any Locust worker over [t0, t1], measured in its
+        pod (bench.load.hdr.cpu_percent_max over the copied files); None when the files
+        carry none (see `cpu_missing`)."""
+        try:
+            return cpu_percent_max(read_intervals(self.hdr_paths()), t0, t1)
+        except (KeyError, ValueError, OSError):
+            return None

@@ -25,7 +25,8 @@ from bench.scenario import Scenario
 REPO = Path(__file__).resolve().parents[3]
 MANIFEST_DIR = REPO / "workloads" / "k8s"
 APP_SOURCE = "bench/apps/http_server.py"
-LOCUST_SOURCES = ("workloads/locustfiles/mesh_http.py", "workloads/locustfiles/hdr_recorder.py")
+LOCUST_SOURCES = ("workloads/locustfiles/mesh_http.py", "workloads/locustfiles/hdr_recorder.py",
+                  "workloads/locustfiles/arrivals.py")
 SOURCES_ANNOTATION = "meshbench.io/sources"  # ConfigMap keys that are copies of repo files
 WAYPOINT = "waypoint"
 WAYPOINT_POD_LABEL = "gateway.networking.k8s.io/gateway-name"
@@ -51,10 +52,38 @@ def run_selector(run_id: str) -> str:
     return f"{v.MANAGED_BY}={v.MANAGER},{v.RUN_ID}={label_value(run_id)}"
 
 
-def mode_labels(mode: str) -> dict[str, str]:
-    """The namespace labels that enrol the mode's pods in Istio's data plane."""
+# The Locust master only coordinates the workers: it stays out of the mesh in every mode
+# (no sidecar, no ztunnel capture), and its Service never goes through the waypoint, so
+# the mesh carries the measured requests and nothing of the load generator's own traffic.
+OUT_OF_MESH_POD = {"sidecar.istio.io/inject": "false", "istio.io/dataplane-mode": "none"}
+OUT_OF_WAYPOINT_SERVICE = {"istio.io/use-waypoint": "none"}
+MASTER = "locust-master"
+
+
+def proxy_annotations() -> dict[str, str]:
+    """The injector's resource annotations (injection-template.yaml, "resources"): an
+    injected istio-proxy and istio-init get requests = limits = PROXY_RESOURCES."""
+    r = v.PROXY_RESOURCES
+    return {"sidecar.istio.io/proxyCPU": r["cpu"], "sidecar.istio.io/proxyCPULimit": r["cpu"],
+            "sidecar.istio.io/proxyMemory": r["memory"],
+            "sidecar.istio.io/proxyMemoryLimit": r["memory"]}
+
+
+def guaranteed(resources: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """requests = limits: with every container so, the pod's QoS class is Guaranteed."""
+    return {"requests": dict(resources), "limits": dict(resources)}
+
+
+def is_default_revision(revision: str) -> bool:
+    return revision in ("", "default")
+
+
+def mode_labels(mode: str, revision: str = "") -> dict[str, str]:
+    """The namespace labels that enrol the mode's pods in Istio's data plane. A revisioned
+    istiod (istio.io/rev=<rev>) injects only namespaces labelled with its revision."""
     if mode == "sidecar":
-        return {"istio-injection": "enabled"}
+        return ({"istio-injection": "enabled"} if is_default_revision(revision)
+                else {"istio.io/rev": revision})
     if mode == "ambient":
         return {"istio.io/dataplane-mode": "ambient"}
     if mode == "waypoint":
@@ -105,14 +134,29 @@ def _anti(kind: str) -> Obj:
         "topologyKey": "kubernetes.io/hostname"}]}}
 
 
+def _resources(pod: Obj, main: Mapping[str, str]) -> None:
+    """requests = limits on every container the pod declares (init containers included)."""
+    spec = pod["spec"]
+    for c in spec.get("initContainers", []):
+        c["resources"] = guaranteed(v.INIT_RESOURCES)
+    for c in spec["containers"]:
+        c["resources"] = guaranteed(main)
+
+
+def _in_mesh(pod: Obj) -> None:
+    pod["metadata"]["annotations"] = {**pod["metadata"].get("annotations", {}),
+                                      **proxy_annotations()}
+
+
 def workloads(mesh: Mesh, scenario: Scenario, *, namespace: str, run_id: str,
-              placement: Placement, workers: int) -> list[Obj]:
-    """Every object of the mode, in apply order. `workers` = Locust worker pods."""
+              placement: Placement, workers: int, revision: str = "") -> list[Obj]:
+    """Every object of the mode, in apply order. `workers` = Locust worker pods;
+    `revision`: the istio.io/rev of the istiod in use ("" or "default": the default one)."""
     mode, labels = mesh.mode, run_labels(run_id, mesh.mode)
     ns_t, srv_t = _templates("namespace.yaml"), _templates("server.yaml")
     lc_t = _templates("locust.yaml")
     ns = _fresh(ns_t[("Namespace", "mb-bench")], namespace, namespace,
-                {**labels, **mode_labels(mode)})
+                {**labels, **mode_labels(mode, revision)})
     out: list[Obj] = [ns]
     out.append(_fresh(lc_t[("ServiceAccount", "client")], "client", namespace, labels))
     for svc in mesh.services:
@@ -124,9 +168,10 @@ def workloads(mesh: Mesh, scenario: Scenario, *, namespace: str, run_id: str,
         s["spec"]["selector"] = {"app": svc.name}
         s["spec"]["ports"][0].update(port=svc.port, targetPort=svc.target_port)
         out.append(s)
-    out.append(_fresh(lc_t[("Service", "locust-master")], "locust-master", namespace, labels))
+    out.append(_fresh(lc_t[("Service", MASTER)], MASTER, namespace,
+                      {**labels, **OUT_OF_WAYPOINT_SERVICE}))
     if mode == "waypoint":
-        out += waypoint_objects(mesh, namespace, labels, placement)
+        out += waypoint_objects(mesh, namespace, labels, placement, revision)
     w = scenario.workload
     for pod in mesh.pods:
         if pod.kind != "server":
@@ -137,21 +182,28 @@ def workloads(mesh: Mesh, scenario: Scenario, *, namespace: str, run_id: str,
             "--port", str(APP_PORT), "--payload-bytes", str(w.payload_bytes),
             "--delay-ms", f"{w.server_delay_ms:g}"]
         _place(p, mesh, pod.node, placement, "server")
+        _resources(p, v.APP_RESOURCES)
+        _in_mesh(p)
         out.append(p)
     client_node = mesh.pod(mesh.client).node
-    master = _fresh(lc_t[("Pod", "locust-master")], "locust-master", namespace, labels)
+    master = _fresh(lc_t[("Pod", MASTER)], MASTER, namespace, {**labels, **OUT_OF_MESH_POD})
     _place(master, mesh, client_node, placement, "locust-master")
+    _resources(master, v.LOCUST_MASTER_RESOURCES)
     out.append(master)
     for i in range(workers):
         p = _fresh(lc_t[("Pod", "client-0")], f"client-{i}", namespace, labels)
         _place(p, mesh, client_node, placement, "client")
+        _resources(p, v.LOCUST_RESOURCES)
+        _in_mesh(p)
         out.append(p)
     return out
 
 
 def waypoint_objects(mesh: Mesh, namespace: str, labels: Mapping[str, str],
-                     placement: Placement) -> list[Obj]:
-    """The placement ConfigMap and the waypoint Gateway (see workloads/k8s/waypoint.yaml)."""
+                     placement: Placement, revision: str = "") -> list[Obj]:
+    """The placement ConfigMap and the waypoint Gateway (see workloads/k8s/waypoint.yaml).
+    The ConfigMap's Deployment patch also gives the waypoint's Envoy the sidecar's
+    requests = limits (PROXY_RESOURCES), in place of the chart's global.waypoint.resources."""
     t = _templates("waypoint.yaml")
     cm = _fresh(t[("ConfigMap", "waypoint-placement")], "waypoint-placement", namespace, labels)
     node = mesh.pod(WAYPOINT).node
@@ -164,9 +216,11 @@ def waypoint_objects(mesh: Mesh, namespace: str, labels: Mapping[str, str],
         pod_spec = {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
             "labelSelector": {"matchLabels": {v.POD_KIND: near}},
             "topologyKey": "kubernetes.io/hostname"}]}}}
+    pod_spec["containers"] = [{"name": "istio-proxy", "resources": guaranteed(v.PROXY_RESOURCES)}]
     cm["data"]["deployment"] = yaml.safe_dump({"spec": {"template": {"spec": pod_spec}}},
                                               sort_keys=True)
-    gw = _fresh(t[("Gateway", WAYPOINT)], WAYPOINT, namespace, labels)
+    rev = {} if is_default_revision(revision) else {"istio.io/rev": revision}
+    gw = _fresh(t[("Gateway", WAYPOINT)], WAYPOINT, namespace, {**labels, **rev})
     gw["spec"]["infrastructure"]["labels"] = dict(labels)
     return [cm, gw]
 
@@ -179,6 +233,17 @@ def source_files(obj: Mapping[str, Any]) -> dict[str, str]:
 
 # ---- checks of what Istio did to the pods ----------------------------------------------------
 
+def qos_problems(pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Pods whose QoS class (as the API server computed it) is not Guaranteed."""
+    out = []
+    for p in pods:
+        qos = p.get("status", {}).get("qosClass", "")
+        if qos != "Guaranteed":
+            out.append(f"pod {p['metadata']['name']} is {qos or 'of unknown QoS class'}, "
+                       "not Guaranteed")
+    return out
+
+
 def _containers(pod: Mapping[str, Any]) -> set[str]:
     spec = pod.get("spec", {})
     return {c["name"] for c in spec.get("containers", []) + spec.get("initContainers", [])}
@@ -189,13 +254,17 @@ def enrolment_problems(mode: str, pods: Sequence[Mapping[str, Any]]) -> list[str
 
     sidecar: every pod has an istio-proxy container (a native sidecar is an init container);
     ambient/waypoint: istio-cni marked every pod `ambient.istio.io/redirection: enabled`;
-    baseline: no pod has either."""
+    baseline: no pod has either; the Locust master has neither in any mode."""
     out = []
     for p in pods:
         name = p["metadata"]["name"]
         injected = "istio-proxy" in _containers(p)
         redirected = p["metadata"].get("annotations", {}).get(
             "ambient.istio.io/redirection") == "enabled"
+        if p["metadata"].get("labels", {}).get(v.POD_KIND) == "locust-master":
+            if injected or redirected:
+                out.append(f"pod {name} (Locust's master) is in the mesh; it must stay out")
+            continue
         if mode == "sidecar" and not injected:
             out.append(f"pod {name} has no istio-proxy sidecar (injection webhook not active?)")
         elif mode in ("ambient", "waypoint") and not redirected:

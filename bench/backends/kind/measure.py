@@ -1,20 +1,23 @@
 """What a kube backend measures besides load: proxy processes seen from the host,
 istiod's push metrics, the metrics API as the fallback for CPU and memory, proxy counters.
 
-- `discover(kube, namespaces)`: host PIDs of Envoys, ztunnels and istiod, each mapped to
-  its pod through the pod UID in its cgroup path (bench.probes.discovery). On a kind host
-  this works because kind nodes are containers on the host kernel; on a remote cluster or
-  Docker Desktop the host sees nothing and the status says so.
+- `discover(kube, pods)`: host PIDs of the Envoys and pilot-agents of sidecars and
+  waypoints, ztunnels and istiod, each mapped to one of `pods` (the run's own, its
+  ztunnels, its istiod) through the pod UID in its cgroup path (bench.probes.discovery).
+  On a kind host this works because kind nodes are containers on the host kernel; on a
+  remote cluster or Docker Desktop the host sees nothing and the status says so.
 - `ISTIOD_METRICS`, `scrape(text)`: the istiod families to read from its /metrics (15014,
   reached through a kubectl port-forward).
 - `pod_usage(kube, namespace)`: CPU cores and memory bytes per container from
-  metrics.k8s.io (metrics-server), when the host cannot see the processes.
+  metrics.k8s.io (metrics-server); `usage_samples` turns them into the same rows (and role
+  sums) as the host sampler's, when the host cannot see the processes. A proxy's figure is
+  its istio-proxy container: pilot-agent and Envoy, as the host path counts it too.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,10 @@ from typing import Any
 from bench.backends.base import ProcessRef
 from bench.backends.kind import versions as v
 from bench.k8s import Kube, KubeError
+from bench.probes import discovery
+from bench.probes.processes import AGENT_SUFFIX, DATAPLANE_ROLES
+from bench.store import Cell
+from bench.store import Sample as Row
 
 # istiod (port 15014, /metrics). pilot_proxy_convergence_time stops at *send*, not ACK;
 # pilot_debounce_time is added so that end-to-end convergence can be estimated.
@@ -108,45 +115,40 @@ class Discovery:
     reason: str = ""
 
 
-def _pods_by_uid(kube: Kube, namespaces: list[str]) -> dict[str, Mapping[str, Any]]:
-    out: dict[str, Mapping[str, Any]] = {}
-    for ns in namespaces:
-        for p in kube.list("v1", "Pod", ns):
-            out[p["metadata"]["uid"]] = p
-    return out
-
-
-def _node_names(kube: Kube) -> dict[str, str]:
+def node_names(kube: Kube) -> dict[str, str]:
     """Kubernetes node name -> the mesh model's node name where the node is labelled."""
     return {n["metadata"]["name"]: n["metadata"].get("labels", {}).get(v.NODE, n["metadata"]["name"])
             for n in kube.list("v1", "Node")}
 
 
-def discover(kube: Kube, namespaces: list[str], proc_root: Path = Path("/proc")) -> Discovery:
-    """Map host processes to our pods. Never raises for a host that cannot see pods."""
-    try:
-        from bench.probes import discovery
-    except ImportError:
-        return Discovery((), "skipped", "TODO: bench/probes/discovery.py is not available, so "
-                         "no proxy processes are sampled; resources come from the metrics API")
+NO_PROCESSES = ("this host cannot see the pods' processes (a remote cluster, or Docker "
+                "Desktop's VM): resources come from the metrics API")
+
+
+def discover(kube: Kube, pods: Sequence[Mapping[str, Any]],
+             proc_root: Path = Path("/proc")) -> Discovery:
+    """Map host processes to `pods` (the run's pods, its ztunnels and its istiod: nothing
+    else of the cluster counts). Never raises for a host that cannot see pods."""
     found = discovery.discover(proc_root)
-    pods = _pods_by_uid(kube, namespaces)
-    nodes = _node_names(kube)
+    by_uid = {p["metadata"]["uid"]: p for p in pods}
+    nodes = node_names(kube)
     refs = []
     for d in found:
-        if d.pod is None or d.pod.pod_uid not in pods:
-            continue  # not a pod of ours (another cluster, or the host's own processes)
-        pod = pods[d.pod.pod_uid]
+        if d.pod is None or d.pod.pod_uid not in by_uid:
+            continue  # not one of ours (a gateway, another namespace, another cluster)
+        pod = by_uid[d.pod.pod_uid]
         md = pod["metadata"]
-        role = d.role
-        if role == discovery.ENVOY:
+        role, process = d.role, d.comm
+        if role in (discovery.ENVOY, discovery.AGENT):
             role = discovery.envoy_role(md.get("labels", {})).value
         node = nodes.get(pod.get("spec", {}).get("nodeName", ""), "")
         entity = f"ztunnel/{node}" if role == "ztunnel" else f"{role}/{md['name']}"
-        refs.append(ProcessRef(d.pid, role, entity, md["name"], node, md["namespace"]))
+        if d.role == discovery.AGENT:
+            entity += AGENT_SUFFIX
+        refs.append(ProcessRef(d.pid, role, entity, md["name"], node, md["namespace"],
+                               process=process))
     if not refs:
-        return Discovery((), "skipped", "this host cannot see the pods' processes (a remote "
-                         "cluster, or Docker Desktop's VM): resources come from the metrics API")
+        return Discovery((), "skipped", NO_PROCESSES)
     return Discovery(tuple(sorted(refs, key=lambda r: r.entity)), "ok")
 
 
@@ -198,6 +200,70 @@ def _seconds(duration: str) -> float:
     parts = re.findall(r"([0-9.]+)(h|ms|m|s)", duration)
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     return sum(float(n) * scale[u] for n, u in parts)
+
+
+def container_role(pod: Mapping[str, Any], container: str, node: str) -> tuple[str, str] | None:
+    """(role, entity) of one container of our pods for the metrics-API rows, named as the
+    host path names its processes; None for a container of no role (istio-cni's, ...)."""
+    md = pod["metadata"]
+    labels, name = md.get("labels", {}), md["name"]
+    if labels.get("app") == "ztunnel":
+        return ("ztunnel", f"ztunnel/{node}") if container == "istio-proxy" else None
+    if labels.get("app") == "istiod":
+        return ("control-plane", f"control-plane/{name}") if container == "discovery" else None
+    if container == "istio-proxy":
+        role = discovery.envoy_role(labels).value
+        return role, f"{role}/{name}"
+    kind = labels.get(v.POD_KIND, "")
+    if kind == "server":
+        return "app", f"app/{name}"
+    if kind in ("client", "locust-master"):
+        return "loadgen", f"loadgen/{name}"
+    return None
+
+
+def usage_samples(usages: list[Usage], pods: Sequence[Mapping[str, Any]], nodes: Mapping[str, str],
+                  cell: Cell, ts: float) -> list[Row]:
+    """Rows of source "resources" from the metrics API, for our pods only: per container
+    "cpu_cores" and "working_set_mib" (what metrics-server reports is the working set, not
+    RSS), then "role:<role>" sums and "dataplane", as bench.probes.resources writes them.
+    Labels say where they come from: via metrics-api, over metrics-server's own window
+    (window_s) ending at its last scrape, not the measurement window."""
+    by_name = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
+    rows: list[tuple[str, str, dict[str, Any], float, float]] = []
+    for u in usages:
+        pod = by_name.get((u.namespace, u.pod))
+        if pod is None:
+            continue
+        node = nodes.get(pod.get("spec", {}).get("nodeName", ""), "")
+        rr = container_role(pod, u.container, node)
+        if rr is None:
+            continue
+        role, entity = rr
+        labels = {"role": role, "pod": u.pod, "namespace": u.namespace,
+                  "node": node, "via": "metrics-api", "window_s": u.window_s}
+        rows.append((entity, role, labels, u.cpu_cores, u.memory_bytes))
+    out: list[Row] = []
+    for entity, _role, labels, cpu, mem in rows:
+        out += [Row.for_cell(cell, source="resources", metric="cpu_cores", unit="cores",
+                                entity=entity, value=cpu, ts=ts, labels=labels),
+                Row.for_cell(cell, source="resources", metric="working_set_mib",
+                                unit="MiB", entity=entity, value=mem / 2**20, ts=ts,
+                                labels=labels)]
+    groups = {f"role:{r}": [x for x in rows if x[1] == r] for r in sorted({x[1] for x in rows})}
+    dp = [x for x in rows if x[1] in DATAPLANE_ROLES]
+    if dp:
+        groups["dataplane"] = dp
+    for entity, members in groups.items():
+        labels = {"role": entity.removeprefix("role:"), "entities": len({m[0] for m in members}),
+                  "via": "metrics-api"}
+        out += [Row.for_cell(cell, source="resources", metric="cpu_cores", unit="cores",
+                                entity=entity, value=sum(m[3] for m in members), ts=ts,
+                                labels=labels),
+                Row.for_cell(cell, source="resources", metric="working_set_mib", unit="MiB",
+                                entity=entity, value=sum(m[4] for m in members) / 2**20,
+                                ts=ts, labels=labels)]
+    return out
 
 
 def metrics_api_status(kube: Kube) -> tuple[str, str]:

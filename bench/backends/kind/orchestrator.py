@@ -15,8 +15,8 @@ import shlex
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,13 @@ from bench.errors import BenchError, ProvisionError
 from bench.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
 from bench.mesh import Mesh, build
 from bench.scenario import Scenario
+from bench.store import Cell, Sample
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 PORT_FORWARD = "istiod-port-forward"
+ISTIOD_SELECTOR = "app=istiod"  # the istiod Deployment's label, whatever its revision
+ISTIOD_REF = "{istiod}"  # in a plan: the Deployment found by ISTIOD_SELECTOR
+CRD_API = "apiextensions.k8s.io/v1"
 CHECK_INTERVAL_S = 2.0  # the runner asks every 0.5 s; the API server need not answer that often
 KubeFactory = Callable[[str], Kube]
 Fetch = Callable[[str], str]
@@ -71,16 +75,82 @@ def kube_mesh(scenario: Scenario, mode: str) -> Mesh:
     return build(replace(scenario, topology=t), mode)
 
 
+@dataclass(frozen=True)
+class Istiod:
+    """The istiod Deployment in istio-system, found by its label app=istiod
+    (manifests/charts/istio-control/istio-discovery/templates/deployment.yaml): named
+    istiod, or istiod-<rev> on a revisioned install, labelled istio.io/rev."""
+
+    name: str
+    revision: str  # "default" for the default revision
+    version: str  # from the image tag, its variant suffix removed
+    variant: str  # "distroless" on the ambient profile, else usually ""
+    image: str
+
+
+def find_istiods(kube: Kube) -> list[Istiod]:
+    """Every istiod in istio-system, the default revision first, then by name."""
+    out = []
+    for d in kube.list("apps/v1", "Deployment", v.ISTIO_NS, ISTIOD_SELECTOR):
+        md = d["metadata"]
+        containers = d["spec"]["template"]["spec"]["containers"]
+        image = next((c["image"] for c in containers if c["name"] == "discovery"),
+                     containers[0]["image"])
+        version, variant = v.image_version(image)
+        out.append(Istiod(md["name"], md.get("labels", {}).get("istio.io/rev", "default"),
+                          version or "unknown", variant, image))
+    return sorted(out, key=lambda i: (i.revision != "default", i.name))
+
+
+def istio_profile_of(kube: Kube) -> str:
+    """"ambient" when ztunnel runs, "default" when the istio-ingressgateway does, else
+    "minimal" (istiod alone; manifests/profiles/*.yaml)."""
+    if kube.list("apps/v1", "DaemonSet", v.ISTIO_NS, "app=ztunnel"):
+        return "ambient"
+    if kube.list("apps/v1", "Deployment", v.ISTIO_NS, "istio=ingressgateway"):
+        return "default"
+    return "minimal"
+
+
 def istio_state(kube: Kube) -> tuple[str, str]:
     """(version, profile) of the Istio in istio-system; ("", "") when there is none.
-    Profile "ambient" when ztunnel runs, else "default"."""
-    istiods = kube.list("apps/v1", "Deployment", v.ISTIO_NS, "app=istiod")
+    The version is the release without the image variant ("1.27.3" for 1.27.3-distroless)."""
+    istiods = find_istiods(kube)
     if not istiods:
         return "", ""
-    image = istiods[0]["spec"]["template"]["spec"]["containers"][0]["image"]
-    version = image.rsplit(":", 1)[-1] if ":" in image else "unknown"
-    ztunnel = kube.get("apps/v1", "DaemonSet", "ztunnel", v.ISTIO_NS)
-    return version, "ambient" if ztunnel is not None else "default"
+    return istiods[0].version, istio_profile_of(kube)
+
+
+def gateway_api_version(kube: Kube) -> str:
+    """The bundle version of the installed Gateway API CRDs ("" when not installed)."""
+    crd = kube.get(CRD_API, "CustomResourceDefinition", "gateways.gateway.networking.k8s.io")
+    if crd is None:
+        return ""
+    return str(crd["metadata"].get("annotations", {}).get(v.GATEWAY_API_BUNDLE, "unknown"))
+
+
+def gateway_crds_pinned(kube: Kube) -> bool:
+    """Every Gateway API CRD meshbench uses exists at the pinned bundle version."""
+    for name in v.GATEWAY_API_CRDS:
+        crd = kube.get(CRD_API, "CustomResourceDefinition", name)
+        if crd is None or crd["metadata"].get("annotations", {}).get(
+                v.GATEWAY_API_BUNDLE) != v.GATEWAY_API_VERSION:
+            return False
+    return True
+
+
+_CNI_DAEMONSETS = {"kindnet": "kindnet", "calico-node": "calico", "cilium": "cilium",
+                   "kube-flannel-ds": "flannel", "aws-node": "aws-vpc-cni",
+                   "azure-cns": "azure-cni", "antrea-agent": "antrea"}
+
+
+def cni_of_cluster(kube: Kube) -> str:
+    """The CNI named by a known DaemonSet in kube-system, or "unknown"."""
+    for d in kube.list("apps/v1", "DaemonSet", "kube-system"):
+        name = _CNI_DAEMONSETS.get(d["metadata"]["name"])
+        if name:
+            return name
+    return "unknown (no known CNI DaemonSet in kube-system)"
 
 
 class KubeBackend:
@@ -106,7 +176,9 @@ class KubeBackend:
         self._last_check: tuple[float, list[str]] = (float("-inf"), [])
         self._probes: dict[str, dict[str, Any]] = {}
         self._istiod_port = 0
+        self._istiod: Istiod | None = None
         self._discovered = measure.Discovery((), "skipped", "not provisioned")
+        self._own: list[dict[str, Any]] = []
 
     # ---- the client, created when first needed (the cluster may not exist before) ----------
     @property
@@ -130,6 +202,14 @@ class KubeBackend:
         """What stays after teardown, and how to remove it."""
         return ""
 
+    def cni(self) -> str:
+        """The cluster's CNI, for the manifest."""
+        return cni_of_cluster(self.kube)
+
+    def pinned_versions(self) -> dict[str, str]:
+        """What the backend pins (kind), recorded beside what it finds."""
+        return {}
+
     # ---- the steps -----------------------------------------------------------------------------
     @property
     def selector(self) -> str:
@@ -140,12 +220,28 @@ class KubeBackend:
 
     def steps(self, mode: str) -> list[Step]:
         """Everything provision does for `mode`, in order."""
-        return self.infra_steps(mode) + self.workload_steps(mode) + self.measure_steps(mode)
+        return (self.infra_steps(mode) + self.istiod_steps(mode) + self.workload_steps(mode)
+                + self.measure_steps(mode))
+
+    def istiod_steps(self, mode: str) -> list[Step]:
+        if mode == "baseline":
+            return []
+        return [Step("istio", Check("istiod-found",
+                                    f"the istiod Deployment in {v.ISTIO_NS} found by label "
+                                    f"{ISTIOD_SELECTOR} ({ISTIOD_REF} below: istiod, or "
+                                    "istiod-<rev> on a revisioned install, whose istio.io/rev "
+                                    "then labels the namespace and the waypoint); its version "
+                                    "from the image tag, variant suffix (-distroless) removed"))]
+
+    @property
+    def revision(self) -> str:
+        return self._istiod.revision if self._istiod is not None else ""
 
     def workload_steps(self, mode: str) -> list[Step]:
         mesh = kube_mesh(self.scenario, mode)
         objs = mf.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
-                            placement=self.placement, workers=len(self.workers))
+                            placement=self.placement, workers=len(self.workers),
+                            revision=self.revision)
         t, ns, S = self.timeouts.workloads, self.namespace, "workloads"
         out = [Step(S, Check("namespace-free", f"namespace {ns} is absent (or this run's own)"))]
         out += [Step(S, Apply(o)) for o in objs]
@@ -157,7 +253,11 @@ class KubeBackend:
         pods = sum(1 for o in objs if o["kind"] == "Pod")
         out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, selector=self.selector,
                                             count=pods, timeout_s=t))))
-        out.append(Step(S, Check("enrolment", _ENROLMENT[mode])))
+        out.append(Step(S, Check("enrolment", _ENROLMENT[mode] + "; the Locust master in no "
+                                 "mode (no sidecar, no ambient redirection)")))
+        out.append(Step(S, Check("qos", "every pod of the run is Guaranteed (status.qosClass): "
+                                 "requests = limits on the app, Locust and, when injected, "
+                                 "istio-proxy and istio-init")))
         out.append(Step(S, Check("request-through",
                                  f"a GET from client-0 to {self.url(mesh)}/ returns "
                                  f"{self.scenario.workload.payload_bytes} bytes, retried up to "
@@ -172,19 +272,27 @@ class KubeBackend:
         S, out = "measure", []
         if mode != "baseline":
             out.append(Step(S, Start(PORT_FORWARD, tuple(kubectl(
-                self.context, "port-forward", "deployment/istiod", f":{measure.ISTIOD_PORT}",
-                namespace=v.ISTIO_NS)))))
+                self.context, "port-forward", f"deployment/{ISTIOD_REF}",
+                f":{measure.ISTIOD_PORT}", namespace=v.ISTIO_NS)))))
             out.append(Step(S, Check("istiod-metrics",
                                      "istiod's /metrics answers through the port-forward "
                                      "(local port from kubectl's 'Forwarding from' line); "
                                      f"scraped per window: {', '.join(measure.ISTIOD_METRICS)}")))
         out.append(Step(S, Check("processes",
-                                 "proxy processes (envoy, ztunnel, pilot-discovery) found from "
-                                 "this host via /proc and cgroup pod UIDs "
-                                 "(bench.probes.discovery); if the host sees none: CPU and "
-                                 "memory from the metrics API (metrics.k8s.io); BCC per-hop "
-                                 "probe on those host PIDs (kind nodes share the host kernel), "
-                                 "else skipped with the reason recorded")))
+                                 "proxy processes (a sidecar's or waypoint's envoy and "
+                                 "pilot-agent, ztunnel, pilot-discovery) of this run's pods, "
+                                 "its ztunnels and its istiod only, found from this host via "
+                                 "/proc and cgroup pod UIDs (bench.probes.discovery); if the "
+                                 "host sees none: CPU and working set per container from the "
+                                 "metrics API (metrics.k8s.io; istio-proxy = pilot-agent + "
+                                 "envoy), read at the end of every window, or recorded as "
+                                 "missing with the reason; BCC per-hop probe on the Envoy and "
+                                 "ztunnel host PIDs (kind nodes share the host kernel), else "
+                                 "skipped with the reason recorded")))
+        out.append(Step(S, Note("load generator CPU: measured inside each Locust worker "
+                                "(its process CPU time per second, written with its latency "
+                                "histograms) for the saturation check; a cell whose files "
+                                "carry none records it as not checked, with the reason")))
         return out
 
     def cell_steps(self, mode: str) -> list[Step]:
@@ -260,17 +368,21 @@ class KubeBackend:
             getattr(self, "check_" + a.name.replace("-", "_"))()
         elif isinstance(a, Start):
             self._stop_background(a.name)
+            istiod = self._istiod.name if self._istiod is not None else "istiod"
             self._background[a.name] = self.commands.start(
-                list(a.argv), self.workdir / "logs" / f"{a.name}.log")
+                [x.replace(ISTIOD_REF, istiod) for x in a.argv],
+                self.workdir / "logs" / f"{a.name}.log")
         elif isinstance(a, DeleteByLabel):
             delete_by_label(self.kube, a.api_version, a.kind, a.selector, a.namespace,
                             a.name_prefix)
 
     def provision(self, mode: str) -> Deployment:
         """Build the mode and wait until a request from the client pod crosses the path."""
-        self._mode, self._probes = mode, {}
+        self._mode, self._probes, self._istiod = mode, {}, None
         try:
-            self._execute(self.steps(mode))
+            # the workloads depend on the istiod found (its revision labels the namespace)
+            self._execute(self.infra_steps(mode) + self.istiod_steps(mode))
+            self._execute(self.workload_steps(mode) + self.measure_steps(mode))
             return self._deployment(mode)
         except BenchError as e:
             raise ProvisionError(f"mode {mode}: {e.message}",
@@ -321,12 +433,45 @@ class KubeBackend:
         return [p for p in self.kube.list("v1", "Pod", self.namespace, self.selector)
                 if mf.WAYPOINT_POD_LABEL not in p["metadata"].get("labels", {})]
 
+    def check_istiod_found(self) -> None:
+        istiods = find_istiods(self.kube)
+        if not istiods:
+            raise ProvisionError(f"no istiod Deployment ({ISTIOD_SELECTOR}) in {v.ISTIO_NS}")
+        self._istiod = istiods[0]
+        if len(istiods) > 1:
+            self._probes["istiod_revisions"] = {
+                "used": istiods[0].revision, "found": [i.revision for i in istiods]}
+
     def check_enrolment(self) -> None:
         problems = mf.enrolment_problems(self._mode, self._run_pods())
         if problems:
             raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
                                  hint="check the namespace labels and that Istio's "
                                       "webhook / istio-cni run")
+
+    def check_qos(self) -> None:
+        problems = mf.qos_problems(self._run_pods())
+        if problems:
+            raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
+                                 hint="every container needs requests = limits; a sidecar "
+                                      "gets them from the sidecar.istio.io/proxy* annotations")
+
+    def own_pods(self) -> list[dict[str, Any]]:
+        """The pods whose processes and usage belong to this run: its namespace's (the
+        waypoint's included: it carries the run labels), the ztunnels of an ambient mode,
+        the istiod in use. Not the rest of the cluster: gateways, other namespaces."""
+        pods = list(self.kube.list("v1", "Pod", self.namespace, self.selector))
+        if self._mode in ("ambient", "waypoint"):
+            pods += self.kube.list("v1", "Pod", v.ISTIO_NS, "app=ztunnel")
+        if self._istiod is not None:
+            pods += self.kube.list("v1", "Pod", v.ISTIO_NS,
+                                   f"{ISTIOD_SELECTOR},istio.io/rev={self._istiod.revision}")
+        return pods
+
+    def proxy_ids(self) -> Callable[[str], bool]:
+        """Which /debug/syncz entries are this run's: proxy ids are <pod>.<namespace>."""
+        own = {f"{p['metadata']['name']}.{p['metadata']['namespace']}" for p in self.own_pods()}
+        return lambda proxy: proxy in own
 
     def _request_argv(self, mesh: Mesh) -> list[str]:
         script = ("import urllib.request as u; "
@@ -387,13 +532,17 @@ class KubeBackend:
         self._probes["istiod"] = status
 
     def check_processes(self) -> None:
-        d = measure.discover(self.kube, [self.namespace, v.ISTIO_NS], self.proc_root)
+        self._own = self.own_pods()
+        d = measure.discover(self.kube, self._own, self.proc_root)
         self._discovered = d
         self._probes["processes"] = {"status": d.status, "reason": d.reason,
                                      "count": len(d.processes)}
         status, reason = measure.metrics_api_status(self.kube)
         self._probes["metrics_api"] = {"status": status, "reason": reason,
-                                       "used": d.status != "ok"}
+                                       "used": d.status != "ok" and status == "ok"}
+        if d.status != "ok" and status != "ok":
+            self._probes["resources_in_cluster"] = {
+                "status": "missing", "reason": f"{d.reason}; and {reason}"}
         self._probes["bcc"] = measure.bcc_status(d)
 
     # ---- the deployment and what the runner asks of it ------------------------------------------
@@ -401,19 +550,46 @@ class KubeBackend:
         mesh = kube_mesh(self.scenario, mode)
         pods = self._run_pods()
         self._restarts = {p["metadata"]["name"]: _restarts(p) for p in pods}
-        version, profile = istio_state(self.kube)
+        server = self.kube.server_version()
+        found = {"kubernetes": server, "gateway_api": gateway_api_version(self.kube) or
+                 "not installed", "cni": self.cni()}
+        istio: dict[str, Any] = {}
+        if self._istiod is not None:
+            profile = istio_profile_of(self.kube)
+            found.update(istio=self._istiod.version)
+            istio = {"version": self._istiod.version, "variant": self._istiod.variant,
+                     "revision": self._istiod.revision, "deployment": self._istiod.name,
+                     "image": self._istiod.image, "profile": profile,
+                     # the ambient profile turns on HBONE for sidecars too
+                     "hbone_for_sidecars": profile == "ambient",
+                     "istiod_nodes": self._istiod_nodes(mesh)}
         return Deployment(
             mesh=mesh, load_netns=None, url=self.url(mesh),
             processes=list(self._discovered.processes),
             info={"backend": self.name, "context": self.context, "run_id": self.run_id,
-                  "namespace": self.namespace, "versions": {
-                      **v.record(), "kubernetes_server": self.kube.server_version()},
-                  "istio": {"version": version, "profile": profile,
-                            # the ambient profile turns on HBONE for sidecars too
-                            "hbone_for_sidecars": profile == "ambient"},
+                  "namespace": self.namespace,
+                  "versions": {**self.pinned_versions(), "kubernetes_server": server},
+                  # merged into the manifest's top-level "versions" by the runner
+                  "manifest_versions": found,
+                  "istio": istio,
                   "load": {"where": "in-cluster", "master": "locust-master",
                            "workers": list(self.workers)},
                   "probes": dict(self._probes)})
+
+    def _istiod_nodes(self, mesh: Mesh) -> dict[str, str]:
+        """istiod pod -> the model node it runs on ("istiod" on kind); a node shared with
+        the client or a server is named so, and noted."""
+        names = measure.node_names(self.kube)
+        load_nodes = {p.node for p in mesh.pods}
+        out = {}
+        for p in self.kube.list("v1", "Pod", v.ISTIO_NS,
+                                f"{ISTIOD_SELECTOR},istio.io/rev={self.revision}"):
+            node = names.get(p.get("spec", {}).get("nodeName", ""), "")
+            out[p["metadata"]["name"]] = node
+            if node in load_nodes:
+                self._probes.setdefault("istiod_placement", {}).setdefault("notes", []).append(
+                    f"istiod {p['metadata']['name']} shares node {node} with the workloads")
+        return out
 
     def check(self, deployment: Deployment) -> list[str]:
         """Pods of the run that are not Ready or restarted since provision (asked at most
@@ -484,26 +660,37 @@ class KubeBackend:
             except OSError as e:
                 raise ProvisionError(f"istiod /debug/syncz: {e}") from e
 
-        return push.run(self, mesh, experiment, timeout_s, wire, syncz, self.clock)
+        return push.run(self, mesh, experiment, timeout_s, wire, syncz, self.clock,
+                        keep=self.proxy_ids())
 
     def controlplane_pid(self) -> int | None:
         """pilot-discovery's host PID when the host sees the pods (for the kernel view)."""
         return next((p.pid for p in self._discovered.processes
                      if p.role == "control-plane"), None)
 
-    def resource_usage(self) -> list[measure.Usage]:
-        """The metrics-API fallback for CPU and memory: our pods and istio-system."""
+    def window_resources(self, cell: Cell) -> list[Sample]:
+        """The metrics-API path for CPU and memory, asked by the runner at the end of each
+        window: rows for the run's own pods when the host sees none of their processes
+        (else [] -- the host sampler has them), [] when the metrics API is not served (the
+        probe status says so)."""
+        if self._discovered.status == "ok" or self._probes.get(
+                "metrics_api", {}).get("status") != "ok":
+            return []
         try:
-            return [u for ns in (self.namespace, v.ISTIO_NS) for u in measure.pod_usage(self.kube, ns)]
+            usage = [u for ns in (self.namespace, v.ISTIO_NS)
+                     for u in measure.pod_usage(self.kube, ns)]
         except KubeError as e:
             self.log(f"metrics API: {e.message}")
             return []
+        return measure.usage_samples(usage, self._own or self.own_pods(),
+                                     measure.node_names(self.kube), cell, time.time())
 
     def _load_spec(self, mesh: Mesh, cell: str, target_rps: int, duration_s: float) -> LoadSpec:
         return LoadSpec(context=self.context, namespace=self.namespace, workers=self.workers,
                         url=self.url(mesh), target_rps=target_rps,
                         users=self.scenario.load.connections, duration_s=duration_s,
-                        cell=re.sub(r"[^A-Za-z0-9_.-]", "-", cell))
+                        cell=re.sub(r"[^A-Za-z0-9_.-]", "-", cell),
+                        arrivals=self.scenario.load.arrivals, seed=self.scenario.seed)
 
     def start_load(self, *, cell: str, target_rps: int, duration_s: float, hdr_out: Path,
                    log_path: Path, timeout_s: float) -> InClusterLoad:
@@ -511,6 +698,20 @@ class KubeBackend:
         spec = self._load_spec(kube_mesh(self.scenario, self._mode), cell, target_rps, duration_s)
         return InClusterLoad(spec, self.commands, hdr_out=hdr_out, log_path=log_path,
                              timeout_s=timeout_s).start()
+
+
+def merge_versions(recorded: Mapping[str, Any], found: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest's "versions" with what a deployment found: a key first seen is added;
+    a value that differs from one already recorded (say, Istio changed between modes)
+    is kept beside it ("1.27.3 / 1.26.0"), so a comparison sees the mix."""
+    out = dict(recorded)
+    for k, val in found.items():
+        old = out.get(k)
+        if old is None:
+            out[k] = val
+        elif val not in str(old).split(" / "):
+            out[k] = f"{old} / {val}"
+    return out
 
 
 def delete_all_runs(kube: Kube, clock: Clock, timeout_s: float = 180.0) -> list[str]:

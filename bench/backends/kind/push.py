@@ -12,6 +12,8 @@ Measured from istiod (metrics deltas over the experiment: `pilot_xds_pushes` by 
 `pilot_xds_config_size_bytes`, `pilot_proxy_convergence_time`, `pilot_total_xds_rejects`)
 and from `/debug/syncz` (per proxy and type, the nonce sent and the nonce ACKed), polled until
 every proxy whose nonce moved has ACKed it and nothing moved for QUIET_S, or the timeout.
+Only the run's proxies count (its namespace's sidecars and waypoint, its ztunnels): syncz
+lists every proxy connected to istiod, other namespaces' and gateways' included.
 istiod's convergence metric stops at *send*; the ACK time here is the poll that first saw
 the ACK (resolution POLL_S), from the apply call. The kernel view (BCC on pilot-discovery's
 host PID) counts every socket istiod wrote to, its Kubernetes API watches included.
@@ -62,19 +64,49 @@ def experiment_objects(mesh: Mesh, experiment: str, namespace: str,
                     hint="experiments are: new_service, l7_route, l4_authz")
 
 
-def parse_syncz(text: str) -> dict[str, dict[str, tuple[str, str]]]:
-    """istiod /debug/syncz -> proxy -> type -> (sent nonce, acked nonce). Types are whatever
-    the JSON carries as <type>_sent / <type>_acked (cluster, listener, route, endpoint, ...)."""
+# Short names of the xDS types (pkg/model/xds.go), as in the SyncStatus field names.
+TYPE_NAMES = {
+    "type.googleapis.com/envoy.config.cluster.v3.Cluster": "cluster",
+    "type.googleapis.com/envoy.config.listener.v3.Listener": "listener",
+    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration": "route",
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment": "endpoint",
+    "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig": "extensionconfig",
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret": "secret",
+    "type.googleapis.com/istio.workload.Address": "address",
+    "type.googleapis.com/istio.workload.Workload": "workload",
+    "type.googleapis.com/istio.security.Authorization": "authorization",
+}
+_TOP_LEVEL = ("cluster", "listener", "route", "endpoint", "extensionconfig")
+
+
+def type_name(type_url: str) -> str:
+    return TYPE_NAMES.get(type_url, type_url.rsplit("/", 1)[-1])
+
+
+def parse_syncz(text: str, keep: Callable[[str], bool] = lambda proxy: True
+                ) -> dict[str, dict[str, tuple[str, str]]]:
+    """istiod /debug/syncz -> proxy -> type -> (sent nonce, acked nonce), for the proxies
+    `keep` accepts.
+
+    The document is a JSON array of SyncStatus (pilot/pkg/xds/debug.go, Syncz). Its
+    `resources` map holds every watched type URL with {sent, acked}: the only place a
+    ztunnel's Address and Authorization nonces appear. The top-level <type>_sent and
+    <type>_acked fields cover CDS, LDS, RDS, EDS and ECDS only, and are read only for an
+    entry without `resources` (an istiod older than the map)."""
     out: dict[str, dict[str, tuple[str, str]]] = {}
     for entry in json.loads(text or "[]") or []:
         proxy = str(entry.get("proxy", ""))
-        if not proxy:
+        if not proxy or not keep(proxy):
             continue
-        types = {}
-        for key, sent in entry.items():
-            if key.endswith("_sent"):
-                t = key[: -len("_sent")]
-                types[t] = (str(sent or ""), str(entry.get(f"{t}_acked") or ""))
+        types: dict[str, tuple[str, str]] = {}
+        resources = entry.get("resources") or {}
+        for url, st in resources.items():
+            types[type_name(url)] = (str(st.get("sent") or ""), str(st.get("acked") or ""))
+        if not resources:
+            for t in _TOP_LEVEL:
+                if entry.get(f"{t}_sent") or entry.get(f"{t}_acked"):
+                    types[t] = (str(entry.get(f"{t}_sent") or ""),
+                                str(entry.get(f"{t}_acked") or ""))
         out[proxy] = types
     return out
 
@@ -89,13 +121,15 @@ def _family(deltas: Mapping[str, float], name: str) -> float:
 
 
 def run(backend: Any, mesh: Mesh, experiment: str, timeout_s: float, wire: Any,
-        fetch_syncz: Callable[[], str], clock: Any) -> Any:
-    """Apply the change and watch istiod until every moved proxy ACKed; a PushOutcome."""
+        fetch_syncz: Callable[[], str], clock: Any,
+        keep: Callable[[str], bool] = lambda proxy: True) -> Any:
+    """Apply the change and watch istiod until every moved proxy `keep` accepts ACKed;
+    a PushOutcome."""
     from bench.experiments import PushOutcome
     from bench.probes.pushwire import KernelPush
 
     before = backend.istiod_metrics()
-    sync0 = parse_syncz(fetch_syncz())
+    sync0 = parse_syncz(fetch_syncz(), keep)
     if wire is not None:
         wire.reset()
     labels = mf.run_labels(backend.run_id, mesh.mode)
@@ -109,7 +143,7 @@ def run(backend: Any, mesh: Mesh, experiment: str, timeout_s: float, wire: Any,
     while True:
         clock.sleep(POLL_S)
         now = clock.monotonic()
-        state = parse_syncz(fetch_syncz())
+        state = parse_syncz(fetch_syncz(), keep)
         for proxy, types in state.items():
             old = sync0.get(proxy, {})
             changed = any(sent and sent != old.get(t, ("", ""))[0]
