@@ -14,6 +14,11 @@ from bench.errors import UserError
 from bench.store import load_table
 
 LOAD = "load"
+# latency timed in the kernel at the load generator's sockets (issue #10): the headline
+# latency when a run has it; same metric names, unit and entity as LOAD's latency rows
+LOAD_KERNEL = "load_kernel"
+LATENCY_SOURCES = {LOAD_KERNEL: "timed in the kernel at the load generator's sockets",
+                   LOAD: "Locust's own timing (user space, from the actual send)"}
 RESOURCES = "resources"
 CLIENT = "client"
 IDLE = "idle"
@@ -104,8 +109,20 @@ class Run:
     @cached_property
     def client(self) -> pd.DataFrame:
         """The load generator's per-cell rows (source "load", entity "client") of cells
-        that did not fail."""
+        that did not fail: achieved_rps, saturated, errors, loadgen_cpu. Read latency
+        from `latency`, which follows `latency_source()`."""
         return self.without_failed(self.rows(LOAD, entity=CLIENT))
+
+    def latency_source(self) -> str:
+        """The source every latency figure reads: "load_kernel" when the run has rows of
+        it, else "load"."""
+        return LOAD_KERNEL if (self.table["source"] == LOAD_KERNEL).any() else LOAD
+
+    @cached_property
+    def latency(self) -> pd.DataFrame:
+        """Client rows of `latency_source()` (entity "client") of cells that did not
+        fail; latency_p50/p90/p99/p999/max/mean in us."""
+        return self.without_failed(self.rows(self.latency_source(), entity=CLIENT))
 
     @cached_property
     def resources(self) -> pd.DataFrame:
