@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.fmt import NOT_MEASURED, num, pct, spread, table
-from analysis.load import Run
+from analysis.load import LATENCY_SOURCES, Run
 from analysis.stats import (
     BASELINE,
     CV_WARN,
@@ -60,7 +60,7 @@ def latency_section(run: Run, figure: str | None = None) -> list[str]:
     lines = ["## Latency", ""]
     if run.client.empty:
         return lines + ["No load-generator rows in this run: latency was not measured.", ""]
-    summaries = {m: by_cell(summarize(run.client, m)) for m, _ in PERCENTILES}
+    summaries = {m: by_cell(summarize(run.latency, m)) for m, _ in PERCENTILES}
     rps = by_cell(summarize(run.client, "achieved_rps"))
     errors, saturated = _sum_of(run, "errors"), _sum_of(run, "saturated")
     n_cells = cells_measured(run)
@@ -81,8 +81,10 @@ def latency_section(run: Run, figure: str | None = None) -> list[str]:
     headers = ["mode", "target (rps)", *(f"{label} (µs)" for _, label in PERCENTILES),
                "n", "achieved (rps)", "errors (sum)", "saturated (cells)"]
     lines += table(headers, rows)
+    source = run.latency_source()
     lines += ["", ("Values: median [min–max] across n repetitions; each repetition's value is "
-              "that cell's percentile from its merged HDR histogram (µs)."), ""]
+              "that cell's percentile from its merged HDR histogram (µs). Latency source: "
+              f"\"{source}\" ({LATENCY_SOURCES.get(source, source)})."), ""]
     if any(s for s, _ in saturated.values()):
         lines += [("Saturated cells (achieved < 95 % of target, or the load generator above "
                   "80 % CPU) describe the load generator's limits as much as the mesh."), ""]
@@ -92,7 +94,7 @@ def latency_section(run: Run, figure: str | None = None) -> list[str]:
 def overhead_section(run: Run) -> list[str]:
     """Paired overhead (same level, same repetition) of each mode over baseline."""
     lines = ["## Overhead vs baseline", ""]
-    overheads = {m: by_cell(overhead_vs_baseline(run.client, m)) for m, _ in OVERHEAD_METRICS}
+    overheads = {m: by_cell(overhead_vs_baseline(run.latency, m)) for m, _ in OVERHEAD_METRICS}
     if not any(overheads.values()):
         return lines + [("Not computed: this run has no baseline cell paired with another "
                         "mode at the same level and repetition."), ""]
@@ -125,7 +127,7 @@ def ratio_section(run: Run) -> list[str]:
     lines = ["## Ratios between modes", ""]
     rows = []
     for metric, label in OVERHEAD_METRICS:
-        values = cell_values(run.client, metric)
+        values = cell_values(run.latency, metric)
         for level in run.levels:
             for a, b in RATIO_PAIRS:
                 xa = values[(values["mode"] == a) & (values["level"] == level)]["value"]
@@ -169,7 +171,7 @@ def cv_section(run: Run, extra: list[tuple[pd.DataFrame, str, str]]) -> list[str
     `extra` adds (summary, what, unit) triples from other sections (e.g. resources).
     """
     lines = ["## CV warnings", ""]
-    checks = [(summarize(run.client, m), label, "µs") for m, label in PERCENTILES]
+    checks = [(summarize(run.latency, m), label, "µs") for m, label in PERCENTILES]
     checks += [(summarize(run.client, "achieved_rps"), "achieved rps", "rps"), *extra]
     warn: list[str] = []
     unknown: list[str] = []
@@ -205,7 +207,7 @@ def order_section(run: Run) -> list[str]:
     """Does the measured p50 order match the architecture's prediction, per level?
     Compares medians across repetitions and says how far apart the ranges are."""
     lines = ["## Order predicted by the architecture", ""]
-    summary = by_cell(summarize(run.client, "latency_p50"))
+    summary = by_cell(summarize(run.latency, "latency_p50"))
     rows = []
     for level in run.levels:
         for lo, hi in PREDICTED_ORDER:

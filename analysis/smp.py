@@ -96,7 +96,10 @@ def _median(values: np.ndarray) -> float | None:
 
 
 def _per_cell(run: Run, metric: str) -> dict[tuple[str, int], np.ndarray]:
-    values = cell_values(run.client, metric)
+    """Per (mode, level) the repetitions' values: latency_* from `run.latency`, anything
+    else (achieved_rps) from the load generator's rows."""
+    rows = run.latency if metric.startswith("latency_") else run.client
+    values = cell_values(rows, metric)
     return {(str(m), int(lv)): g["value"].to_numpy(dtype=float)
             for (m, lv), g in values.groupby(["mode", "level"])}
 
