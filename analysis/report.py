@@ -36,6 +36,7 @@ from analysis.metadata import (
     probes_section,
     simplifications_section,
 )
+from analysis.published import sources_section as published_sources
 from analysis.push import exposure_figure, push_section
 from analysis.resources import resource_cv_checks, resources_section
 from analysis.runset import RunSet, discover, explicit, single, sources_section
@@ -86,6 +87,7 @@ def render(run: Run | RunSet, latency_png: str | None, resources_png: str | None
     lines += ratio_section(run) + hops_section(run, hops_png)
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png) + push_section(run, exposure_png)
+    lines += published_sources()
     lines += failed_cells_section(run) + probes_section(run)
     lines += metadata_section(run) + simplifications_section(run)
     return "\n".join(lines).rstrip() + "\n"
