@@ -31,6 +31,7 @@ from bench.errors import UserError
 
 MESH_MODES = ("sidecar", "ambient", "waypoint")
 SCENARIO_KEY = "scenario (apart from modes)"
+PASSED_OVER_SHOWN = 5
 COMBINE_KEYS = tuple(k for k in KEY_METADATA if k != "scenario_hash")
 
 
@@ -157,6 +158,7 @@ def explicit(primary: Run, others: Sequence[Run]) -> RunSet:
     that measured it. Raises UserError naming the differing keys when a run is not
     compatible with the primary."""
     sources = {m: primary for m in _measured_modes(primary)}
+    passed: list[tuple[str, str]] = []
     for run in others:
         if run.run_dir.resolve() == primary.run_dir.resolve():
             continue
@@ -166,9 +168,13 @@ def explicit(primary: Run, others: Sequence[Run]) -> RunSet:
                             f"{describe_differences(diffs)}",
                             hint="combine runs of the same scenario, backend, versions "
                                  "and machine, or report them one by one")
-        for m in _measured_modes(run):
-            sources.setdefault(m, run)
-    return RunSet(primary, sources)
+        used = [m for m in _measured_modes(run) if m not in sources]
+        for m in used:
+            sources[m] = run
+        if not used:
+            passed.append((run.run_id, "every mode it measured comes from a run listed "
+                                       "before it"))
+    return RunSet(primary, sources, tuple(passed))
 
 
 def sources_section(rs: RunSet) -> list[str]:
@@ -188,6 +194,10 @@ def sources_section(rs: RunSet) -> list[str]:
                        "by repetition; modes from different runs are compared unpaired "
                        "(Welch), and drift of the machine between the runs is not "
                        "cancelled. The sections after the claims describe this run only.")]
-    for run_id, why in rs.passed_over:
-        lines.append(f"- passed over `{run_id}`: {why}")
+    shown = rs.passed_over[:PASSED_OVER_SHOWN]
+    if shown:
+        lines += [""] + [f"- not used: `{run_id}`: {why}" for run_id, why in shown]
+        more = len(rs.passed_over) - len(shown)
+        if more:
+            lines.append(f"- not used: {more} more runs (older)")
     return lines + [""]

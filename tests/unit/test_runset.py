@@ -113,6 +113,20 @@ def test_cli_report_runs_combines_an_explicit_set(tmp_path: Path,
     text = (side / "report.md").read_text()  # the first of --runs is the primary
     assert "`20250102T000000Z-series-sidecar` (this run): baseline, sidecar" in text
     assert "`20250102T010000Z-series-ambient`: ambient" in text
+    # a run listed twice, or one that adds no mode, is named as not used
+    rs = explicit(load_run(side), [load_run(amb), load_run(amb)])
+    assert [m for m in rs.sources] == ["baseline", "sidecar", "ambient"]
+    assert explicit(load_run(side), [load_run(side)]).passed_over == ()
+
+
+def test_a_run_that_adds_no_mode_is_named(tmp_path: Path) -> None:
+    full = fx.make_series_run(tmp_path, run_id="20250102T000000Z-series-full", reps=REPS,
+                              hdr=False)
+    side, _ = _pair(tmp_path / "pair")
+    rs = explicit(load_run(full), [load_run(side)])
+    assert not rs.combined
+    assert rs.passed_over == (("20250102T000000Z-series-sidecar",
+                               "every mode it measured comes from a run listed before it"),)
 
 
 # --- latency source -------------------------------------------------------------------------
