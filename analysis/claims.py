@@ -109,6 +109,8 @@ class ClaimRow:
         ci = (f" [95 % CI {r.ratio.lo:.2f}–{r.ratio.hi:.2f}]" if r.ratio.has_ci else "")
         n = f"n={r.n_a}" if r.n_a == r.n_b else f"n={r.n_a} vs {r.n_b}"
         kind = r.test.split(";")[0] if r.test else ""
+        if "Welch" in r.test:
+            kind += ", unpaired: the modes come from two runs"
         return (f"**{r.verdict}**: {self.phrase.format(x=x)}{at}{ci}, {n}"
                 + (f" ({kind})" if kind else ""))
 
@@ -489,10 +491,11 @@ def answers(rows: Sequence[ClaimRow]) -> list[str]:
     listing what was not measured."""
     measured = [r for r in rows if r.verdict != NOT_MEASURED]
     lines = [f"- {r.claim.split()[0]} {r.answer()}" for r in measured]
-    missing = sorted({r.claim for r in rows if r.verdict == NOT_MEASURED})
+    missing = [f"{r.claim.split()[0]} {r.tested.split(':')[0]}" for r in rows
+               if r.verdict == NOT_MEASURED]
     if missing:
-        lines.append(f"- not measured in the runs drawn from: {', '.join(missing)} "
-                     "(see the table for what each needs)")
+        lines.append(f"- not measured in the runs drawn from: {'; '.join(missing)} "
+                     "(the table says what each needs)")
     return lines
 
 

@@ -183,8 +183,13 @@ def sources_section(rs: RunSet) -> list[str]:
     for run in rs.runs:
         modes = [m for m in rs.modes_of(run)]
         status = run.manifest.get("exit_status", "not recorded")
+        own_base = (run is not rs.primary and "baseline" not in modes
+                    and (run.table["mode"] == "baseline").any())
+        used = ", ".join(modes) or "no mode used"
+        if own_base:
+            used += " (overheads over this run's own baseline)"
         lines.append(f"- `{run.run_id}`{' (this run)' if run is rs.primary else ''}: "
-                     f"{', '.join(modes) or 'no mode used'}; scenario hash "
+                     f"{used}; scenario hash "
                      f"`{run.manifest.get('scenario_hash', 'not recorded')}`; exit status "
                      f"{status}")
     if rs.combined:

@@ -234,8 +234,9 @@ def test_report_md_puts_the_claims_table_first(series: Path) -> None:
     assert lines[0].endswith("n=5 (superiority)")
     assert any(ln.startswith("- (d) **not supported**: the waypoint path added 1.2")
                and "(non-inferiority, margin 10 %)" in ln for ln in lines)
-    assert lines[-1].startswith("- not measured in the runs drawn from: (a) resources, "
-                                "(b) push fan-out, (c) exposure")
+    assert lines[-1].startswith("- not measured in the runs drawn from: (a) cost grows with "
+                                "pods under sidecar, not under ambient (slope per pod); (b) a "
+                                "config change reaches every sidecar")
     assert ("| (d) latency | p50 overhead: two ztunnels add less than two sidecars | 1000 rps |"
             in claims)
     assert "| supported (CI upper bound 0.2" in claims

@@ -61,10 +61,12 @@ def test_a_report_combines_the_sidecar_and_ambient_runs(tmp_path: Path) -> None:
     text = (write_outputs(amb).markdown).read_text()
     runs = text[text.index("## Runs drawn from"):text.index("## Latency")]
     assert "`20250102T010000Z-series-ambient` (this run): baseline, ambient" in runs
-    assert "`20250102T000000Z-series-sidecar`: sidecar" in runs
+    assert ("`20250102T000000Z-series-sidecar`: sidecar (overheads over this run's own "
+            "baseline)") in runs
     assert "over the baseline of that mode's own run" in runs
     assert "the claims also draw on the other runs" in text
     assert "- (a) **supported**: ambient's data plane used 0.4" in text
+    assert "(superiority, unpaired: the modes come from two runs)" in text
 
 
 def test_a_report_of_one_run_stays_single_when_asked(tmp_path: Path) -> None:
@@ -112,7 +114,7 @@ def test_cli_report_runs_combines_an_explicit_set(tmp_path: Path,
     assert cli_main(["report", "--runs", str(side), str(amb)]) == 0
     text = (side / "report.md").read_text()  # the first of --runs is the primary
     assert "`20250102T000000Z-series-sidecar` (this run): baseline, sidecar" in text
-    assert "`20250102T010000Z-series-ambient`: ambient" in text
+    assert "`20250102T010000Z-series-ambient`: ambient (overheads over" in text
     # a run listed twice, or one that adds no mode, is named as not used
     rs = explicit(load_run(side), [load_run(amb), load_run(amb)])
     assert [m for m in rs.sources] == ["baseline", "sidecar", "ambient"]
