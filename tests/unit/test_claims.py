@@ -451,3 +451,34 @@ def test_exposure_uses_the_state_after_changes_and_shows_each_roles_range(tmp_pa
     assert "| ambient | ztunnel | 2 | 3 / 3 | not measured | 1 / 1 |" in text
     assert exposure_figure(run, tmp_path / "e.png") is not None
     assert (tmp_path / "e.png").stat().st_size > 10_000
+
+
+def test_identical_push_counts_get_an_exact_verdict(tmp_path: Path) -> None:
+    """The same counts in every repetition (e.g. ambient 0/2 proxies, 0 B against sidecar
+    2/2 proxies, 3448 B) are compared as numbers, not put through statistics."""
+    from bench.store import Cell, RunStore, Sample
+
+    st = RunStore.create(tmp_path, "x", {"scenario": {"name": "x"}, "backend": "local"})
+    for rep in range(3):
+        for mode, updated, nbytes, held in (("sidecar", 2, 3448, 9000), ("ambient", 0, 0, 3000)):
+            cell = Cell(rep, mode, 0)
+            lab = {"experiment": "l7_route", "view": "control-plane"}
+            st.append([Sample.for_cell(cell, source="xds", metric=m, unit=u, value=v,
+                                       entity="mesh", labels=lab)
+                       for m, u, v in (("push_bytes_total", "bytes", nbytes),
+                                       ("proxies_updated", "count", updated),
+                                       ("proxies_total", "count", 2))]
+                      + [Sample.for_cell(cell, source="xds", metric="config_bytes",
+                                         unit="bytes", value=held, entity=f"{mode}-proxy",
+                                         labels={"view": "exposure"})])
+    st.finalize()
+    rows = {(r.claim, r.tested): r for r in cl.claim_rows(load_run(st.dir))}
+    fan = rows[(cl.B_FANOUT, "l7_route: bytes pushed, ambient < sidecar")]
+    assert fan.measured == "ambient 0/2 proxies, 0 B; sidecar 2/2 proxies, 3448 B"
+    assert fan.verdict == cl.SUPPORTED
+    assert fan.result.text() == ("supported (0 < 3448, identical in every repetition "
+                                 "(n=3 vs 3); exact comparison of counts)")
+    assert fan.ratio_text() == "0.000 (no CI)"
+    exp = rows[(cl.C_EXPOSURE, "config held by all proxies: ambient < sidecar")]
+    assert exp.verdict == cl.SUPPORTED and "exact comparison" in exp.result.test
+    assert exp.measured == "ambient 3000 B, sidecar 9000 B"
