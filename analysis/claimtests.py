@@ -202,12 +202,12 @@ def compare(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, kind: str = SUPE
     test = (f"{rule}; t on mean(a) - {k:g} x mean(b) (values <= 0: no log ratio), {how}")
     if hi < 0 and (kind == NON_INFERIORITY or math.isnan(point)
                    or point <= 1 - min_effect):
-        return Outcome(SUPPORTED, f"CI of the difference [{lo:.3g}, {hi:.3g}] below 0",
+        return Outcome(SUPPORTED, f"CI of the difference [{lo:.4g}, {hi:.4g}] below 0",
                        r, n_a, n_b, test)
     if (kind == SUPERIORITY and lo >= 0) or (kind == NON_INFERIORITY and lo > 0):
-        return Outcome(NOT_SUPPORTED, f"CI of the difference [{lo:.3g}, {hi:.3g}] above 0",
+        return Outcome(NOT_SUPPORTED, f"CI of the difference [{lo:.4g}, {hi:.4g}] above 0",
                        r, n_a, n_b, test)
-    return Outcome(INCONCLUSIVE, f"CI of the difference [{lo:.3g}, {hi:.3g}] spans 0",
+    return Outcome(INCONCLUSIVE, f"CI of the difference [{lo:.4g}, {hi:.4g}] spans 0",
                    r, n_a, n_b, test)
 
 
