@@ -422,6 +422,15 @@ def _count_text(x: pd.Series) -> str:
     return f"{np.median(x):.0f} [{x.min():.0f}–{x.max():.0f}]"
 
 
+def _xds_test(a: pd.Series, b: pd.Series, mode: str, rs: RunSet, what: str) -> Outcome:
+    """`exact` of mode against sidecar, naming the side with no rows."""
+    missing = [m for m, x in ((mode, a), ("sidecar", b)) if not x.size]
+    if missing:
+        return Outcome(NOT_MEASURED, f"no {' or '.join(missing)} {what} rows in the runs "
+                       "drawn from", None, int(a.size), int(b.size))
+    return _test(a, b, EXACT, rs.paired(mode, "sidecar"))
+
+
 def xds_rows(rs: RunSet) -> list[ClaimRow]:
     """(b) per change: bytes pushed, ambient (and waypoint) against sidecar, with who
     received it; (c) config held: bytes of config summed over the mode's proxies. Both
@@ -453,9 +462,9 @@ def xds_rows(rs: RunSet) -> list[ClaimRow]:
                         f"{reached(side, 'sidecar')} proxies, {_count_text(b)} B"
                         if a.size and b.size else _measured_pair(mode, a, "sidecar", b, "B"))
             out.append(ClaimRow(B_FANOUT, f"{experiment}: bytes pushed, {mode} < sidecar",
-                                None, measured, _test(a, b, EXACT, rs.paired(mode, "sidecar")),
+                                None, measured, _xds_test(a, b, mode, rs, "push"),
                                 published.FANOUT,
-                                phrase=f"a {experiment} change pushed {{x}} the bytes to "
+                                phrase=f"the {experiment} change pushed {{x}} the bytes to "
                                        f"{mode}'s proxies that it pushed to the sidecars"))
     for mode in ("ambient", "waypoint"):
         a = _xds_values(_held(per_mode[mode]), "config_bytes", mode, entity=None)
@@ -465,7 +474,7 @@ def xds_rows(rs: RunSet) -> list[ClaimRow]:
                                 None, f"{mode} {_count_text(a)} B, sidecar {_count_text(b)} B"
                                 if a.size and b.size else
                                 _measured_pair(mode, a, "sidecar", b, "B"),
-                                _test(a, b, EXACT, rs.paired(mode, "sidecar")),
+                                _xds_test(a, b, mode, rs, "exposure"),
                                 published.EXPOSURE,
                                 phrase=f"{mode}'s proxies held {{x}} the config bytes of "
                                        "the sidecars"))
@@ -491,11 +500,14 @@ def answers(rows: Sequence[ClaimRow]) -> list[str]:
     listing what was not measured."""
     measured = [r for r in rows if r.verdict != NOT_MEASURED]
     lines = [f"- {r.claim.split()[0]} {r.answer()}" for r in measured]
-    missing = [f"{r.claim.split()[0]} {r.tested.split(':')[0]}" for r in rows
-               if r.verdict == NOT_MEASURED]
-    if missing:
-        lines.append(f"- not measured in the runs drawn from: {'; '.join(missing)} "
-                     "(the table says what each needs)")
+    why: dict[str, list[str]] = {}
+    for r in rows:
+        if r.verdict == NOT_MEASURED:
+            why.setdefault(r.result.reason or "no data", []).append(r.claim.split()[0])
+    for reason, claims in why.items():
+        counted = [f"{c}{f' x{claims.count(c)}' if claims.count(c) > 1 else ''}"
+                   for c in dict.fromkeys(claims)]
+        lines.append(f"- **not measured** ({', '.join(counted)}): {reason}")
     return lines
 
 

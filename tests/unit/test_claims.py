@@ -234,9 +234,9 @@ def test_report_md_puts_the_claims_table_first(series: Path) -> None:
     assert lines[0].endswith("n=5 (superiority)")
     assert any(ln.startswith("- (d) **not supported**: the waypoint path added 1.2")
                and "(non-inferiority, margin 10 %)" in ln for ln in lines)
-    assert lines[-1].startswith("- not measured in the runs drawn from: (a) cost grows with "
-                                "pods under sidecar, not under ambient (slope per pod); (b) a "
-                                "config change reaches every sidecar")
+    assert lines[-2:] == [
+        "- **not measured** ((a)): needs a pod-count sweep (make bench-scaling)",
+        f"- **not measured** ((b), (c)): {cl.FANOUT_MISSING}"]
     assert ("| (d) latency | p50 overhead: two ztunnels add less than two sidecars | 1000 rps |"
             in claims)
     assert "| supported (CI upper bound 0.2" in claims
@@ -479,6 +479,8 @@ def test_identical_push_counts_get_an_exact_verdict(tmp_path: Path) -> None:
     assert fan.result.text() == ("supported (0 < 3448, identical in every repetition "
                                  "(n=3 vs 3); exact comparison of counts)")
     assert fan.ratio_text() == "0.000 (no CI)"
+    way = rows[(cl.B_FANOUT, "l7_route: bytes pushed, waypoint < sidecar")]
+    assert way.result.text() == "not measured (no waypoint push rows in the runs drawn from)"
     exp = rows[(cl.C_EXPOSURE, "config held by all proxies: ambient < sidecar")]
     assert exp.verdict == cl.SUPPORTED and "exact comparison" in exp.result.test
     assert exp.measured == "ambient 3000 B, sidecar 9000 B"
