@@ -258,3 +258,35 @@ def exact(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, paired: bool = Tru
     note = f"counts varied across repetitions ({', '.join(varied)}): statistics applied"
     return Outcome(out.verdict, out.reason, out.ratio, out.n_a, out.n_b,
                    f"{note}; {out.test}" if out.test else note)
+
+
+def two_sided(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, paired: bool = True,
+              min_effect: float = MIN_EFFECT) -> tuple[Ratio | None, str, str]:
+    """(ratio a / b with its 95 % CI, verdict, test) for describing two modes without a
+    directional claim: "lower" / "higher" when the CI excludes 1 and the effect is at
+    least `min_effect`, "no clear difference" otherwise; the same t interval on log ratios
+    as `compare` (paired by repetition when `paired`). Values <= 0 or a side with fewer
+    than 2 values give a point ratio and "no CI"."""
+    sa, sb = _as_series(a), _as_series(b)
+    if not (isinstance(a, pd.Series) and isinstance(b, pd.Series)):
+        sa, sb = sa.reset_index(drop=True), sb.reset_index(drop=True)
+        paired = paired and sa.size == sb.size
+    xa, xb = _pairs(sa, sb) if paired else (sa.to_numpy(), sb.to_numpy())
+    if xa.size == 0 or xb.size == 0:
+        return None, NOT_MEASURED, ""
+    how = (f"paired by repetition, n={xa.size}" if paired
+           else f"unpaired (Welch), n={xa.size} vs {xb.size}")
+    if min(xa.size, xb.size) < 2 or not ((xa > 0).all() and (xb > 0).all()):
+        mb = float(xb.mean())
+        point = float(xa.mean()) / mb if mb > 0 else float("nan")
+        why = "one repetition" if min(xa.size, xb.size) < 2 else "values <= 0"
+        return Ratio(point, float("nan"), float("nan")), f"no CI ({why})", how
+    r = ratio_ci(xa, xb, paired)
+    test = f"t on log ratios, {how}"
+    if r.hi < 1 and r.ratio <= 1 - min_effect:
+        return r, "lower", test
+    if r.lo > 1 and r.ratio >= 1 + min_effect:
+        return r, "higher", test
+    if r.hi < 1 or r.lo > 1:
+        return r, f"no clear difference (effect under {100 * min_effect:g} %)", test
+    return r, "no clear difference (CI spans 1)", test

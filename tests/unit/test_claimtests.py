@@ -124,3 +124,15 @@ def test_counts_that_vary_get_statistics_and_say_so() -> None:
     assert out.verdict == ct.SUPPORTED
     assert out.test.startswith("counts varied across repetitions")
     assert "t on log ratios" in out.test
+
+
+def test_two_sided_describes_without_a_direction() -> None:
+    b = _reps([100.0, 200.0, 300.0])
+    r, verdict, test = ct.two_sided(b * 1.3, b)
+    assert verdict == "higher" and r is not None and r.lo > 1
+    assert test == "t on log ratios, paired by repetition, n=3"
+    assert ct.two_sided(b * 0.7, b)[1] == "lower"
+    assert ct.two_sided(_reps([60.0, 140.0, 95.0]), _reps([100.0, 100.0, 100.0]))[1] \
+        == "no clear difference (CI spans 1)"
+    assert ct.two_sided([1.0], [2.0])[1] == "no CI (one repetition)"
+    assert ct.two_sided([], [2.0])[0] is None
