@@ -113,7 +113,9 @@ def _started(run_dir: Path, manifest: dict[str, Any]) -> float:
 def discover(primary: Run, root: Path | None = None) -> RunSet:
     """The primary run plus, for each mesh mode it did not measure, the newest compatible
     run under `root` (default: the primary's parent directory) that declares that mode.
-    Runs still going (exit_status "running") are not used."""
+    Runs still going, interrupted or ended by an error (exit_status "running",
+    "interrupted", "error: ...") are not used; runs with some failed cells are (their
+    failed cells are left out as everywhere)."""
     sources = {m: primary for m in _measured_modes(primary)}
     needed = [m for m in MESH_MODES if m not in sources]
     root = primary.run_dir.parent if root is None else root
@@ -136,8 +138,10 @@ def discover(primary: Run, root: Path | None = None) -> RunSet:
         if not offers:
             continue
         run_id = str(manifest.get("run_id", run_dir.name))
-        if manifest.get("exit_status") == "running":
-            passed.append((run_id, "still running"))
+        status = manifest.get("exit_status")
+        if isinstance(status, str) and (status in ("running", "interrupted")
+                                        or status.startswith("error")):
+            passed.append((run_id, f"exit status {status}"))
             continue
         diffs = combine_differences(primary.manifest, manifest)
         if diffs:

@@ -89,6 +89,13 @@ def test_an_incompatible_run_is_refused_naming_the_key(tmp_path: Path) -> None:
                                "differs: host.kernel (6.8.0-test vs 6.9.0-other)"),)
 
 
+def test_an_interrupted_run_is_not_drawn_on(tmp_path: Path) -> None:
+    side, amb = _pair(tmp_path, exit_status="interrupted")
+    rs = discover(load_run(side))
+    assert not rs.combined
+    assert rs.passed_over == (("20250102T010000Z-series-ambient", "exit status interrupted"),)
+
+
 def test_a_different_scenario_is_refused_but_not_different_modes(tmp_path: Path) -> None:
     side, amb = _pair(tmp_path)
     a, b = (json.loads((d / "manifest.json").read_text()) for d in (side, amb))
