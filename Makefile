@@ -64,8 +64,10 @@ bench-fanout: setup
 	$(RUN) sweep -s fanout
 	$(RUN) sweep -s fanout-services
 
+# RUNS="results/a results/b": the claims from exactly those runs (RUNS' default, results,
+# is trend's and means: this run plus the newest compatible run of each mode it lacks)
 report: $(STAMP)
-	$(RUN) report $(RUN_DIR)
+	$(RUN) report $(RUN_DIR) $(if $(filter-out results results/,$(RUNS)),--runs $(RUNS))
 
 compare: $(STAMP)
 	$(RUN) compare $(RUN_A) $(RUN_B) $(COMPARE_ARGS)

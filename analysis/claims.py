@@ -1,17 +1,21 @@
 """The claims table: each claim of ambient mode, its measured verdict, the published figure.
 
-Claims (docs/methodology.md, docs/istio.md):
+Claims (methodology.md; the Istio facts in shared/docs/istio.md, sources in
+analysis.published):
   (a) resources: the data plane's cost grows with pods under sidecar, not under ambient;
-      at one size, ambient's data plane costs less than sidecar's.
+      at one size, ambient's data plane costs less than sidecar's (superiority) and the
+      waypoint path's no more than sidecar's (non-inferiority).
   (b) push fan-out: a config change reaches every sidecar, vs only ztunnels + the
-      affected waypoint.
-  (c) exposure: every sidecar holds every policy.
-  (d) latency: two ztunnels add less than two sidecars; the waypoint path (one L7 Envoy)
-      adds no more than two sidecars.
+      affected waypoint (deterministic counts: exact comparison).
+  (c) exposure: every sidecar holds every policy (config held: exact comparison).
+  (d) latency: two ztunnels add less than two sidecars (superiority); the waypoint path
+      (one L7 Envoy) adds no more than two sidecars (non-inferiority, margin
+      claimtests.NI_MARGIN).
 
-Each measured row is a ratio mode / sidecar with a 95 % bootstrap CI over repetitions,
-and a verdict (`judge`): supported, not supported, inconclusive (n too small, CI spans 1,
-or not significant), or not measured (the run has no data for it).
+Tests and verdicts: analysis.claimtests (why those tests, and the rules). The claims can
+draw on several runs (analysis.runset): each mode's numbers come from one run, overheads
+over that run's baseline; modes of one run are paired by repetition, of two runs not.
+Latency is read through `Run.latency` (source `Run.latency_source()`).
 """
 
 from __future__ import annotations
@@ -21,29 +25,35 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
 
 from analysis import published
-from analysis.fmt import num, table
-from analysis.load import UNDER_LOAD, Run
-from analysis.resources import DATAPLANE
-from analysis.stats import (
-    RatioCI,
-    SlopeFit,
-    bootstrap_ratio_ci,
-    cell_values,
-    fit_slope,
-    paired_deltas,
-    significance,
+from analysis.claimtests import (
+    EXACT,
+    INCONCLUSIVE,
+    NI_MARGIN,
+    NON_INFERIORITY,
+    NOT_MEASURED,
+    NOT_SUPPORTED,
+    SUPERIORITY,
+    SUPPORTED,
+    VERDICTS,
+    Outcome,
+    compare,
+    exact,
 )
+from analysis.fmt import num, table
+from analysis.load import LATENCY_SOURCES, UNDER_LOAD, Run
+from analysis.resources import DATAPLANE
+from analysis.runset import RunSet, single
+from analysis.stats import MIN_EFFECT, SlopeFit, fit_slope, paired_deltas
 
-SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
-INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED)
+__all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "NOT_MEASURED", "VERDICTS",
+           "ClaimRow", "claim_rows", "claims_section"]
+
 REFERENCE_RPS = 1000  # the load of istio.io's published figures
 POD_LABEL = "pods"
 XDS = "xds"
-FANOUT_MISSING = "not measured in this run (needs make bench-fanout)"
+FANOUT_MISSING = "not measured in the runs drawn from (needs make bench-fanout)"
 SWEEP_MISSING = "needs a pod-count sweep (make bench-scaling)"
 
 A_RES = "(a) resources"
@@ -51,88 +61,62 @@ B_FANOUT = "(b) push fan-out"
 C_EXPOSURE = "(c) exposure"
 D_LATENCY = "(d) latency"
 
+# the test each mode's claim against sidecar takes
+KIND = {"ambient": SUPERIORITY, "waypoint": NON_INFERIORITY}
 
-@dataclass(frozen=True)
-class Verdict:
-    """A claim's outcome; `ratio` is median(a) / median(b) with its 95 % CI."""
-
-    verdict: str
-    reason: str
-    ratio: RatioCI | None = None
-    n_a: int = 0
-    n_b: int = 0
-
-    def text(self) -> str:
-        """"verdict (reason)"; "verdict: reason" when the reason has parentheses; the
-        reason alone when it already starts with the verdict."""
-        if not self.reason:
-            return self.verdict
-        if self.reason.startswith(self.verdict):
-            return self.reason
-        return (f"{self.verdict}: {self.reason}" if "(" in self.reason
-                else f"{self.verdict} ({self.reason})")
-
-    def ratio_text(self) -> str:
-        if self.ratio is None:
-            return "—"
-        r = self.ratio
-        if min(self.n_a, self.n_b) < 2:
-            return f"{r.ratio:.3f} (no CI: n={min(self.n_a, self.n_b)})"
-        return f"{r.ratio:.3f} [{r.lo:.3f}–{r.hi:.3f}]"
-
-
-def judge(a: ArrayLike, b: ArrayLike) -> Verdict:
-    """Verdict on the claim "a is lower than b" from per-repetition values.
-
-    supported: the CI of median(a)/median(b) lies below 1 and Mann-Whitney p < 0.01 with
-    an effect >= 5 %; not supported: the same, above 1; inconclusive: n too small for
-    p < 0.01, the CI spans 1, or the difference is not significant; not measured: a side
-    has no value.
-    """
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if xa.size == 0 or xb.size == 0:
-        return Verdict(NOT_MEASURED, "no values", None, int(xa.size), int(xb.size))
-    if np.median(xb) <= 0:
-        return Verdict(INCONCLUSIVE, f"reference median {num(float(np.median(xb)))} <= 0: "
-                       "no ratio", None, int(xa.size), int(xb.size))
-    ci = bootstrap_ratio_ci(xa, xb)
-    sig = significance(xa, xb)
-    n = (int(xa.size), int(xb.size))
-    if sig.verdict == "n too small":
-        return Verdict(INCONCLUSIVE, f"n too small: {n[0]} vs {n[1]}", ci, *n)
-    if ci.lo <= 1.0 <= ci.hi:
-        return Verdict(INCONCLUSIVE, "CI spans 1", ci, *n)
-    if sig.verdict != "significant":
-        return Verdict(INCONCLUSIVE, f"not significant: {sig.reason}", ci, *n)
-    verdict = SUPPORTED if ci.hi < 1.0 else NOT_SUPPORTED
-    return Verdict(verdict, f"p={sig.p_value:.2g}, n={n[0]} vs {n[1]}", ci, *n)
+Verdict = Outcome  # the name earlier code used
 
 
 @dataclass(frozen=True)
 class ClaimRow:
     """One row of the claims table. `level` is the target rps (None: not per level);
-    `others` summarises the same test at the run's other levels."""
+    `others` summarises the same test at the other levels; `phrase` is the answer line's
+    sentence with "{x}" where the ratio goes."""
 
     claim: str
     tested: str
     level: int | None
     measured: str
-    result: Verdict
+    result: Outcome
     published: str
     others: str = ""
+    phrase: str = ""
 
     @property
     def verdict(self) -> str:
         return self.result.verdict
 
+    def ratio_text(self) -> str:
+        r = self.result.ratio
+        if r is None:
+            return "—"
+        if not r.has_ci and min(self.result.n_a, self.result.n_b) < 2:
+            return f"{r.text(3)} (no CI: n={min(self.result.n_a, self.result.n_b)})"
+        return r.text(3) if r.has_ci else f"{r.text(3)} (no CI)"
+
     def cells(self) -> list[str]:
         at = f"{self.level} rps" if self.level is not None else "—"
-        return [self.claim, self.tested, at, self.measured or "—", self.result.ratio_text(),
+        return [self.claim, self.tested, at, self.measured or "—", self.ratio_text(),
                 self.result.text(), self.published, self.others or "—"]
+
+    def answer(self) -> str:
+        """The row's answer in one line: verdict, ratio, CI, n."""
+        r = self.result
+        if r.verdict == NOT_MEASURED or r.ratio is None or not self.phrase:
+            return f"**{r.verdict}**: {self.tested}" + (f" ({r.reason})" if r.reason else "")
+        at = f" at {self.level} rps" if self.level is not None else ""
+        x = "undefined" if np.isnan(r.ratio.ratio) else f"{r.ratio.ratio:.2f}x"
+        ci = (f" [95 % CI {r.ratio.lo:.2f}–{r.ratio.hi:.2f}]" if r.ratio.has_ci else "")
+        n = f"n={r.n_a}" if r.n_a == r.n_b else f"n={r.n_a} vs {r.n_b}"
+        kind = r.test.split(";")[0] if r.test else ""
+        if "Welch" in r.test:
+            kind += ", unpaired: the modes come from two runs"
+        return (f"**{r.verdict}**: {self.phrase.format(x=x)}{at}{ci}, {n}"
+                + (f" ({kind})" if kind else ""))
 
 
 HEADERS = ["claim", "tested (ratio = mode / sidecar)", "at", "measured (medians)",
-           "ratio [95 % CI]", "verdict", "published (setup)", "other levels"]
+           "ratio [95 % CI]", "verdict (test)", "published (setup)", "other levels"]
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -144,33 +128,37 @@ def reference_level(levels: Sequence[int]) -> int | None:
     return min(levels, key=lambda lv: (abs(lv - REFERENCE_RPS), -lv))
 
 
-def _values(df: pd.DataFrame, metric: str, mode: str, level: int,
-            column: str = "value") -> np.ndarray:
+def _series(df: pd.DataFrame, metric: str, mode: str, level: int,
+            column: str = "value") -> pd.Series:
+    """Per repetition (index) the value of `metric` for `mode` at `level`."""
     sel = df[(df["metric"] == metric) & (df["mode"] == mode) & (df["level"] == level)]
-    return sel[column].to_numpy(dtype=float)
+    if sel.empty:
+        return pd.Series(dtype=float)
+    return sel.groupby("repetition")[column].median().astype(float)
 
 
-class LatencyValues:
-    """A run's per-repetition latencies and paired overheads of one metric, computed once
-    for all the (mode, level) pairs a claim asks about."""
+def latency_values(run: Run, metric: str, mode: str,
+                   level: int) -> tuple[pd.Series, pd.Series]:
+    """(overheads over this run's baseline paired per repetition, plain latencies) of
+    `mode` at `level`, read from `run.latency`."""
+    rows = run.latency
+    if rows.empty:
+        return pd.Series(dtype=float), pd.Series(dtype=float)
+    pairs = paired_deltas(rows, metric).assign(metric=metric)
+    return _series(pairs, metric, mode, level, "delta"), _series(rows, metric, mode, level)
 
-    def __init__(self, run: Run, metric: str) -> None:
-        self.metric = metric
-        self.pairs = paired_deltas(run.client, metric).assign(metric=metric)
-        self.values = cell_values(run.client, metric).assign(metric=metric)
 
-    def pair(self, a: str, b: str, level: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """Values of modes `a` and `b` at `level`: overheads over baseline (paired per
-        repetition) when both have baseline partners, else plain latencies; with
-        "overhead" or "latency" saying which."""
-        xa = _values(self.pairs, self.metric, a, level, "delta")
-        xb = _values(self.pairs, self.metric, b, level, "delta")
-        va = _values(self.values, self.metric, a, level)
-        vb = _values(self.values, self.metric, b, level)
-        # a mode with no latency at all does not turn the other one's overhead into latency
-        if (xa.size or xb.size) and (xa.size or not va.size) and (xb.size or not vb.size):
-            return xa, xb, "overhead"
-        return va, vb, "latency"
+def latency_pair(rs: RunSet, metric: str, a: str, b: str,
+                 level: int) -> tuple[pd.Series, pd.Series, str]:
+    """Values of modes `a` and `b` at `level`, each from its own run: overheads over that
+    run's baseline when both have one, else plain latencies; with "overhead" or
+    "latency" saying which."""
+    oa, va = latency_values(rs.run_for(a), metric, a, level)
+    ob, vb = latency_values(rs.run_for(b), metric, b, level)
+    # a mode with no latency at all does not turn the other one's overhead into latency
+    if (oa.size or ob.size) and (oa.size or not va.size) and (ob.size or not vb.size):
+        return oa, ob, "overhead"
+    return va, vb, "latency"
 
 
 def dataplane_rows(run: Run) -> tuple[pd.DataFrame, int | None]:
@@ -192,18 +180,22 @@ def pod_counts(run: Run, rows: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(run.label(POD_LABEL).loc[rows.index], errors="coerce")
 
 
-def _memory_metric(rows: pd.DataFrame, modes: Sequence[str], level: int) -> str:
+def _memory_metric(per_mode: dict[str, pd.DataFrame], level: int) -> str:
     """pss_mib when every mode with memory rows at this level has a PSS value, else
     rss_mib (PSS splits shared pages, so it is the honest total when read)."""
-    present = [m for m in modes if _values(rows, "rss_mib", m, level).size
-               or _values(rows, "pss_mib", m, level).size]
-    ok = all(_values(rows, "pss_mib", m, level).size for m in present)
+    present = [m for m, rows in per_mode.items() if _series(rows, "rss_mib", m, level).size
+               or _series(rows, "pss_mib", m, level).size]
+    ok = all(_series(per_mode[m], "pss_mib", m, level).size for m in present)
     return "pss_mib" if ok else "rss_mib"
+
+
+def _test(a: pd.Series, b: pd.Series, kind: str, paired: bool) -> Outcome:
+    return exact(a, b, paired) if kind == EXACT else compare(a, b, kind, paired)
 
 
 # ---- rows -----------------------------------------------------------------------------------
 
-LevelTest = Callable[[int], tuple[str, Verdict]]
+LevelTest = Callable[[int], tuple[str, Outcome]]
 
 
 def _others(levels: Sequence[int], ref: int, test: LevelTest) -> str:
@@ -214,14 +206,15 @@ def _others(levels: Sequence[int], ref: int, test: LevelTest) -> str:
         _, v = test(level)
         if v.verdict == NOT_MEASURED:
             continue
-        parts.append(f"{level} rps: {v.ratio_text()} {v.verdict}")
+        ratio = v.ratio.text(3) if v.ratio is not None else "—"
+        parts.append(f"{level} rps: {ratio} {v.verdict}")
     return "; ".join(parts)
 
 
-def _measured_pair(a_mode: str, a: np.ndarray, b_mode: str, b: np.ndarray, unit: str,
+def _measured_pair(a_mode: str, a: pd.Series, b_mode: str, b: pd.Series, unit: str,
                    scale: float = 1.0, sign: bool = False) -> str:
     """"a 0.40, b 1.02 cores" (medians), naming a side that has no value."""
-    def one(x: np.ndarray) -> str:
+    def one(x: pd.Series) -> str:
         v = float(np.median(x)) * scale
         return f"{'+' if sign and v >= 0 else ''}{num(v)}"
     present = [f"{m} {one(x)}" for m, x in ((a_mode, a), (b_mode, b)) if x.size]
@@ -232,38 +225,53 @@ def _measured_pair(a_mode: str, a: np.ndarray, b_mode: str, b: np.ndarray, unit:
     return text + (f" ({missing[0]} not measured)" if missing else "")
 
 
-def resource_rows(run: Run, levels: Sequence[int], ref: int | None) -> list[ClaimRow]:
-    """Data-plane cores and memory, ambient / sidecar and waypoint / sidecar, under load."""
-    rows, pods = dataplane_rows(run)
-    at_pods = f" at {pods} pods" if pods is not None else ""
+def _claim_word(mode: str) -> str:
+    return "<" if KIND[mode] == SUPERIORITY else f"<= (margin {100 * NI_MARGIN:g} %)"
+
+
+def resource_rows(rs: RunSet) -> list[ClaimRow]:
+    """Data-plane cores and memory under load: ambient < sidecar (superiority), waypoint
+    no more than sidecar (non-inferiority); each mode from its own run."""
     out = []
+    side_rows, side_pods = dataplane_rows(rs.run_for("sidecar"))
     for kind in ("cpu", "memory"):
         for mode in ("ambient", "waypoint"):
-            what = ("data-plane CPU" if kind == "cpu" else "data-plane memory")
+            what = "data-plane CPU" if kind == "cpu" else "data-plane memory"
             pub = published.resources(mode, kind)
+            rows, pods = dataplane_rows(rs.run_for(mode))
+            per_mode = {mode: rows, "sidecar": side_rows}
+            levels = sorted({int(v) for r in per_mode.values() for v in r["level"]})
+            ref = reference_level(levels)
+            paired = rs.paired(mode, "sidecar")
 
-            def test(level: int, kind: str = kind, mode: str = mode) -> tuple[str, Verdict]:
-                metric = ("cpu_cores" if kind == "cpu"
-                          else _memory_metric(rows, (mode, "sidecar"), level))
-                a = _values(rows, metric, mode, level)
-                b = _values(rows, metric, "sidecar", level)
+            def test(level: int, kind: str = kind, mode: str = mode,
+                     per_mode: dict[str, pd.DataFrame] = per_mode,
+                     paired: bool = paired) -> tuple[str, Outcome]:
+                metric = ("cpu_cores" if kind == "cpu" else _memory_metric(per_mode, level))
+                a = _series(per_mode[mode], metric, mode, level)
+                b = _series(per_mode["sidecar"], metric, "sidecar", level)
                 unit = {"cpu_cores": "cores", "pss_mib": "MiB PSS",
                         "rss_mib": "MiB RSS (PSS not read)"}[metric]
-                return _measured_pair(mode, a, "sidecar", b, unit), judge(a, b)
+                return _measured_pair(mode, a, "sidecar", b, unit), _test(a, b, KIND[mode],
+                                                                          paired)
 
-            tested = f"{what}{at_pods}: {mode} < sidecar"
-            if rows.empty or ref is None:
-                out.append(ClaimRow(A_RES, tested, None, "", Verdict(
-                    NOT_MEASURED, "no data-plane resource rows in this run"), pub))
+            top = pods if pods is not None else side_pods
+            at_pods = f" at {top} pods" if top is not None else ""
+            tested = f"{what}{at_pods}: {mode} {_claim_word(mode)} sidecar"
+            noun = "CPU" if kind == "cpu" else "memory"
+            phrase = f"{mode}'s data plane used {{x}} the sidecars' {noun}"
+            if (rows.empty and side_rows.empty) or ref is None:
+                out.append(ClaimRow(A_RES, tested, None, "", Outcome(
+                    NOT_MEASURED, "no data-plane resource rows in the runs drawn from"), pub))
                 continue
             measured, verdict = test(ref)
             if verdict.verdict == NOT_MEASURED:
-                missing = [m for m in (mode, "sidecar") if not (rows["mode"] == m).any()]
-                verdict = Verdict(NOT_MEASURED, f"no {' or '.join(missing or [mode])} "
-                                  "data-plane rows in this run")
+                missing = [m for m in (mode, "sidecar") if not (per_mode[m]["mode"] == m).any()]
+                verdict = Outcome(NOT_MEASURED, f"no {' or '.join(missing or [mode])} "
+                                  "data-plane rows in the runs drawn from")
             out.append(ClaimRow(A_RES, tested, ref, measured, verdict, pub,
-                                _others(levels, ref, test)))
-    return out + scaling_rows(run)
+                                _others(levels, ref, test), phrase))
+    return out + scaling_rows(rs.primary)
 
 
 def sweep_points(run: Run) -> tuple[pd.DataFrame, str]:
@@ -293,13 +301,13 @@ def scaling_rows(run: Run) -> list[ClaimRow]:
     rows, source = sweep_points(run)
     tested = "cost grows with pods under sidecar, not under ambient (slope per pod)"
     if rows["pods"].nunique() < 2:
-        return [ClaimRow(A_RES, tested, None, "", Verdict(NOT_MEASURED, SWEEP_MISSING),
+        return [ClaimRow(A_RES, tested, None, "", Outcome(NOT_MEASURED, SWEEP_MISSING),
                          published.SCALING)]
     levels = sorted({int(v) for v in rows["level"]})
     ref = reference_level(levels) or levels[0]
     out = []
     for metric, unit in (("cpu_cores", "cores"), ("pss_mib", "MiB PSS")):
-        def test(level: int, metric: str = metric, unit: str = unit) -> tuple[str, Verdict]:
+        def test(level: int, metric: str = metric, unit: str = unit) -> tuple[str, Outcome]:
             fits, notes = {}, []
             for mode in ("sidecar", "ambient"):
                 sel = rows[(rows["metric"] == metric) & (rows["mode"] == mode)
@@ -322,154 +330,236 @@ def scaling_rows(run: Run) -> list[ClaimRow]:
 
 
 def slope_verdict(sidecar: SlopeFit | None, ambient: SlopeFit | None,
-                  notes: list[str]) -> Verdict:
+                  notes: list[str]) -> Outcome:
     """supported: sidecar's slope CI above 0 and ambient's wholly below it; not supported:
     sidecar's CI at or below 0, or ambient's wholly above sidecar's; else inconclusive."""
+    test = "95 % t intervals of least-squares slopes"
     if sidecar is None or ambient is None:
-        return Verdict(INCONCLUSIVE if notes else NOT_MEASURED, "; ".join(notes) or
+        return Outcome(INCONCLUSIVE if notes else NOT_MEASURED, "; ".join(notes) or
                        "needs sidecar and ambient at several pod counts")
     if sidecar.lo > 0 and ambient.hi < sidecar.lo:
-        return Verdict(SUPPORTED, "95 % slope CIs separated")
+        return Outcome(SUPPORTED, "slope CIs separated", test=test)
     if sidecar.hi <= 0 or ambient.lo > sidecar.hi:
-        return Verdict(NOT_SUPPORTED, "sidecar's cost does not grow faster than ambient's")
-    return Verdict(INCONCLUSIVE, "95 % slope CIs overlap")
+        return Outcome(NOT_SUPPORTED, "sidecar's cost does not grow faster than ambient's",
+                       test=test)
+    return Outcome(INCONCLUSIVE, "slope CIs overlap", test=test)
 
 
-def latency_rows(run: Run, levels: Sequence[int], ref: int | None) -> list[ClaimRow]:
-    """p50 and p99 overhead over baseline, ambient / sidecar and waypoint / sidecar."""
+def latency_rows(rs: RunSet) -> list[ClaimRow]:
+    """p50 and p99 overhead over baseline: ambient < sidecar (superiority), waypoint no
+    more than sidecar (non-inferiority)."""
     out = []
-    data = {m: LatencyValues(run, m) for m in ("latency_p50", "latency_p99")}
     for mode, pubs in (("ambient", {"latency_p50": published.LATENCY_P50,
                                     "latency_p99": published.LATENCY_P99}),
                        ("waypoint", {"latency_p50": published.WAYPOINT_LATENCY,
                                      "latency_p99": published.WAYPOINT_LATENCY})):
+        ra, rb = rs.run_for(mode), rs.run_for("sidecar")
+        levels = sorted({int(v) for r in (ra, rb) for v in r.latency["level"]}
+                        if not (ra.latency.empty and rb.latency.empty) else set())
+        ref = reference_level(levels)
+        paired = rs.paired(mode, "sidecar")
         for metric, label in (("latency_p50", "p50"), ("latency_p99", "p99")):
-            def test(level: int, metric: str = metric,
-                     mode: str = mode) -> tuple[str, Verdict]:
-                a, b, kind = data[metric].pair(mode, "sidecar", level)
+            def test(level: int, metric: str = metric, mode: str = mode,
+                     paired: bool = paired) -> tuple[str, Outcome]:
+                a, b, kind = latency_pair(rs, metric, mode, "sidecar", level)
                 unit = "ms over baseline" if kind == "overhead" else "ms latency (no baseline)"
                 return (_measured_pair(mode, a, "sidecar", b, unit, 1e-3, kind == "overhead"),
-                        judge(a, b))
+                        _test(a, b, KIND[mode], paired))
 
             what = ("two ztunnels add less than two sidecars" if mode == "ambient"
-                    else "the waypoint path adds no more than two sidecars")
+                    else "the waypoint path adds no more than two sidecars "
+                         f"(margin {100 * NI_MARGIN:g} %)")
             if ref is None:
-                out.append(ClaimRow(D_LATENCY, f"{label}: {what}", None, "", Verdict(
-                    NOT_MEASURED, "no latency rows in this run"), pubs[metric]))
+                out.append(ClaimRow(D_LATENCY, f"{label}: {what}", None, "", Outcome(
+                    NOT_MEASURED, "no latency rows in the runs drawn from"), pubs[metric]))
                 continue
             measured, verdict = test(ref)
-            kind = data[metric].pair(mode, "sidecar", ref)[2]
+            kind = latency_pair(rs, metric, mode, "sidecar", ref)[2]
             tested = f"{label} {kind}: {what}"
+            path = "ambient's two ztunnels" if mode == "ambient" else "the waypoint path"
+            phrase = f"{path} added {{x}} the two sidecars' {label} {kind}"
             if verdict.verdict == NOT_MEASURED:
-                missing = [m for m in (mode, "sidecar") if not (run.client["mode"] == m).any()]
-                verdict = Verdict(NOT_MEASURED, f"no {' or '.join(missing or [mode])} "
-                                  "latency in this run")
+                missing = [m for m in (mode, "sidecar")
+                           if not (rs.run_for(m).latency["mode"] == m).any()]
+                verdict = Outcome(NOT_MEASURED, f"no {' or '.join(missing or [mode])} "
+                                  "latency in the runs drawn from")
                 if not measured:
                     tested = f"{label}: {what}"
             out.append(ClaimRow(D_LATENCY, tested, ref, measured, verdict, pubs[metric],
-                                _others(levels, ref, test)))
+                                _others(levels, ref, test), phrase))
     return out
 
 
 def _xds_values(rows: pd.DataFrame, metric: str, mode: str, entity: str | None = "mesh",
-                experiment: str | None = None) -> np.ndarray:
-    """Per repetition: the metric (summed over entities when entity is None)."""
+                experiment: str | None = None) -> pd.Series:
+    """Per repetition (index): the metric (summed over entities when entity is None)."""
     sel = rows[(rows["metric"] == metric) & (rows["mode"] == mode)]
     if entity is not None:
         sel = sel[sel["entity"] == entity]
     if experiment is not None:
         sel = sel[sel["experiment"] == experiment]
-    return sel.groupby("repetition")["value"].sum().to_numpy(dtype=float)
+    return sel.groupby("repetition")["value"].sum().astype(float)
 
 
-def xds_rows(run: Run) -> list[ClaimRow]:
-    """(b) per change: bytes pushed, ambient (and waypoint) over sidecar, with who received
-    it; (c) config held: bytes of config summed over the mode's proxies."""
+def _xds_rows(run: Run) -> pd.DataFrame:
     rows = run.without_failed(run.rows(XDS))
+    return rows.assign(experiment=run.label("experiment").loc[rows.index],
+                       state=run.label("state").loc[rows.index].fillna("initial"))
+
+
+def _held(rows: pd.DataFrame) -> pd.DataFrame:
+    """Config held after the run's changes when measured (it then counts the policies
+    they added), else the initial mesh; never both summed."""
+    after = rows["state"] == "after_changes"
+    return rows[after] if after.any() else rows[rows["state"] == "initial"]
+
+
+def _count_text(x: pd.Series) -> str:
+    if not x.size:
+        return "—"
+    if x.nunique() == 1:
+        return f"{x.iloc[0]:.0f}"
+    return f"{np.median(x):.0f} [{x.min():.0f}–{x.max():.0f}]"
+
+
+def _xds_test(a: pd.Series, b: pd.Series, mode: str, rs: RunSet, what: str) -> Outcome:
+    """`exact` of mode against sidecar, naming the side with no rows."""
+    missing = [m for m, x in ((mode, a), ("sidecar", b)) if not x.size]
+    if missing:
+        return Outcome(NOT_MEASURED, f"no {' or '.join(missing)} {what} rows in the runs "
+                       "drawn from", None, int(a.size), int(b.size))
+    return _test(a, b, EXACT, rs.paired(mode, "sidecar"))
+
+
+def xds_rows(rs: RunSet) -> list[ClaimRow]:
+    """(b) per change: bytes pushed, ambient (and waypoint) against sidecar, with who
+    received it; (c) config held: bytes of config summed over the mode's proxies. Both
+    are deterministic counts: compared exactly when identical across repetitions."""
     fan_test = "a config change reaches every sidecar vs only ztunnels + affected waypoint"
     exp_test = "every sidecar holds every policy; ztunnels and waypoints hold less"
-    if rows.empty:
-        return [ClaimRow(B_FANOUT, fan_test, None, "", Verdict(NOT_MEASURED, FANOUT_MISSING),
+    per_mode = {m: _xds_rows(rs.run_for(m)) for m in ("sidecar", "ambient", "waypoint")}
+    if all(r.empty for r in per_mode.values()):
+        return [ClaimRow(B_FANOUT, fan_test, None, "", Outcome(NOT_MEASURED, FANOUT_MISSING),
                          published.FANOUT),
-                ClaimRow(C_EXPOSURE, exp_test, None, "", Verdict(NOT_MEASURED, FANOUT_MISSING),
+                ClaimRow(C_EXPOSURE, exp_test, None, "", Outcome(NOT_MEASURED, FANOUT_MISSING),
                          published.EXPOSURE)]
-    rows = rows.assign(experiment=run.label("experiment").loc[rows.index])
     out = []
-    for experiment in sorted(e for e in set(rows["experiment"].dropna())):
+    experiments = sorted({str(e) for r in per_mode.values() for e in r["experiment"].dropna()})
+    side = per_mode["sidecar"]
+    for experiment in experiments:
         for mode in ("ambient", "waypoint"):
+            rows = per_mode[mode]
             a = _xds_values(rows, "push_bytes_total", mode, experiment=experiment)
-            b = _xds_values(rows, "push_bytes_total", "sidecar", experiment=experiment)
+            b = _xds_values(side, "push_bytes_total", "sidecar", experiment=experiment)
             if not a.size and not b.size:
                 continue
-            up_a = _xds_values(rows, "proxies_updated", mode, experiment=experiment)
-            tot_a = _xds_values(rows, "proxies_total", mode, experiment=experiment)
-            up_b = _xds_values(rows, "proxies_updated", "sidecar", experiment=experiment)
-            tot_b = _xds_values(rows, "proxies_total", "sidecar", experiment=experiment)
 
-            def frac(up: np.ndarray, tot: np.ndarray) -> str:
-                return f"{np.median(up):.0f}/{np.median(tot):.0f}" if up.size else "—"
-            measured = (f"{mode} {frac(up_a, tot_a)} proxies, "
-                        f"{np.median(a):.0f} B; sidecar {frac(up_b, tot_b)} proxies, "
-                        f"{np.median(b):.0f} B" if a.size and b.size else
-                        _measured_pair(mode, a, "sidecar", b, "B"))
+            def reached(rows: pd.DataFrame, m: str, experiment: str = experiment) -> str:
+                up = _xds_values(rows, "proxies_updated", m, experiment=experiment)
+                tot = _xds_values(rows, "proxies_total", m, experiment=experiment)
+                return f"{_count_text(up)}/{_count_text(tot)}" if up.size else "—"
+            measured = (f"{mode} {reached(rows, mode)} proxies, {_count_text(a)} B; sidecar "
+                        f"{reached(side, 'sidecar')} proxies, {_count_text(b)} B"
+                        if a.size and b.size else _measured_pair(mode, a, "sidecar", b, "B"))
             out.append(ClaimRow(B_FANOUT, f"{experiment}: bytes pushed, {mode} < sidecar",
-                                None, measured, judge(a, b), published.FANOUT))
-    # config held: after the run's changes when measured (it then counts the policies they
-    # added), else the initial mesh; never both summed
-    state = run.label("state").loc[rows.index].fillna("initial")
-    held = rows[state == ("after_changes" if (state == "after_changes").any() else "initial")]
+                                None, measured, _xds_test(a, b, mode, rs, "push"),
+                                published.FANOUT,
+                                phrase=f"the {experiment} change pushed {{x}} the bytes to "
+                                       f"{mode}'s proxies that it pushed to the sidecars"))
     for mode in ("ambient", "waypoint"):
-        a = _xds_values(held, "config_bytes", mode, entity=None)
-        b = _xds_values(held, "config_bytes", "sidecar", entity=None)
+        a = _xds_values(_held(per_mode[mode]), "config_bytes", mode, entity=None)
+        b = _xds_values(_held(side), "config_bytes", "sidecar", entity=None)
         if a.size or b.size:
             out.append(ClaimRow(C_EXPOSURE, f"config held by all proxies: {mode} < sidecar",
-                                None, _measured_pair(mode, a, "sidecar", b, "B"),
-                                judge(a, b), published.EXPOSURE))
+                                None, f"{mode} {_count_text(a)} B, sidecar {_count_text(b)} B"
+                                if a.size and b.size else
+                                _measured_pair(mode, a, "sidecar", b, "B"),
+                                _xds_test(a, b, mode, rs, "exposure"),
+                                published.EXPOSURE,
+                                phrase=f"{mode}'s proxies held {{x}} the config bytes of "
+                                       "the sidecars"))
     if not out:
         why = "xds rows present but none comparable between sidecar and ambient modes"
-        out = [ClaimRow(B_FANOUT, fan_test, None, "", Verdict(NOT_MEASURED, why),
+        out = [ClaimRow(B_FANOUT, fan_test, None, "", Outcome(NOT_MEASURED, why),
                         published.FANOUT)]
     return out
 
 
-def claim_rows(run: Run) -> list[ClaimRow]:
+def _as_set(src: RunSet | Run) -> RunSet:
+    return src if isinstance(src, RunSet) else single(src)
+
+
+def claim_rows(src: RunSet | Run) -> list[ClaimRow]:
     """Every claim's rows, in the order (a), (b), (c), (d)."""
-    client_levels = sorted({int(v) for v in run.client["level"]}) if not run.client.empty else []
-    ref = reference_level(client_levels)
-    dp, _ = dataplane_rows(run)
-    res_levels = sorted({int(v) for v in dp["level"]}) if not dp.empty else []
-    res_ref = reference_level(res_levels)
-    return (resource_rows(run, res_levels, res_ref) + xds_rows(run)
-            + latency_rows(run, client_levels, ref))
+    rs = _as_set(src)
+    return resource_rows(rs) + xds_rows(rs) + latency_rows(rs)
 
 
-def claims_section(run: Run) -> list[str]:
-    """The claims table with its reading rules and caveats, as Markdown lines."""
-    rows = claim_rows(run)
-    lines = ["## Claims", "",
-             ("Each claim of ambient mode, tested on this run's repetitions at the load level "
-              f"closest to the published {REFERENCE_RPS} rps (other levels in the last column). "
-              "Ratio = median of the mode over median of sidecar across repetitions, with a "
-              "95 % percentile-bootstrap CI; latency ratios are of overheads over baseline "
-              "(paired per repetition) when the run has a baseline."), "",
-             ("Verdict: supported = CI below 1 and Mann-Whitney p < 0.01 with an effect >= "
-              "5 %; not supported = the same above 1; inconclusive = n too small for "
-              "p < 0.01 (5 repetitions per mode are needed), CI spans 1, or not significant; "
-              "not measured = this run has no data for it."), ""]
+def answers(rows: Sequence[ClaimRow]) -> list[str]:
+    """The first screen: one line per measured claim row, the answer first; then one line
+    listing what was not measured."""
+    measured = [r for r in rows if r.verdict != NOT_MEASURED]
+    lines = [f"- {r.claim.split()[0]} {r.answer()}" for r in measured]
+    why: dict[str, list[str]] = {}
+    for r in rows:
+        if r.verdict == NOT_MEASURED:
+            why.setdefault(r.result.reason or "no data", []).append(r.claim.split()[0])
+    for reason, claims in why.items():
+        counted = [f"{c}{f' x{claims.count(c)}' if claims.count(c) > 1 else ''}"
+                   for c in dict.fromkeys(claims)]
+        lines.append(f"- **not measured** ({', '.join(counted)}): {reason}")
+    return lines
+
+
+def claims_section(src: RunSet | Run) -> list[str]:
+    """The answers, then the claims table with its reading rules and caveats, as
+    Markdown lines."""
+    rs = _as_set(src)
+    rows = claim_rows(rs)
+    sources = {LATENCY_SOURCES.get(r.latency_source(), r.latency_source())
+               for r in rs.runs}
+    latency_from = "; ".join(sorted(sources))
+    lines = ["## Claims", "", "### Answers", ""] + answers(rows) + [""]
+    lines += ["### Detail", "",
+              ("Each claim of ambient mode, tested at the load level closest to the "
+               f"published {REFERENCE_RPS} rps (other levels in the last column). The unit "
+               "of replication is one repetition: an interleaved block in which every mode "
+               "runs once in a shuffled order. Latency figures are overheads over the "
+               "baseline of the same repetition, read from the source "
+               f"\"{', '.join(sorted({r.latency_source() for r in rs.runs}))}\" "
+               f"({latency_from})."), "",
+              ("Tests (analysis.claimtests): \"less than\" is a superiority test: the "
+               "95 % CI of the ratio (Student t on per-repetition log ratios, n - 1 "
+               "degrees of freedom, paired by repetition; Welch's t when the modes come "
+               "from different runs) must lie below 1 with an effect of at least "
+               f"{100 * MIN_EFFECT:g} % (supported), or at or above 1 (not supported). "
+               "\"No more than\" is a non-inferiority test with a margin of "
+               f"{100 * NI_MARGIN:g} % (twice the {100 * MIN_EFFECT:g} % effect floor, "
+               "about the cell-to-cell noise of this machine): supported when the CI's "
+               f"upper bound is below {1 + NI_MARGIN:.2f}, not supported when its lower "
+               f"bound is above {1 + NI_MARGIN:.2f}. Counts that do not vary (proxies "
+               "reached, bytes pushed, config held) are compared exactly when every "
+               "repetition gave the same value. Anything else is inconclusive, with the "
+               "reason; not measured = no data for it in the runs drawn from."), ""]
     lines += table(HEADERS, [r.cells() for r in rows])
-    lines += ["", ("Published figures come from other machines and setups (given with each); "
-                   "they are anchors to explain differences against, and the harness is never "
+    lines += ["", ("Published figures come from other machines and setups (given with each, "
+                   "with their source and what could be verified: analysis.published); they "
+                   "are anchors to explain differences against, and the harness is never "
                    "tuned toward them.")]
-    if run.backend == "local":
+    if any(r.backend == "local" for r in rs.runs):
         lines += ["", ("Local backend: these are Envoy-in-namespaces numbers (the ztunnel role "
                        "is an Envoy, not the Rust ztunnel; one host, no Kubernetes). They show "
                        "the architectures' costs; compare the direction of a ratio with the "
                        "published one, not its size.")]
-    sat = run.client[(run.client["metric"] == "saturated") & (run.client["value"] >= 1)]
-    if not sat.empty:
-        where = sorted({(int(lv), str(m)) for m, lv in zip(sat["mode"], sat["level"])})
+    where: set[tuple[int, str]] = set()
+    for run in rs.runs:
+        sat = run.client[(run.client["metric"] == "saturated") & (run.client["value"] >= 1)]
+        where |= {(int(lv), str(m)) for m, lv in zip(sat["mode"], sat["level"])
+                  if rs.run_for(str(m)) is run or m == "baseline"}
+    if where:
         lines += ["", ("**Saturated cells** (achieved < 95 % of target or the load generator "
-                       "above 80 % CPU): " + ", ".join(f"{m} at {lv} rps" for lv, m in where)
+                       "above 80 % CPU): " + ", ".join(f"{m} at {lv} rps"
+                                                      for lv, m in sorted(where))
                        + ". Ratios at those levels describe the load generator's limits as "
                        "much as the mesh; read their verdicts with that in mind.")]
     counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}

@@ -75,7 +75,7 @@ def latency_figure(run: Run, path: Path) -> Path | None:
 
     Returns None (and writes nothing) when the run has no latency rows.
     """
-    summaries = {m: by_cell(summarize(run.client, m)) for m, _ in PERCENTILES}
+    summaries = {m: by_cell(summarize(run.latency, m)) for m, _ in PERCENTILES}
     levels = [lv for lv in run.levels
               if any(k[1] == lv for k in summaries[PERCENTILES[0][0]])]
     if not levels:

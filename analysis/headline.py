@@ -72,9 +72,9 @@ def headline(run: Run, families: list[str] | None = None) -> pd.DataFrame:
     for p in ("p50", "p99"):
         metric = f"latency_{p}"
         if f"latency_{p}" in wanted:
-            parts.append(_frame(metric, cell_values(run.client, metric)))
-        if f"overhead_{p}" in wanted and (run.client["mode"] == BASELINE).any():
-            deltas = paired_deltas(run.client, metric).rename(columns={"value": "latency"})
+            parts.append(_frame(metric, cell_values(run.latency, metric)))
+        if f"overhead_{p}" in wanted and (run.latency["mode"] == BASELINE).any():
+            deltas = paired_deltas(run.latency, metric).rename(columns={"value": "latency"})
             parts.append(_frame(f"overhead_{p}", deltas.rename(columns={"delta": "value"})))
     if wanted & {"dataplane_cores", "dataplane_pss"}:
         res = run.resources

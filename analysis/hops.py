@@ -46,7 +46,7 @@ def hops_section(run: Run, figure: str | None = None) -> list[str]:
         why = status.get("reason") or "; ".join(status.get("failures", [])) or "no rows"
         return lines + [f"No per-hop data in this run ({status.get('status', 'not run')}: "
                         f"{why}).", ""]
-    overhead = paired_deltas(run.client, "latency_p50")
+    overhead = paired_deltas(run.latency, "latency_p50")
     rows, checks = [], []
     rank = {m: i for i, m in enumerate(run.modes)}
     wide = wide.sort_values(["level", "mode"], key=lambda c: c.map(rank) if c.name == "mode" else c)
@@ -147,7 +147,7 @@ def hops_figure(run: Run, out: Path) -> Path | None:
     wide = hop_table(run)
     if wide.empty or "hop_p50" not in wide:
         return None
-    overhead = paired_deltas(run.client, "latency_p50")
+    overhead = paired_deltas(run.latency, "latency_p50")
     levels = [lv for lv in run.levels if lv in set(wide["level"])]
     fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 4.2), squeeze=False)
     for ax, level in zip(axes[0], levels):

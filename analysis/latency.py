@@ -10,15 +10,15 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.claimtests import two_sided
 from analysis.fmt import NOT_MEASURED, num, pct, spread, table
-from analysis.load import Run
+from analysis.load import LATENCY_SOURCES, Run
 from analysis.stats import (
     BASELINE,
     CV_WARN,
-    bootstrap_ratio_ci,
+    MIN_EFFECT,
     cell_values,
     overhead_vs_baseline,
-    significance,
     summarize,
 )
 
@@ -60,7 +60,7 @@ def latency_section(run: Run, figure: str | None = None) -> list[str]:
     lines = ["## Latency", ""]
     if run.client.empty:
         return lines + ["No load-generator rows in this run: latency was not measured.", ""]
-    summaries = {m: by_cell(summarize(run.client, m)) for m, _ in PERCENTILES}
+    summaries = {m: by_cell(summarize(run.latency, m)) for m, _ in PERCENTILES}
     rps = by_cell(summarize(run.client, "achieved_rps"))
     errors, saturated = _sum_of(run, "errors"), _sum_of(run, "saturated")
     n_cells = cells_measured(run)
@@ -81,8 +81,10 @@ def latency_section(run: Run, figure: str | None = None) -> list[str]:
     headers = ["mode", "target (rps)", *(f"{label} (µs)" for _, label in PERCENTILES),
                "n", "achieved (rps)", "errors (sum)", "saturated (cells)"]
     lines += table(headers, rows)
+    source = run.latency_source()
     lines += ["", ("Values: median [min–max] across n repetitions; each repetition's value is "
-              "that cell's percentile from its merged HDR histogram (µs)."), ""]
+              "that cell's percentile from its merged HDR histogram (µs). Latency source: "
+              f"\"{source}\" ({LATENCY_SOURCES.get(source, source)})."), ""]
     if any(s for s, _ in saturated.values()):
         lines += [("Saturated cells (achieved < 95 % of target, or the load generator above "
                   "80 % CPU) describe the load generator's limits as much as the mesh."), ""]
@@ -92,7 +94,7 @@ def latency_section(run: Run, figure: str | None = None) -> list[str]:
 def overhead_section(run: Run) -> list[str]:
     """Paired overhead (same level, same repetition) of each mode over baseline."""
     lines = ["## Overhead vs baseline", ""]
-    overheads = {m: by_cell(overhead_vs_baseline(run.client, m)) for m, _ in OVERHEAD_METRICS}
+    overheads = {m: by_cell(overhead_vs_baseline(run.latency, m)) for m, _ in OVERHEAD_METRICS}
     if not any(overheads.values()):
         return lines + [("Not computed: this run has no baseline cell paired with another "
                         "mode at the same level and repetition."), ""]
@@ -121,33 +123,34 @@ def overhead_section(run: Run) -> list[str]:
 
 
 def ratio_section(run: Run) -> list[str]:
-    """Ratios of medians between modes with 95 % bootstrap CIs and Mann-Whitney verdicts."""
+    """Ratios between modes, paired by repetition, with 95 % t intervals on the log ratios
+    (analysis.claimtests.two_sided: the same interval the claims use)."""
     lines = ["## Ratios between modes", ""]
     rows = []
     for metric, label in OVERHEAD_METRICS:
-        values = cell_values(run.client, metric)
+        values = cell_values(run.latency, metric)
         for level in run.levels:
             for a, b in RATIO_PAIRS:
-                xa = values[(values["mode"] == a) & (values["level"] == level)]["value"]
-                xb = values[(values["mode"] == b) & (values["level"] == level)]["value"]
-                if xa.empty or xb.empty or xb.median() == 0:
+                sel = values[values["level"] == level]
+                xa = sel[sel["mode"] == a].set_index("repetition")["value"]
+                xb = sel[sel["mode"] == b].set_index("repetition")["value"]
+                if xa.empty or xb.empty:
                     continue
-                ci = bootstrap_ratio_ci(xa.to_numpy(), xb.to_numpy())
-                sig = significance(xa.to_numpy(), xb.to_numpy())
-                # one repetition per side has no spread to resample: no interval
-                interval = (f"{ci.ratio:.3f} [{ci.lo:.3f}–{ci.hi:.3f}]"
-                            if min(len(xa), len(xb)) > 1 else f"{ci.ratio:.3f} (no CI: n=1)")
-                rows.append([str(level), label, f"{a} / {b}", interval,
-                             f"{sig.n_a} vs {sig.n_b}", f"{sig.p_value:.3g}", sig.verdict])
+                ratio, verdict, test = two_sided(xa, xb)
+                if ratio is None:
+                    continue
+                rows.append([str(level), label, f"{a} / {b}", ratio.text(3),
+                             test.split(", ")[-1] if test else "—", verdict])
     if not rows:
         return lines + ["Not computed: no two modes were measured at the same level.", ""]
-    headers = ["target (rps)", "percentile", "ratio", "ratio of medians [95 % CI]",
-               "n", "Mann-Whitney p", "verdict"]
+    headers = ["target (rps)", "percentile", "ratio", "ratio [95 % CI]", "n (pairs)",
+               "verdict"]
     lines += table(headers, rows)
-    return lines + ["", ("CI: percentile bootstrap (10000 resamples of the repetitions, seed 0); "
-                    "with few repetitions it is wide. Significant = p < 0.01 and effect "
-                    ">= 5 %; \"n too small\" = no outcome with these n could give p < 0.01 "
-                    "(two-sided Mann-Whitney needs 5 repetitions per mode, or 4 vs 6)."), ""]
+    return lines + ["", ("Ratio: geometric mean over repetitions of a / b within each "
+                    "repetition (modes of one repetition ran in one interleaved block); CI: "
+                    "Student t on the log ratios with n - 1 degrees of freedom. lower / "
+                    f"higher = the CI excludes 1 and the effect is at least "
+                    f"{100 * MIN_EFFECT:g} %."), ""]
 
 
 def cv_lines(summary: pd.DataFrame, what: str, unit: str) -> tuple[list[str], list[str]]:
@@ -169,7 +172,7 @@ def cv_section(run: Run, extra: list[tuple[pd.DataFrame, str, str]]) -> list[str
     `extra` adds (summary, what, unit) triples from other sections (e.g. resources).
     """
     lines = ["## CV warnings", ""]
-    checks = [(summarize(run.client, m), label, "µs") for m, label in PERCENTILES]
+    checks = [(summarize(run.latency, m), label, "µs") for m, label in PERCENTILES]
     checks += [(summarize(run.client, "achieved_rps"), "achieved rps", "rps"), *extra]
     warn: list[str] = []
     unknown: list[str] = []
@@ -205,7 +208,7 @@ def order_section(run: Run) -> list[str]:
     """Does the measured p50 order match the architecture's prediction, per level?
     Compares medians across repetitions and says how far apart the ranges are."""
     lines = ["## Order predicted by the architecture", ""]
-    summary = by_cell(summarize(run.client, "latency_p50"))
+    summary = by_cell(summarize(run.latency, "latency_p50"))
     rows = []
     for level in run.levels:
         for lo, hi in PREDICTED_ORDER:
@@ -262,10 +265,10 @@ def timing_section(run: Run) -> list[str]:
     """Which timing the latency figures use, the load generator's own share, the
     coordinated-omission corrected figures and how evenly requests actually left."""
     lines = ["## How latency was timed", ""]
-    if run.locust_client.empty:
+    if run.client.empty:
         return lines + ["No load-generator rows in this run.", ""]
     arrivals = run.scenario.get("load", {}).get("arrivals", "not recorded (constant_throughput)")
-    src = run.latency_source
+    src = run.latency_source()
     lines += [f"- Latency figures (claims, tables, overheads): {TIMING_TEXT[src]}."]
     if src == "load":
         probe = (run.manifest.get("probes") or {}).get("kernel_latency") or {}
@@ -277,7 +280,7 @@ def timing_section(run: Run) -> list[str]:
               "omission corrected, as wrk2 does).", ""]
     kernel = run.without_failed(run.rows("load_kernel", entity="client"))
     intended = run.without_failed(run.rows(INTENDED, entity="client"))
-    k50, l50 = _medians(kernel, "latency_p50"), _medians(run.locust_client, "latency_p50")
+    k50, l50 = _medians(kernel, "latency_p50"), _medians(run.client, "latency_p50")
     i50, i99 = _medians(intended, "latency_p50"), _medians(intended, "latency_p99")
     lag99 = _medians(intended, "send_lag_p99")
     burst, cv = _medians(kernel, "burst_share"), _medians(kernel, "gap_cv")
@@ -317,8 +320,8 @@ def agreement(run: Run) -> list[dict[str, Any]]:
     if ref_rows.empty:
         return []
     ref = overhead_medians(ref_rows)
-    head = overhead_medians(run.client)
-    locust = overhead_medians(run.locust_client)
+    head = overhead_medians(run.latency)
+    locust = overhead_medians(run.client)
     out = []
     for (mode, level), (r, n) in sorted(ref.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         h = head.get((mode, level))
@@ -364,7 +367,7 @@ def reference_section(run: Run) -> list[str]:
                      num(r["locust_us"]) if r["locust_us"] is not None else NOT_MEASURED,
                      f"{r['locust_ratio']:.2f}" if r["locust_ratio"] is not None else "—"])
     lines += table(["mode", "target (rps)", "pairs", "reference (µs)",
-                    f"harness, {run.latency_source} (µs)", "ratio",
+                    f"harness, {run.latency_source()} (µs)", "ratio",
                     f"within {AGREEMENT_TOLERANCE:.0%}", "Locust-timed (µs)", "Locust ratio"],
                    body)
     order = same_order(rows, "harness_us")

@@ -14,8 +14,11 @@ from bench.errors import UserError
 from bench.store import SCHEMA_VERSION, load_table
 
 LOAD = "load"
-# latency timed in the kernel at the load generator's sockets (bench/probes/client_latency.py)
-KERNEL = "load_kernel"
+# latency timed in the kernel at the load generator's sockets (issue #10): the headline
+# latency when every cell of a run has it; same metric names, unit and entity as LOAD's
+LOAD_KERNEL = "load_kernel"
+LATENCY_SOURCES = {LOAD_KERNEL: "timed in the kernel at the load generator's sockets",
+                   LOAD: "Locust's own timing (user space, from the actual send)"}
 RESOURCES = "resources"
 CLIENT = "client"
 IDLE = "idle"
@@ -104,34 +107,30 @@ class Run:
         return rows[[k not in self.failed_cells for k in keys]]
 
     @cached_property
-    def locust_client(self) -> pd.DataFrame:
-        """Locust's own per-cell rows (source "load", entity "client") of cells that did
-        not fail: its latency is timed in its user space (gevent, Python)."""
+    def client(self) -> pd.DataFrame:
+        """The load generator's per-cell rows (source "load", entity "client") of cells
+        that did not fail: achieved_rps, saturated, errors, loadgen_cpu, and Locust's own
+        latency. Read headline latency from `latency`, which follows `latency_source()`."""
         return self.without_failed(self.rows(LOAD, entity=CLIENT))
 
-    @cached_property
     def latency_source(self) -> str:
-        """Where the headline latency comes from: "load_kernel" (timed in the kernel at the
-        load generator's sockets) when every cell with a Locust latency has one, else
-        "load" (Locust's own timing) for the whole run: one run never mixes the two."""
-        locust = _latency_cells(self.locust_client)
-        if not locust:
-            return LOAD
-        kernel = _latency_cells(self.without_failed(self.rows(KERNEL, entity=CLIENT)))
-        return KERNEL if locust <= kernel else LOAD
+        """The source every headline latency figure reads: "load_kernel" (timed in the
+        kernel at the load generator's sockets) when every cell with a Locust latency has
+        one, else "load" (Locust's own timing) for the whole run: a run never mixes the
+        two."""
+        return self._latency_source
 
     @cached_property
-    def client(self) -> pd.DataFrame:
-        """Per-cell rows of the load (entity "client") of cells that did not fail: latency
-        metrics from `latency_source`, the rest (achieved rps, errors, saturation, the load
-        generator's CPU) from Locust."""
-        locust = self.locust_client
-        if self.latency_source == LOAD:
-            return locust
-        kernel = self.without_failed(self.rows(KERNEL, entity=CLIENT))
-        latency = kernel["metric"].str.startswith("latency_")
-        return pd.concat([locust[~locust["metric"].str.startswith("latency_")],
-                          kernel[latency]]).assign(source=LOAD)
+    def _latency_source(self) -> str:
+        locust = _latency_cells(self.client)
+        kernel = _latency_cells(self.without_failed(self.rows(LOAD_KERNEL, entity=CLIENT)))
+        return LOAD_KERNEL if locust and locust <= kernel else LOAD
+
+    @cached_property
+    def latency(self) -> pd.DataFrame:
+        """Client rows of `latency_source()` (entity "client") of cells that did not
+        fail; latency_p50/p90/p99/p999/max/mean in us."""
+        return self.without_failed(self.rows(self.latency_source(), entity=CLIENT))
 
     @cached_property
     def resources(self) -> pd.DataFrame:

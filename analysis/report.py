@@ -1,13 +1,19 @@
 """Write a run's report: report.md, report.html (self-contained), smp.json, latency.png
-and (with resource rows) resources.png. The claims table comes first in both reports.
+and (with resource rows) resources.png. The claims come first in both reports.
 
-    python -m analysis.report [RUN_DIR]     # default: the newest run under results/
+The claims draw on the runs analysis.runset picks: by default this run plus the newest
+compatible run of each mesh mode it lacks (so `make bench-sidecar` then `make
+bench-ambient` answers sidecar vs ambient); with --runs, exactly the runs given; with
+--single, this run only. The sections after the claims describe this run.
+
+    python -m analysis.report [RUN_DIR] [--runs DIR ...] [--single]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +38,10 @@ from analysis.metadata import (
     probes_section,
     simplifications_section,
 )
+from analysis.published import sources_section as published_sources
 from analysis.push import exposure_figure, push_section
 from analysis.resources import resource_cv_checks, resources_section
+from analysis.runset import RunSet, discover, explicit, single, sources_section
 from analysis.smp import write_smp
 from bench.errors import BenchError, UserError
 from bench.store import latest_run
@@ -49,8 +57,9 @@ def machine(host: dict[str, Any]) -> str:
             f"kernel {host.get('kernel') or 'not recorded'}")
 
 
-def header_section(run: Run) -> list[str]:
-    """Title, scenario, backend, machine, and the local-backend caveat."""
+def header_section(run: Run, combined: bool = False) -> list[str]:
+    """Title, scenario, backend, machine, and the local-backend caveat; `combined`: the
+    claims draw on other runs too."""
     scenario = run.scenario
     host = run.manifest.get("host") or {}
     lines = [f"# meshbench report: {run.run_id}", "",
@@ -59,22 +68,29 @@ def header_section(run: Run) -> list[str]:
              f"- Backend: {run.backend or 'not recorded'}",
              f"- Machine: {machine(host)}",
              (f"- Repetitions planned: {scenario.get('repetitions', 'not recorded')}; "
-             "every figure below is from this run only, as median [min–max] across "
-             "repetitions with n = repetitions measured."), ""]
+             + ("the claims also draw on the other runs listed under \"Runs drawn from\"; "
+                "every other figure below is from this run only" if combined else
+                "every figure below is from this run only")
+             + ", as median [min–max] across repetitions with n = repetitions measured."),
+             ""]
     if run.backend == "local":
         lines += [LOCAL_NOTE, ""]
     return lines
 
 
-def render(run: Run, latency_png: str | None, resources_png: str | None,
+def render(run: Run | RunSet, latency_png: str | None, resources_png: str | None,
            hops_png: str | None = None, exposure_png: str | None = None) -> str:
-    """The report's Markdown, linking the figures given (file names; None = not written)."""
-    lines = header_section(run) + claims_section(run)
+    """The report's Markdown, linking the figures given (file names; None = not written).
+    With a RunSet the claims draw on its runs and the other sections on its primary."""
+    rs = run if isinstance(run, RunSet) else single(run)
+    run = rs.primary
+    lines = header_section(run, rs.combined) + claims_section(rs) + sources_section(rs)
     lines += latency_section(run, latency_png) + timing_section(run) + reference_section(run)
     lines += overhead_section(run) + order_section(run)
     lines += ratio_section(run) + hops_section(run, hops_png)
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png) + push_section(run, exposure_png)
+    lines += published_sources()
     lines += failed_cells_section(run) + probes_section(run)
     lines += metadata_section(run) + simplifications_section(run)
     return "\n".join(lines).rstrip() + "\n"
@@ -94,20 +110,32 @@ class ReportFiles:
         return [*self.figures, self.smp, self.html, self.markdown]
 
 
-def write_outputs(run_dir: Path | str) -> ReportFiles:
+def run_set(run: Run, runs: Sequence[Path | str] | None = None, combine: bool = True) -> RunSet:
+    """The runs the claims draw on: `runs` given (each checked against `run`), else the
+    default search (analysis.runset.discover) unless `combine` is False."""
+    if runs:
+        return explicit(run, [load_run(p) for p in runs])
+    return discover(run) if combine else single(run)
+
+
+def write_outputs(run_dir: Path | str, runs: Sequence[Path | str] | None = None,
+                  combine: bool = True) -> ReportFiles:
     """Write latency.png and, when data-plane resource rows exist, resources.png; then
     report.md, report.html (the same report with the figures embedded as data: URIs, no
-    external resource) and smp.json (see analysis.smp) into `run_dir`.
+    external resource) and smp.json (see analysis.smp) into `run_dir`. The claims draw
+    on `run_set(run, runs, combine)`.
 
     A figure whose data are missing is not written, and the report says so.
-    Raises UserError when `run_dir` is not a run directory.
+    Raises UserError when `run_dir` (or one of `runs`) is not a run directory, or when a
+    run of `runs` is not compatible with it.
     """
     run = load_run(run_dir)
+    rs = run_set(run, runs, combine)
     latency = latency_figure(run, run.run_dir / "latency.png")
     resources = resources_figure(run, run.run_dir / "resources.png")
     hops = hops_figure(run, run.run_dir / "hops.png")
     exposure = exposure_figure(run, run.run_dir / "exposure.png")
-    markdown = render(run, latency.name if latency else None,
+    markdown = render(rs, latency.name if latency else None,
                       resources.name if resources else None, hops.name if hops else None,
                       exposure.name if exposure else None)
     report = run.run_dir / "report.md"
@@ -135,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", nargs="?", type=Path,
                         help="run directory (default: newest under results/)")
+    parser.add_argument("--runs", nargs="+", type=Path, metavar="DIR",
+                        help="draw the claims from these runs too (checked compatible)")
+    parser.add_argument("--single", action="store_true",
+                        help="draw the claims from RUN_DIR only")
     args = parser.parse_args(argv)
     try:
-        run_dir = args.run_dir or latest_run()
+        run_dir = args.run_dir or (args.runs[0] if args.runs else latest_run())
         if run_dir is None:
             raise UserError("no run under results/", hint="pass a run directory")
-        for path in write_outputs(run_dir).all():
+        for path in write_outputs(run_dir, args.runs, not args.single).all():
             print(path)
     except BenchError as e:
         print(f"error: {e.one_line()}", file=sys.stderr)

@@ -6,6 +6,7 @@ Examples:
   meshbench calibrate -s quick --connections 1,4   latency vs an independent reference client
   meshbench plan -s quick --mode ambient      what a run would create, without creating it
   meshbench report [RUN_DIR]                  Markdown, HTML, SMP + figures (default: newest)
+  meshbench report --runs results/a results/b claims from both runs (checked compatible)
   meshbench compare RUN_A RUN_B               changes per metric, CI, verdict; exit 1 if worse
   meshbench trend results/                    a headline metric across runs (nightly history)
   meshbench sweep -s scaling                  one run per pod count, then cost vs pods
@@ -262,11 +263,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import write_outputs
 
-    run_dir = Path(args.run) if args.run else latest_run(Path(args.results))
-    if run_dir is None or not (run_dir / "manifest.json").exists():
-        raise UserError(f"no run found at {args.run or args.results}",
-                        hint="run `make bench` first, or pass a results/<run> directory")
-    for p in write_outputs(run_dir).all():
+    runs = [Path(r) for r in args.runs or []]
+    run_dir = (Path(args.run) if args.run else runs[0] if runs
+               else latest_run(Path(args.results)))
+    for d in [run_dir, *runs]:
+        if d is None or not (d / "manifest.json").exists():
+            raise UserError(f"no run found at {d or args.results}",
+                            hint="run `make bench` first, or pass a results/<run> directory")
+    assert run_dir is not None
+    for p in write_outputs(run_dir, runs or None, combine=not args.single).all():
         print(p)
     return 0
 
@@ -342,9 +347,16 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--mode", help="one mode or a comma-separated list (default: the scenario's)")
     pl.set_defaults(fn=cmd_plan)
 
-    rep = sub.add_parser("report", help="write the report of a run")
-    rep.add_argument("run", nargs="?", help="results/<run id> (default: the newest)")
+    rep = sub.add_parser("report", help="write the report of a run; its claims also draw "
+                         "on the newest compatible run of each mesh mode it lacks")
+    rep.add_argument("run", nargs="?", help="results/<run id> (default: the newest, or the "
+                     "first of --runs)")
     rep.add_argument("--results", default=str(DEFAULT_ROOT))
+    rep.add_argument("--runs", nargs="+", metavar="DIR",
+                     help="draw the claims from exactly these runs (with RUN); refused, "
+                          "naming the keys, when they are not compatible")
+    rep.add_argument("--single", action="store_true",
+                     help="draw the claims from RUN only, never from other runs")
     rep.set_defaults(fn=cmd_report)
 
     sub.add_parser("compare", help="RUN_A RUN_B [--force] [--threshold PCT]: changes with "

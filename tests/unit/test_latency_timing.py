@@ -51,10 +51,10 @@ def _make(root: Path, *, kernel_cells: int | None = None, reference: bool = True
 
 def test_kernel_timing_is_the_headline_when_every_cell_has_it(tmp_path: Path) -> None:
     run = load_run(_make(tmp_path))
-    assert run.latency_source == "load_kernel"
-    p50 = run.client[run.client["metric"] == "latency_p50"]
+    assert run.latency_source() == "load_kernel"
+    p50 = run.latency[run.latency["metric"] == "latency_p50"]
     assert set(p50["value"]) == set(KERNEL.values())
-    # the rest of the client rows stay Locust's
+    # the client rows stay Locust's
     assert (run.client["metric"] == "achieved_rps").sum() == 6
     text = "\n".join(timing_section(run))
     assert "timed in the kernel" in text and "`uniform`" in text
@@ -63,8 +63,8 @@ def test_kernel_timing_is_the_headline_when_every_cell_has_it(tmp_path: Path) ->
 
 def test_a_run_never_mixes_timings(tmp_path: Path) -> None:
     run = load_run(_make(tmp_path, kernel_cells=4))
-    assert run.latency_source == "load"
-    p50 = run.client[run.client["metric"] == "latency_p50"]
+    assert run.latency_source() == "load"
+    p50 = run.latency[run.latency["metric"] == "latency_p50"]
     assert set(p50["value"]) == set(LOCUST.values())
     assert "did not cover every cell" in "\n".join(timing_section(run))
 

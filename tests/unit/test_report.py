@@ -174,9 +174,16 @@ def test_report_overhead_rows(report: str) -> None:
     assert "| waypoint | 1000 | 2 | 505 [500–510] |" in report
 
 
-def test_report_ratios_say_n_too_small(report: str) -> None:
-    assert "| 100 | p50 | sidecar / baseline | 1.598 [" in report
-    assert "| 3 vs 3 | 0.1 | n too small |" in report
+def test_report_ratios_are_paired_by_repetition(report: str) -> None:
+    # sidecar / baseline p50 at 100 rps, per repetition: 800/500, 830/520, 815/510
+    ratios = report[report.index("## Ratios between modes"):report.index("## CV warnings")]
+    row = next(ln for ln in ratios.splitlines()
+               if ln.startswith("| 100 | p50 | sidecar / baseline |"))
+    assert row.startswith("| 100 | p50 | sidecar / baseline | 1.598 [1.59")
+    assert row.endswith("| n=3 | higher |")
+    # the failed waypoint cell at 1000 rps leaves 2 pairs
+    assert "| 1000 | p50 | waypoint / baseline |" in ratios
+    assert "| n=2 |" in ratios
 
 
 def test_report_warns_about_noisy_cell(report: str) -> None:
@@ -216,7 +223,7 @@ def test_one_repetition_run_claims_no_spread(tmp_path: Path) -> None:
     write_report(run_dir)
     text = (run_dir / "report.md").read_text()
     assert "| sidecar | 100 | 800 [800–800] | " in text and "| 1 | 99 [99–99] |" in text
-    assert "| 100 | p50 | sidecar / baseline | 1.600 (no CI: n=1) | 1 vs 1 |" in text
+    assert "| 100 | p50 | sidecar / baseline | 1.600 | n=1 | no CI (one repetition) |" in text
     assert "No cell has n >= 2 repetitions, so no CV could be computed." in text
     assert "CV not computable (n < 2) for: baseline at 100 rps," in text
 

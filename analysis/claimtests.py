@@ -1,0 +1,292 @@
+"""The tests the claims table applies: superiority, non-inferiority, exact counts.
+
+Why these tests (methodology.md, "Statistics and comparison"):
+
+- **Unit of replication: one repetition.** A repetition is one interleaved block in
+  which every mode runs once, in an order shuffled per repetition, so slow drift of the
+  machine hits all modes of a block alike. A cell's summary (p50, cores, MiB) is one
+  sample; requests inside a window are autocorrelated and are not samples. A default run
+  has 3-5 repetitions per mode.
+- **Paired by repetition.** Overheads are taken against the baseline of the same
+  repetition, and a mode-vs-mode ratio is formed within each repetition, so what a
+  block shares (drift, a noisy neighbour) cancels.
+- **Effect on the log scale, Student t interval.** Costs and latencies are positive and
+  their differences are multiplicative, so each repetition gives d_i = ln(a_i / b_i);
+  the 95 % CI of mean(d) uses Student's t with n - 1 degrees of freedom and is
+  back-transformed into a CI for the geometric-mean ratio a / b. Unlike a rank test,
+  which at n = 3 per group cannot reach p < 0.01 at all (the smallest two-sided
+  Mann-Whitney p at 3 vs 3 is 0.1), the t interval narrows with the consistency of the
+  effect: a large effect that repeats in 3 blocks is resolved, a noisy one is not. It
+  assumes the log ratios are roughly normal; with 3-5 values that cannot be checked,
+  which is why the per-repetition values are shown beside every verdict.
+- **Unpaired fallback.** When the two modes come from different runs (a report combined
+  from `make bench-sidecar` and `make bench-ambient`) their repetitions are not blocks
+  of one run: Welch's t on the logs (Welch-Satterthwaite degrees of freedom) is used,
+  and the verdict says so.
+- **Linear fallback.** An overhead over baseline can be <= 0 (a mode no slower than no
+  mesh, within noise), where a log is undefined. Then the test is on the linear scale:
+  the CI of mean(a - k b) (paired) or of mean(a) - k mean(b) (Welch), with k = 1 for
+  superiority and k = 1 + margin for non-inferiority; the ratio is shown as a point
+  (mean(a) / mean(b)) without a CI.
+
+Verdicts for a ratio r = a / b with 95 % CI [lo, hi]:
+
+- superiority, claim "a is less than b": supported when hi < 1 and r <= 1 - 5 % (the
+  effect floor, asv's rule of thumb, stats.MIN_EFFECT); not supported when lo >= 1;
+  otherwise inconclusive, with the reason (CI spans 1, or effect below 5 %).
+- non-inferiority, claim "a adds no more than b": supported when hi < 1 + margin; not
+  supported when lo > 1 + margin; otherwise inconclusive. NI_MARGIN = 10 %.
+- exact: deterministic counts (proxies reached, bytes pushed, config held) are compared
+  as numbers when every repetition gave the same value; only when they did not is the
+  superiority test applied to them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy.stats import t as student_t
+
+from analysis.stats import MIN_EFFECT
+
+SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
+INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED)
+
+SUPERIORITY, NON_INFERIORITY, EXACT = "superiority", "non-inferiority", "exact"
+CONFIDENCE = 0.95
+# Non-inferiority margin: "adds no more than" is supported when the ratio's CI stays below
+# 1.10. 10 % is twice the 5 % effect floor (a difference smaller than 5 % is treated as
+# noise everywhere in this harness), and about the run-to-run spread of a 2-core machine's
+# cells (CV_WARN = 10 %): a margin tighter than the noise would make equality unprovable.
+NI_MARGIN = 0.10
+
+PAIRED, WELCH = "paired", "welch"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """a / b with its 95 % CI (lo, hi are NaN when there is none) and how it was got."""
+
+    ratio: float
+    lo: float
+    hi: float
+
+    @property
+    def has_ci(self) -> bool:
+        return not (math.isnan(self.lo) or math.isnan(self.hi))
+
+    def text(self, places: int = 2) -> str:
+        if math.isnan(self.ratio):
+            return "undefined"
+        if not self.has_ci:
+            return f"{self.ratio:.{places}f}"
+        return f"{self.ratio:.{places}f} [{self.lo:.{places}f}–{self.hi:.{places}f}]"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A claim test's result: verdict, reason, the ratio, and which test gave it."""
+
+    verdict: str
+    reason: str
+    ratio: Ratio | None = None
+    n_a: int = 0
+    n_b: int = 0
+    test: str = ""
+
+    def text(self) -> str:
+        """"verdict (reason; test)"; "reason (test)" when the reason starts with the
+        verdict."""
+        if self.reason.startswith(self.verdict):
+            return f"{self.reason} ({self.test})" if self.test else self.reason
+        parts = [p for p in (self.reason, self.test) if p]
+        return f"{self.verdict} ({'; '.join(parts)})" if parts else self.verdict
+
+
+def _t_ci(mean: float, se: float, df: float) -> tuple[float, float]:
+    if se == 0:
+        return mean, mean
+    half = float(student_t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    return mean - half, mean + half
+
+
+def _welch_df(va: float, na: int, vb: float, nb: int) -> float:
+    num_ = (va / na + vb / nb) ** 2
+    den = (va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1)
+    return num_ / den if den > 0 else float(na + nb - 2)
+
+
+def _pairs(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    common = sorted(set(a.index) & set(b.index))
+    return (a.loc[common].to_numpy(dtype=float), b.loc[common].to_numpy(dtype=float))
+
+
+def _as_series(x: ArrayLike | pd.Series) -> pd.Series:
+    if isinstance(x, pd.Series):
+        return x.astype(float)
+    return pd.Series(np.asarray(x, dtype=float))
+
+
+def _bound_ci(test: str, k: float, a: np.ndarray, b: np.ndarray,
+              paired: bool) -> tuple[float, float]:
+    """Linear scale: CI of mean(a - k b) (paired) or mean(a) - k mean(b) (Welch)."""
+    if paired:
+        d = a - k * b
+        se = float(d.std(ddof=1)) / math.sqrt(d.size)
+        return _t_ci(float(d.mean()), se, d.size - 1)
+    va, vb = float(a.var(ddof=1)), float(b.var(ddof=1)) * k * k
+    se = math.sqrt(va / a.size + vb / b.size)
+    return _t_ci(float(a.mean() - k * b.mean()), se, _welch_df(va, a.size, vb, b.size))
+
+
+def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool) -> Ratio:
+    """Geometric-mean ratio a / b with a 95 % t interval on the logs; needs values > 0
+    and at least 2 per side (2 pairs when paired)."""
+    la, lb = np.log(a), np.log(b)
+    if paired:
+        d = la - lb
+        mean, se, df = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1
+    else:
+        va, vb = float(la.var(ddof=1)), float(lb.var(ddof=1))
+        mean = float(la.mean() - lb.mean())
+        se, df = math.sqrt(va / la.size + vb / lb.size), _welch_df(va, la.size, vb, lb.size)
+    lo, hi = _t_ci(mean, se, df)
+    return Ratio(math.exp(mean), math.exp(lo), math.exp(hi))
+
+
+def compare(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, kind: str = SUPERIORITY,
+            paired: bool = True, margin: float = NI_MARGIN,
+            min_effect: float = MIN_EFFECT) -> Outcome:
+    """Test the claim "a is less than b" (SUPERIORITY) or "a is no more than b" within
+    `margin` (NON_INFERIORITY), from per-repetition values.
+
+    With `paired`, `a` and `b` are Series indexed by repetition and only repetitions in
+    both are used (a plain array pairs by position). See the module docstring for the
+    rules. Deterministic counts go through `exact` instead.
+    """
+    sa, sb = _as_series(a), _as_series(b)
+    if not paired or not isinstance(a, pd.Series) or not isinstance(b, pd.Series):
+        if paired and sa.size != sb.size:
+            paired = False
+        sa, sb = sa.reset_index(drop=True), sb.reset_index(drop=True)
+    xa, xb = _pairs(sa, sb) if paired else (sa.to_numpy(), sb.to_numpy())
+    n_a, n_b = int(xa.size), int(xb.size)
+    if sa.empty or sb.empty:
+        return Outcome(NOT_MEASURED, "no values", None, int(sa.size), int(sb.size))
+    if paired and xa.size == 0:
+        return Outcome(INCONCLUSIVE, "no repetition has both values", None, int(sa.size),
+                       int(sb.size))
+    how = (f"paired by repetition, n={n_a}" if paired else f"unpaired (Welch), n={n_a} vs {n_b}")
+    if min(n_a, n_b) < 2:
+        point = float(xa.mean() / xb.mean()) if xb.mean() > 0 else float("nan")
+        return Outcome(INCONCLUSIVE, f"one repetition: no CI ({how})",
+                       Ratio(point, float("nan"), float("nan")), n_a, n_b)
+    bound = 1.0 + margin if kind == NON_INFERIORITY else 1.0
+    rule = (f"non-inferiority, margin {100 * margin:g} %" if kind == NON_INFERIORITY
+            else "superiority")
+    if (xa > 0).all() and (xb > 0).all():
+        r = ratio_ci(xa, xb, paired)
+        test = f"{rule}; t on log ratios, {how}"
+        return _verdict(kind, r, r.lo, r.hi, bound, min_effect, n_a, n_b, test)
+    # linear scale: values <= 0 (e.g. an overhead within noise of baseline)
+    k = bound
+    lo, hi = _bound_ci(kind, k, xa, xb, paired)
+    mb = float(xb.mean())
+    point = float(xa.mean()) / mb if mb > 0 else float("nan")
+    r = Ratio(point, float("nan"), float("nan"))
+    test = (f"{rule}; t on mean(a) - {k:g} x mean(b) (values <= 0: no log ratio), {how}")
+    if hi < 0 and (kind == NON_INFERIORITY or math.isnan(point)
+                   or point <= 1 - min_effect):
+        return Outcome(SUPPORTED, f"CI of the difference [{lo:.4g}, {hi:.4g}] below 0",
+                       r, n_a, n_b, test)
+    if (kind == SUPERIORITY and lo >= 0) or (kind == NON_INFERIORITY and lo > 0):
+        return Outcome(NOT_SUPPORTED, f"CI of the difference [{lo:.4g}, {hi:.4g}] above 0",
+                       r, n_a, n_b, test)
+    return Outcome(INCONCLUSIVE, f"CI of the difference [{lo:.4g}, {hi:.4g}] spans 0",
+                   r, n_a, n_b, test)
+
+
+def _verdict(kind: str, r: Ratio, lo: float, hi: float, bound: float, min_effect: float,
+             n_a: int, n_b: int, test: str) -> Outcome:
+    if kind == NON_INFERIORITY:
+        if hi < bound:
+            return Outcome(SUPPORTED, f"CI upper bound {hi:.3f} < {bound:.2f}", r, n_a, n_b,
+                           test)
+        if lo > bound:
+            return Outcome(NOT_SUPPORTED, f"CI lower bound {lo:.3f} > {bound:.2f}", r, n_a,
+                           n_b, test)
+        return Outcome(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] spans {bound:.2f}", r, n_a,
+                       n_b, test)
+    if hi < 1.0:
+        if r.ratio <= 1.0 - min_effect:
+            return Outcome(SUPPORTED, f"CI upper bound {hi:.3f} < 1", r, n_a, n_b, test)
+        return Outcome(INCONCLUSIVE, f"below 1 but the effect {100 * (1 - r.ratio):.1f} % "
+                       f"is under {100 * min_effect:g} %", r, n_a, n_b, test)
+    if lo >= 1.0:
+        return Outcome(NOT_SUPPORTED, f"CI lower bound {lo:.3f} >= 1", r, n_a, n_b, test)
+    return Outcome(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] spans 1", r, n_a, n_b, test)
+
+
+def identical(x: ArrayLike) -> bool:
+    """Every value the same (a deterministic count repeated exactly)."""
+    v = np.asarray(x, dtype=float)
+    return bool(v.size) and bool(np.all(v == v[0]))
+
+
+def exact(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, paired: bool = True) -> Outcome:
+    """The claim "a is less than b" for deterministic counts: when each side gave the same
+    value in every repetition, compare the numbers (no statistics: there is no variation
+    to test); when a side varied, fall back to `compare` (superiority) and say why."""
+    xa, xb = np.asarray(_as_series(a)), np.asarray(_as_series(b))
+    if xa.size == 0 or xb.size == 0:
+        return Outcome(NOT_MEASURED, "no values", None, int(xa.size), int(xb.size))
+    if identical(xa) and identical(xb):
+        va, vb = float(xa[0]), float(xb[0])
+        r = Ratio(va / vb if vb else float("nan"), float("nan"), float("nan"))
+        same = (f"identical in every repetition (n={xa.size} vs {xb.size})")
+        test = "exact comparison of counts"
+        if va < vb:
+            return Outcome(SUPPORTED, f"{va:g} < {vb:g}, {same}", r, xa.size, xb.size, test)
+        return Outcome(NOT_SUPPORTED, f"{va:g} >= {vb:g}, {same}", r, xa.size, xb.size, test)
+    out = compare(a, b, SUPERIORITY, paired)
+    varied = [m for m, x in (("a", xa), ("b", xb)) if not identical(x)]
+    note = f"counts varied across repetitions ({', '.join(varied)}): statistics applied"
+    return Outcome(out.verdict, out.reason, out.ratio, out.n_a, out.n_b,
+                   f"{note}; {out.test}" if out.test else note)
+
+
+def two_sided(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, paired: bool = True,
+              min_effect: float = MIN_EFFECT) -> tuple[Ratio | None, str, str]:
+    """(ratio a / b with its 95 % CI, verdict, test) for describing two modes without a
+    directional claim: "lower" / "higher" when the CI excludes 1 and the effect is at
+    least `min_effect`, "no clear difference" otherwise; the same t interval on log ratios
+    as `compare` (paired by repetition when `paired`). Values <= 0 or a side with fewer
+    than 2 values give a point ratio and "no CI"."""
+    sa, sb = _as_series(a), _as_series(b)
+    if not (isinstance(a, pd.Series) and isinstance(b, pd.Series)):
+        sa, sb = sa.reset_index(drop=True), sb.reset_index(drop=True)
+        paired = paired and sa.size == sb.size
+    xa, xb = _pairs(sa, sb) if paired else (sa.to_numpy(), sb.to_numpy())
+    if xa.size == 0 or xb.size == 0:
+        return None, NOT_MEASURED, ""
+    how = (f"paired by repetition, n={xa.size}" if paired
+           else f"unpaired (Welch), n={xa.size} vs {xb.size}")
+    if min(xa.size, xb.size) < 2 or not ((xa > 0).all() and (xb > 0).all()):
+        mb = float(xb.mean())
+        point = float(xa.mean()) / mb if mb > 0 else float("nan")
+        why = "one repetition" if min(xa.size, xb.size) < 2 else "values <= 0"
+        return Ratio(point, float("nan"), float("nan")), f"no CI ({why})", how
+    r = ratio_ci(xa, xb, paired)
+    test = f"t on log ratios, {how}"
+    if r.hi < 1 and r.ratio <= 1 - min_effect:
+        return r, "lower", test
+    if r.lo > 1 and r.ratio >= 1 + min_effect:
+        return r, "higher", test
+    if r.hi < 1 or r.lo > 1:
+        return r, f"no clear difference (effect under {100 * min_effect:g} %)", test
+    return r, "no clear difference (CI spans 1)", test
