@@ -15,6 +15,7 @@ RUNS ?= results
 ifdef CONTEXT
 export MB_CONTEXT := $(CONTEXT)
 endif
+, := ,
 BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
 .PHONY: setup host-setup calibrate bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \
@@ -58,7 +59,7 @@ bench-scaling: setup
 # the scalability claim: one config change vs mesh size (10-500 pods), then services (10-200)
 # harness latency vs the independent reference client, per mode, at 1 and 4 connections
 calibrate: setup
-	$(RUN) calibrate -s $(SCENARIO) $(BENCH_ARGS)
+	$(RUN) calibrate -s $(SCENARIO) --connections $(or $(CONNECTIONS),1$(,)4) $(BENCH_ARGS)
 
 bench-fanout: setup
 	$(RUN) sweep -s fanout
