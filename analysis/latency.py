@@ -237,6 +237,7 @@ def order_section(run: Run) -> list[str]:
 
 INTENDED = "load_intended"
 REFERENCE = "reference"
+REFERENCE_KERNEL = "reference_kernel"  # the reference client's requests, timed in the kernel
 AGREEMENT_TOLERANCE = 0.15  # methodology: every latency figure the claims use within 15 %
 TIMING_TEXT = {
     "load_kernel": ("timed in the kernel at the load generator's own sockets (BCC: the "
@@ -320,27 +321,39 @@ def agreement(run: Run) -> list[dict[str, Any]]:
     if ref_rows.empty:
         return []
     ref = overhead_medians(ref_rows)
+    ref_kernel = overhead_medians(run.without_failed(run.rows(REFERENCE_KERNEL,
+                                                              entity="client")))
     head = overhead_medians(run.latency)
     locust = overhead_medians(run.client)
+    sat = run.client[(run.client["metric"] == "saturated") & (run.client["value"] >= 1)]
+    saturated = set(zip(sat["mode"], sat["level"].astype(int)))
     out = []
     for (mode, level), (r, n) in sorted(ref.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         h = head.get((mode, level))
         lo = locust.get((mode, level))
+        rk = ref_kernel.get((mode, level))
         ratio = h[0] / r if h and r > 0 else None
+        # a saturated cell (Locust below 95 % of its target) measured another load
+        sat_here = bool({(mode, level), (BASELINE, level)} & saturated)
         out.append({
             "mode": mode, "level": level, "pairs": n, "reference_us": r,
             "harness_us": h[0] if h else None, "locust_us": lo[0] if lo else None,
             "ratio": ratio, "locust_ratio": lo[0] / r if lo and r > 0 else None,
-            "within": ratio is not None and abs(ratio - 1) <= AGREEMENT_TOLERANCE,
+            "within": (None if sat_here else
+                       ratio is not None and abs(ratio - 1) <= AGREEMENT_TOLERANCE),
+            "saturated": sat_here,
+            "reference_kernel_us": rk[0] if rk else None,
         })
     return out
 
 
 def same_order(rows: list[dict[str, Any]], key: str) -> dict[int, bool]:
-    """Per level: do the modes rank the same by `key` as by the reference's overhead?"""
+    """Per level: do the modes rank the same by `key` as by the reference's overhead?
+    Saturated cells are left out."""
     out = {}
     for level in sorted({r["level"] for r in rows}):
-        at = [r for r in rows if r["level"] == level and r[key] is not None]
+        at = [r for r in rows if r["level"] == level and r[key] is not None
+              and not r.get("saturated")]
         out[level] = ([r["mode"] for r in sorted(at, key=lambda r: r["reference_us"])]
                       == [r["mode"] for r in sorted(at, key=lambda r: r[key])])
     return out
@@ -360,18 +373,28 @@ def reference_section(run: Run) -> list[str]:
     body = []
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else NOT_MEASURED
-        flag = "yes" if r["within"] else "**NO**"
+        flag = ("saturated: not comparable" if r["within"] is None
+                else "yes" if r["within"] else "**NO**")
         body.append([r["mode"], str(r["level"]), str(r["pairs"]), num(r["reference_us"]),
                      num(r["harness_us"]) if r["harness_us"] is not None else NOT_MEASURED,
                      ratio, flag,
                      num(r["locust_us"]) if r["locust_us"] is not None else NOT_MEASURED,
-                     f"{r['locust_ratio']:.2f}" if r["locust_ratio"] is not None else "—"])
+                     f"{r['locust_ratio']:.2f}" if r["locust_ratio"] is not None else "—",
+                     num(r["reference_kernel_us"]) if r["reference_kernel_us"] is not None
+                     else NOT_MEASURED])
     lines += table(["mode", "target (rps)", "pairs", "reference (µs)",
                     f"harness, {run.latency_source()} (µs)", "ratio",
-                    f"within {AGREEMENT_TOLERANCE:.0%}", "Locust-timed (µs)", "Locust ratio"],
-                   body)
+                    f"within {AGREEMENT_TOLERANCE:.0%}", "Locust-timed (µs)", "Locust ratio",
+                    "reference, kernel-timed (µs)"], body)
     order = same_order(rows, "harness_us")
-    bad = [r for r in rows if not r["within"]]
+    bad = [r for r in rows if r["within"] is False]
+    lines += ["", ("Saturated: Locust fell below 95 % of the target rate in that mode or its "
+                   "baseline (one closed-loop user cannot exceed 1 / latency), so its cells "
+                   "measured a lower load than the reference's and are not compared."),
+              "", ("Reference, kernel-timed: the reference client's own requests timed by the "
+                   "same kernel probe as the headline (send entering TCP -> response queued): "
+                   "the probe's answer on a second, independent client. Reference minus that "
+                   "is what the client's own syscalls and thread wake-ups add per mode.")]
     lines += ["", "Order of modes as the reference: " + ", ".join(
         f"{lv} rps {'same' if ok else '**different**'}" for lv, ok in order.items()) + "."]
     if bad:

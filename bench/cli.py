@@ -208,13 +208,15 @@ def _agreement_text(connections: int, rows: list[dict[str, Any]],
 
     lines = [f"\n{connections} connection(s): p50 overhead over baseline (µs)",
              f"{'mode':9} {'rps':>5} {'reference':>9} {'harness':>8} {'ratio':>6} "
-             f"{'Locust':>8} {'ratio':>6}"]
+             f"{'Locust':>8} {'ratio':>6} {'ref,kernel':>10}"]
     for r in rows:
         ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else "     —"
         lratio = f"{r['locust_ratio']:6.2f}" if r["locust_ratio"] is not None else "     —"
-        flag = "" if r["within"] else f"  <- outside {AGREEMENT_TOLERANCE:.0%}"
+        flag = ("  (saturated: not compared)" if r["within"] is None else
+                "" if r["within"] else f"  <- outside {AGREEMENT_TOLERANCE:.0%}")
         lines.append(f"{r['mode']:9} {r['level']:5d} {us(r['reference_us']):>9} "
-                     f"{us(r['harness_us'])} {ratio} {us(r['locust_us'])} {lratio}{flag}")
+                     f"{us(r['harness_us'])} {ratio} {us(r['locust_us'])} {lratio} "
+                     f"{us(r.get('reference_kernel_us')):>10}{flag}")
     lines += [f"order of modes at {lv} rps: {'same as the reference' if ok else 'DIFFERENT'}"
               for lv, ok in order.items()]
     return "\n".join(lines)

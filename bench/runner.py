@@ -18,7 +18,9 @@ from bench.backends.base import Backend, Deployment
 from bench.errors import BenchError, CellFailed
 from bench.load import hdr
 from bench.load.driver import run_locust
+from bench.load.reference import SOURCE_KERNEL as REFERENCE_KERNEL
 from bench.load.reference import reference_cell
+from bench.load.reference import to_samples as reference_to_samples
 from bench.probes import client_latency
 from bench.probes.processes import Target, write_targets
 from bench.probes.resources import ResourceSampler, per_krps, summarize_window
@@ -373,6 +375,11 @@ class Runner:
         if twin:
             hdr_out = hdr_out.with_name(f"{cell.id}-probes-off.jsonl")
         in_cluster = dep.info.get("load", {}).get("where") == "in-cluster"
+        with_ref = s.load.reference and not in_cluster and not twin
+        # the reference runs before Locust in even repetitions, after it in odd ones, so that
+        # drift within a cell does not always favour the same client
+        ref_first = with_ref and cell.repetition % 2 == 0
+        early_ref = self._reference(cell, dep) if ref_first else None
         # Locust in pods starts through `kubectl exec` and waits for workers: give it longer
         start_s = IN_CLUSTER_START_S if in_cluster else LOCUST_START_S
         duration = start_s + s.timing.warmup_s + s.timing.window_s + 1.0
@@ -446,7 +453,7 @@ class Runner:
         if summary.count == 0:
             return CellOutcome(cell, "failed", "no request completed in the window", window,
                                loadgen_pid=load.pid)
-        ref = self._reference(cell, dep) if s.load.reference and not in_cluster else None
+        ref = early_ref if ref_first else self._reference(cell, dep) if with_ref else None
         return CellOutcome(cell, "ok", "", window, summary, load.pid,
                            kernel=kernel[0] if kernel else None, reference=ref)
 
@@ -480,15 +487,27 @@ class Runner:
         """The independent reference client at the cell's rate and connections, right after
         the cell on the same deployment (source "reference")."""
         s = self.s
+        probe = self.klat
         try:
-            ref, rows = reference_cell(
+            ref, rows, (t0, t1) = reference_cell(
                 cell=cell, netns=dep.load_netns, url=dep.url + "/",
                 connections=s.load.connections, warmup_s=s.timing.warmup_s,
                 window_s=s.timing.window_s, arrivals=s.load.arrivals, seed=s.seed,
-                out=self.store.dir / "logs" / f"reference-{cell.id}.bin")
+                out=self.store.dir / "logs" / f"reference-{cell.id}.bin",
+                on_start=probe.watch if probe is not None else None)
+            if probe is not None:
+                req = probe.requests(t0, t1)
+                if len(req):
+                    ksum = client_latency.summarize_requests(req, t0, t1)
+                    rows += reference_to_samples(cell, ksum, cell.level, {},
+                                                 source=REFERENCE_KERNEL)
         except BenchError as e:
             self._probe_failed("reference", f"{cell.id}: {e.one_line()}")
             return None
+        finally:
+            if probe is not None:
+                probe.clear()
+                probe.unwatch_all()
         self.store.append(rows)
         return ref
 

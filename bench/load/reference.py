@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +29,9 @@ from bench.probes.client_latency import Requests, schedule_spread, summarize_req
 from bench.store import Cell, Sample
 
 SOURCE = "reference"
+# the reference client's requests timed by the kernel probe too: the same kernel timing on an
+# independent client, and (against SOURCE) what its own syscalls and wake-ups add
+SOURCE_KERNEL = "reference_kernel"
 SOURCE_C = Path(__file__).with_name("refclient.c")
 BINARY = "mb-refclient"
 
@@ -56,9 +60,11 @@ def build(out: Path) -> Path:
 
 def run_reference(*, netns: str | None, url: str, rate: float, connections: int,
                   duration_s: float, arrivals: str, seed: int, out: Path,
-                  timeout_s: float) -> Requests:
+                  timeout_s: float, on_start: Callable[[int], None] | None = None) -> Requests:
     """Run mb-refclient against `url` (an IPv4 address inside the harness's namespaces) and
-    return its completed requests (wall-clock times, latency from the actual send)."""
+    return its completed requests (wall-clock times, latency from the actual send).
+    `on_start(pid)` is called as soon as it runs (it sends its first request 100 ms later):
+    the kernel-timed probe watches it from there."""
     parts = urlsplit(url)
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"reference client needs host:port in the URL: {url!r}")
@@ -68,14 +74,20 @@ def run_reference(*, netns: str | None, url: str, rate: float, connections: int,
            str(out)]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise CellFailed(f"reference client overran {timeout_s:.0f} s") from e
-    if done.returncode != 0:
-        raise CellFailed(f"reference client exited {done.returncode}: "
-                         f"{(done.stderr or done.stdout).strip()[-200:]}")
+    # `ip netns exec` execs the client: the pid is mb-refclient's own
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as proc:
+        if on_start is not None:
+            on_start(proc.pid)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired as e:
+            proc.kill()
+            proc.communicate()
+            raise CellFailed(f"reference client overran {timeout_s:.0f} s") from e
+    if proc.returncode != 0:
+        raise CellFailed(f"reference client exited {proc.returncode}: "
+                         f"{(stderr or stdout).strip()[-200:]}")
     return load_records(out)
 
 
@@ -94,7 +106,7 @@ def window(req: Requests, t0: float, t1: float) -> Requests:
 
 
 def to_samples(cell: Cell, summary: LatencySummary, target_rps: float,
-               spread: dict[str, float]) -> list[Sample]:
+               spread: dict[str, float], source: str = SOURCE) -> list[Sample]:
     values: list[tuple[str, str, float]] = []
     if summary.count:
         values += [("latency_p50", "us", summary.p50_us), ("latency_p90", "us", summary.p90_us),
@@ -103,21 +115,24 @@ def to_samples(cell: Cell, summary: LatencySummary, target_rps: float,
                ("achieved_rps", "rps", summary.achieved_rps),
                ("target_rps", "rps", float(target_rps))]
     values += [(k, "ratio", v) for k, v in spread.items()]
-    return [Sample.for_cell(cell, source=SOURCE, metric=m, unit=u, value=v, entity="client",
+    return [Sample.for_cell(cell, source=source, metric=m, unit=u, value=v, entity="client",
                             ts=summary.t1) for m, u, v in values]
 
 
 def reference_cell(*, cell: Cell, netns: str | None, url: str, connections: int,
-                   warmup_s: float, window_s: float, arrivals: str, seed: int,
-                   out: Path) -> tuple[LatencySummary, list[Sample]]:
-    """One reference window at the cell's rate: warm-up, then window_s measured."""
+                   warmup_s: float, window_s: float, arrivals: str, seed: int, out: Path,
+                   on_start: Callable[[int], None] | None = None,
+                   ) -> tuple[LatencySummary, list[Sample], tuple[float, float]]:
+    """One reference window at the cell's rate: warm-up, then window_s measured. Returns
+    the summary, its rows and the window (wall clock)."""
     req = run_reference(netns=netns, url=url, rate=cell.level, connections=connections,
                         duration_s=warmup_s + window_s, arrivals=arrivals, seed=seed, out=out,
-                        timeout_s=warmup_s + window_s + 30)
+                        timeout_s=warmup_s + window_s + 30, on_start=on_start)
     if not len(req):
         raise CellFailed("reference client completed no request")
     start = float(req.t_send.min())
     t0, t1 = start + warmup_s, start + warmup_s + window_s
     win = window(req, t0, t1)
     summary = summarize_requests(win, t0, t1)
-    return summary, to_samples(cell, summary, cell.level, schedule_spread(win.t_send, cell.level))
+    rows = to_samples(cell, summary, cell.level, schedule_spread(win.t_send, cell.level))
+    return summary, rows, (t0, t1)
