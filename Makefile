@@ -85,12 +85,13 @@ doctor: $(STAMP)
 teardown: $(STAMP)
 	$(RUN) teardown --all
 
-test: setup
+# lint first (ruff + mypy, as CI runs it), then every test; root/BCC tests run when root
+test: setup lint
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not root and not bcc and not slow"
 
 lint: $(STAMP)
-	$(PY) -m ruff check bench analysis tests
+	$(PY) -m ruff check bench analysis tests benchmarks workloads/locustfiles
 	$(PY) -m mypy bench analysis

@@ -7,7 +7,9 @@ import http.client
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.backends.base import Deployment
@@ -168,3 +170,41 @@ def test_sum_of_hops_accounts_for_most_of_the_end_to_end_overhead(mode: str) -> 
     assert overhead > 0, (overhead, "the mesh mode was not slower than baseline")
     ratio = hop_sum / overhead
     assert RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1], (mode, hop_sum, overhead, ratio)
+
+
+def test_fault_delay_shows_in_kernel_timed_latency_and_its_hop_at_4_connections(
+        tmp_path: Path) -> None:
+    """The default run's load (Locust, 4 users on spread schedules), timed in the kernel at
+    Locust's sockets: a 5 ms fault delay in the client sidecar appears in the end-to-end
+    figure and in that hop, the requests of the 4 connections are matched to their hops,
+    and what lies outside the fault hop stays well under it."""
+    from bench.load.driver import run_locust
+    from bench.load.hdr import read_intervals, steady_window
+    from bench.probes.client_latency import ClientLatencyProbe
+
+    opts = envoy_config.Options(fault_delay_ms={"sidecar-client-0": 5.0})
+    with _mesh("sidecar", opts) as (_backend, dep):
+        assert dep.load_netns
+        with HopProbe(targets_for(dep)) as hops, \
+                ClientLatencyProbe(dep.mesh.target.port) as client:
+            run = run_locust(netns=dep.load_netns, url=dep.url + "/", target_rps=200, users=4,
+                             processes=1, duration_s=8, hdr_out=tmp_path / "cell.jsonl",
+                             log_path=tmp_path / "locust.log", timeout_s=60)
+            client.watch(run.pid)
+            try:
+                run.wait()
+            finally:
+                run.stop()
+            t0, t1 = steady_window(read_intervals(run.hdr_paths()), trim_s=1.5)
+            req = client.requests(t0, t1)
+            hists = _by(hops.read())
+    assert len(req) >= 0.9 * 200 * (t1 - t0), len(req)
+    e2e_p50 = float(np.median(req.latency_us))
+    fault = hists[("sidecar-client-0", "request")]
+    # the matcher keeps up with 4 overlapping-free connections: (almost) every request
+    assert fault.matched >= 0.95 * (fault.matched + fault.unmatched), fault
+    assert 4000 <= fault.percentile(0.5) <= 10000, fault.percentile(0.5)
+    assert e2e_p50 >= 5000, e2e_p50
+    assert hists[("sidecar-svc-0-0", "request")].percentile(0.5) < 1000
+    assert e2e_p50 - fault.percentile(0.5) < 0.6 * fault.percentile(0.5), (
+        e2e_p50, fault.percentile(0.5))
