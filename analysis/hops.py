@@ -105,12 +105,16 @@ def hops_section(run: Run, figure: str | None = None) -> list[str]:
 
 def probe_overhead_lines(run: Run) -> list[str]:
     """The first cell of each proxied mode, with the hop probe and again right after
-    without it (rows with source "load_probes_off")."""
+    without it (rows with source "load_probes_off"; latency from the run's latency source,
+    e.g. "load_kernel_probes_off")."""
     lines = ["### Probe overhead", ""]
-    off = run.rows("load_probes_off", entity="client")
+    src = run.latency_source()
+    off = pd.concat([run.rows("load_probes_off", "achieved_rps", entity="client"),
+                     run.rows(f"{src}_probes_off", "latency_p50", entity="client")])
     if off.empty:
         return lines + ["Not measured in this run (scenario probes.hops.overhead_check).", ""]
-    on = run.client
+    on = pd.concat([run.client[run.client["metric"] == "achieved_rps"],
+                    run.latency[run.latency["metric"] == "latency_p50"]])
     rows = []
     for (mode, level, rep), g in off.groupby(["mode", "level", "repetition"], sort=False):
         w = on[(on["mode"] == mode) & (on["level"] == level) & (on["repetition"] == rep)]

@@ -160,6 +160,7 @@ class ClientLatencyProbe:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._poll_error: str | None = None
+        self._counter_base: dict[str, int] = {}
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock
         self._mono_to_wall = 0.0
 
@@ -214,10 +215,12 @@ class ClientLatencyProbe:
         return summarize_requests(self.requests(t0, t1), t0, t1, errors)
 
     def counters(self) -> dict[str, int]:
+        """The program's counters since the last `clear()` (since start before that)."""
         if self._bpf is None:
             return {}
         values = [int(v.value) for v in self._bpf[b"counters"].values()]
-        return dict(zip(COUNTERS, values))
+        now = dict(zip(COUNTERS, values))
+        return {k: v - self._counter_base.get(k, 0) for k, v in now.items()}
 
     def clear(self) -> None:
         """Forget the requests seen so far (between cells: keeps memory bounded)."""
@@ -226,6 +229,9 @@ class ClientLatencyProbe:
             self._t_send.clear()
             self._t_done.clear()
             self._sk.clear()
+        if self._bpf is not None:
+            values = [int(v.value) for v in self._bpf[b"counters"].values()]
+            self._counter_base = dict(zip(COUNTERS, values))
 
     @property
     def poll_error(self) -> str | None:
