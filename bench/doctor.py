@@ -92,13 +92,31 @@ def _kprobes() -> Check:
                  "not in this kernel: probes use tracepoints only (expected here)")
 
 
+def _refclient() -> Check:
+    from bench.errors import PrerequisiteError
+    from bench.load.reference import refclient_path
+
+    try:
+        return Check("mb-refclient", "calib", True, str(refclient_path()))
+    except PrerequisiteError as e:
+        return Check("mb-refclient", "calib", False, e.message, e.hint or "make setup")
+
+
+def _client_timing() -> Check:
+    from bench.probes.client_latency import probe_status
+
+    st = probe_status()
+    return Check("kernel-timed latency", "bcc", st["status"] == "ok",
+                 st.get("timing") or st.get("reason", ""), st.get("hint", ""))
+
+
 CHECKS: list[Callable[[], Check]] = [
     _root, _netns,
     lambda: _tool("ip", "local", "apt-get install iproute2"),
     lambda: _tool("iptables", "local", "apt-get install iptables"),
     lambda: _tool("setpriv", "local", "apt-get install util-linux"),
     _envoy, lambda: _pkg("locust", "local"), lambda: _pkg("hdrhistogram", "local"),
-    _bcc, _headers, _tracefs, _kprobes,
+    _bcc, _headers, _tracefs, _kprobes, _client_timing, _refclient,
     lambda: _tool("docker", "kind", "install Docker Engine (kind nodes are containers)"),
     lambda: _tool("kind", "kind", "install kind: https://kind.sigs.k8s.io"),
     lambda: _tool("kubectl", "kind", "install kubectl"),

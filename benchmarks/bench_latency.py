@@ -1,22 +1,22 @@
 """Does the harness's latency agree with an independent client, and does it repeat?
 (a benchmark, not a test)
 
-1. Agreement. `meshbench calibrate -s quick --connections 1,4` --runs times (default 3): each
-   runs every mode at 200 and 500 rps with Locust (latency timed in the kernel at its
+1. Agreement. `meshbench calibrate -s quick --connections 1,4 --repetitions R` (--runs times,
+   default 1): every mode at 200 and 500 rps with Locust (latency timed in the kernel at its
    sockets, the headline; and Locust's own timing), then mb-refclient, the independent C
-   client, in the same client pod at the same rate, connections and arrival model. Per run,
-   mode, level and connection count: p50 overhead over baseline from each, and the ratio
-   harness / reference. Goal: every mode within 15 % and the same order of modes.
-2. Repeatability. The 4-connection harness overheads of those runs are the `make bench`
-   cells (same scenario, same timing): per mode and level, each run's p50 overhead against
-   the median of the runs. Goal: within 10 %.
-3. The default run's wall time: one `make bench`-equivalent run (`meshbench run -s quick`),
-   timed, with its verdicts counted (supported / not supported / inconclusive).
+   client, in the same client pod at the same rate, connections and arrival model, R
+   interleaved repetitions. Per mode, level and connection count: p50 overhead over
+   baseline (median of the paired repetitions) from each, and the ratio harness /
+   reference. Goal: every mode within 15 % and the same order of modes.
+2. Repeatability. --bench-runs `make bench`-equivalent runs in a row (`meshbench run -s
+   quick`), each timed, with its verdicts counted: per mode and level, each run's p50
+   overhead against the median of the runs. Goal: within 10 %; make bench in ~5 minutes.
 
-    .venv/bin/python benchmarks/bench_latency.py [--runs 3] [--repetitions 1] [--skip-bench]
+    .venv/bin/python benchmarks/bench_latency.py [--runs 1] [--repetitions 3] [--bench-runs 3]
 
-Writes benchmarks/results/latency.json. Needs root and BCC; ~25 minutes. Waits for the local
-backend's lock; tears everything down after each run.
+Writes benchmarks/results/latency.json (after every step, so a stopped benchmark keeps what it
+measured). Needs root and BCC; ~35 minutes with the defaults. Waits for the local backend's
+lock; tears everything down after each run.
 """
 
 from __future__ import annotations
@@ -59,10 +59,9 @@ def loadavg() -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--repetitions", type=int, default=1,
-                    help="repetitions per calibrate run (1: one cell per mode and level)")
-    ap.add_argument("--skip-bench", action="store_true", help="skip the timed default run")
+    ap.add_argument("--runs", type=int, default=1, help="calibrate runs")
+    ap.add_argument("--repetitions", type=int, default=3, help="repetitions per calibrate run")
+    ap.add_argument("--bench-runs", type=int, default=3, help="timed default runs in a row")
     ap.add_argument("--results", default="/tmp/meshbench-bench-latency")
     a = ap.parse_args()
     results = Path(a.results)
@@ -86,16 +85,30 @@ def main() -> int:
         print(f"calibrate {i + 1}/{a.runs}: {wall:.0f} s", file=sys.stderr)
         OUT.write_text(json.dumps(record, indent=1))
     record["agreement"] = summarize_agreement(record["calibrate"])
-    record["repeatability"] = repeatability(record["calibrate"], connections=4)
-    if not a.skip_bench:
+    record["default_runs"] = []
+    for i in range(a.bench_runs):
         out, wall = meshbench("run", "-s", "quick", results=results)
         report = (out / "report.md").read_text()
-        record["default_run"] = {"dir": str(out), "wall_s": round(wall, 1),
-                                 "verdicts": count_verdicts(report)}
+        record["default_runs"].append({
+            "dir": str(out), "wall_s": round(wall, 1), "loadavg_after": loadavg(),
+            "verdicts": count_verdicts(report), "overheads_us": run_overheads(out)})
+        record["repeatability"] = repeatability(record["default_runs"])
+        print(f"default run {i + 1}/{a.bench_runs}: {wall:.0f} s", file=sys.stderr)
+        OUT.write_text(json.dumps(record, indent=1))
     record["machine"]["loadavg_at_end"] = loadavg()
     OUT.write_text(json.dumps(record, indent=1))
-    print(json.dumps({k: record[k] for k in ("agreement", "repeatability")}, indent=1))
+    print(json.dumps({k: record.get(k) for k in ("agreement", "repeatability")}, indent=1))
     return 0
+
+
+def run_overheads(run_dir: Path) -> dict[str, float]:
+    """Per "mode, level": the run's p50 overhead over baseline (median of its pairs)."""
+    from analysis.latency import overhead_medians
+    from analysis.load import load_run
+
+    run = load_run(run_dir)
+    return {f"{m}, {lv} rps": round(v, 1)
+            for (m, lv), (v, _n) in overhead_medians(run.latency).items()}
 
 
 def summarize_agreement(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,15 +138,11 @@ def summarize_agreement(runs: list[dict[str, Any]]) -> dict[str, Any]:
             and all(all(v) for v in order.values())}
 
 
-def repeatability(runs: list[dict[str, Any]], connections: int) -> dict[str, Any]:
+def repeatability(runs: list[dict[str, Any]]) -> dict[str, Any]:
     per: dict[str, list[float]] = {}
     for run in runs:
-        for cal in run["runs"]:
-            if cal["connections"] != connections:
-                continue
-            for r in cal["rows"]:
-                if r.get("harness_us") is not None:
-                    per.setdefault(f"{r['mode']}, {r['level']} rps", []).append(r["harness_us"])
+        for key, v in run["overheads_us"].items():
+            per.setdefault(key, []).append(v)
     out = {}
     for key, vals in per.items():
         med = statistics.median(vals)
@@ -141,8 +150,8 @@ def repeatability(runs: list[dict[str, Any]], connections: int) -> dict[str, Any
         out[key] = {"overheads_us": [round(v, 1) for v in vals], "median_us": round(med, 1),
                     "max_deviation": round(max(dev), 3) if dev else None,
                     "within": bool(dev) and max(dev) <= REPEAT_TOLERANCE}
-    return {"connections": connections, "cells": out,
-            "met": bool(out) and all(v["within"] for v in out.values())}
+    return {"runs": len(runs), "cells": out,
+            "met": len(runs) >= 3 and all(v["within"] for v in out.values())}
 
 
 def count_verdicts(report: str) -> dict[str, int]:
