@@ -13,6 +13,9 @@
    overhead against the median of the runs. Goal: within 10 %; make bench in ~5 minutes.
 
     .venv/bin/python benchmarks/bench_latency.py [--runs 1] [--repetitions 3] [--bench-runs 3]
+    .venv/bin/python benchmarks/bench_latency.py --calibrated DIR... --benched DIR...
+        (summarise runs made earlier with `meshbench calibrate` / `meshbench run -s quick`,
+        e.g. one at a time on a shared machine; wall times then come from their manifests)
 
 Writes benchmarks/results/latency.json (after every step, so a stopped benchmark keeps what it
 measured). Needs root and BCC; ~35 minutes with the defaults. Waits for the local backend's
@@ -63,8 +66,12 @@ def main() -> int:
     ap.add_argument("--repetitions", type=int, default=3, help="repetitions per calibrate run")
     ap.add_argument("--bench-runs", type=int, default=3, help="timed default runs in a row")
     ap.add_argument("--results", default="/tmp/meshbench-bench-latency")
+    ap.add_argument("--calibrated", nargs="*", default=[], help="calibrate dirs made earlier")
+    ap.add_argument("--benched", nargs="*", default=[], help="quick run dirs made earlier")
     a = ap.parse_args()
     results = Path(a.results)
+    if a.calibrated or a.benched:
+        a.runs, a.bench_runs = 0, 0
     record: dict[str, Any] = {
         "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(),
                     "kernel": os.uname().release, "loadavg_at_start": loadavg()},
@@ -84,8 +91,17 @@ def main() -> int:
                                     "loadavg_after": loadavg(), "runs": cal["runs"]})
         print(f"calibrate {i + 1}/{a.runs}: {wall:.0f} s", file=sys.stderr)
         OUT.write_text(json.dumps(record, indent=1))
+    for d in map(Path, a.calibrated):
+        cal = json.loads((d / "calibrate.json").read_text())
+        record["calibrate"].append({"dir": str(d), "wall_s": _manifest_wall(d / "c4"),
+                                    "runs": cal["runs"]})
     record["agreement"] = summarize_agreement(record["calibrate"])
-    record["default_runs"] = []
+    record["default_runs"] = [
+        {"dir": str(d), "wall_s": _manifest_wall(d), "verdicts":
+         count_verdicts((d / "report.md").read_text()), "overheads_us": run_overheads(d)}
+        for d in map(Path, a.benched)]
+    if record["default_runs"]:
+        record["repeatability"] = repeatability(record["default_runs"])
     for i in range(a.bench_runs):
         out, wall = meshbench("run", "-s", "quick", results=results)
         report = (out / "report.md").read_text()
@@ -99,6 +115,15 @@ def main() -> int:
     OUT.write_text(json.dumps(record, indent=1))
     print(json.dumps({k: record.get(k) for k in ("agreement", "repeatability")}, indent=1))
     return 0
+
+
+def _manifest_wall(run_dir: Path) -> float | None:
+    """The run's own start-to-end time from its manifest (s), when recorded."""
+    try:
+        m = json.loads((run_dir / "manifest.json").read_text())
+        return round(float(m["ended"]) - float(m["started"]), 1)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def run_overheads(run_dir: Path) -> dict[str, float]:
