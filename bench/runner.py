@@ -363,9 +363,9 @@ class Runner:
         self._detach_hops()
         try:
             outcome = self._run_cell(cell, dep, twin=True)
+            timed = outcome.kernel or outcome.summary
             self.progress(f"probe-off twin of {cell.id}: {outcome.status} "
-                          + (f"p50 {outcome.summary.p50_us:.0f} us" if outcome.summary else
-                             outcome.reason))
+                          + (f"p50 {timed.p50_us:.0f} us" if timed else outcome.reason))
         finally:
             self._attach_hops(dep)
 
