@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from bench.errors import CellFailed
-from bench.load.hdr import hdr_files
+from bench.load.hdr import hdr_files, read_intervals
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "workloads" / "locustfiles" / "mesh_http.py"
 SAMPLE_PERIOD_S = 1.0
@@ -135,6 +135,27 @@ class LocustRun:
                 f"Locust exited with code {proc.returncode}: {self._log_tail()}",
                 hint=f"see {self.log_path}")
         return 0
+
+    def finish_after(self, t: float, processes: int = 1, timeout_s: float = 5.0) -> None:
+        """End the run early once every load-generating process has written its histogram
+        interval that contains wall-clock time `t` (the recorder writes one per whole
+        second): what comes after `t` is not needed. Raises LoadGeneratorError when Locust
+        already exited with an error; falls back to `wait()` if the files do not show `t`
+        within timeout_s."""
+        proc = self._require_started()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:  # it ended by itself: its exit code says how
+                self.wait()
+                return
+            ends: dict[int, float] = {}
+            for i in read_intervals(self.hdr_paths()):
+                ends[i.pid] = max(ends.get(i.pid, 0.0), i.ts_end)
+            if len(ends) >= processes and min(ends.values()) >= t:
+                self.stop()  # SIGTERM: Locust flushes its last partial second and exits
+                return
+            time.sleep(0.1)
+        self.wait()
 
     def stop(self) -> None:
         """Kill the whole process group (SIGTERM, then SIGKILL) and reap; always safe."""
