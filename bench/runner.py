@@ -383,7 +383,7 @@ class Runner:
     def _broken(self, rep: int, mode: str, phase: str, reason: str, cells: Sequence[Cell],
                 experiments: Sequence[str]) -> None:
         """The mode's deployment broke in `phase`: skip what is left of it, on record."""
-        skip = f"skipped: the {mode} deployment broke in {phase}: {reason}"
+        skip = f"the {mode} deployment broke in {phase}: {reason}"
         total = len(self.s.modes) * len(self.s.load.levels) * self.s.repetitions
         for c in cells:
             self._record(CellOutcome(c, "skipped", skip), total)
@@ -449,6 +449,9 @@ class Runner:
                 outcome = run_push(self.backend, mesh, name,
                                    timeout_s=self.s.timing.ready_timeout_s, wire=wire,
                                    broken=lambda: self.backend.check(dep))
+                dead = self.backend.check(dep)
+                if dead:  # died during the push: what was measured is not trusted
+                    raise ModeBroken(dead[0])
                 if outcome.kernel_skip and wire is not None:
                     # the kernel view failed for this experiment: on record, attached anew
                     self.book.missing("push_kernel", f"r{rep}-{mode} {name}",
@@ -479,7 +482,7 @@ class Runner:
                 # what the proxies hold is no longer known: no later change, no "after"
                 for name in left:
                     self._experiment(rep, mode, name, "skipped",
-                                     f"skipped: experiment {step} failed: {reason}")
+                                     f"experiment {step} failed: {reason}")
                 self.progress(f"r{rep} {mode}: experiment {step} failed: {reason}")
         finally:
             if wire is not None:
