@@ -314,3 +314,66 @@ def test_fault_costs_only_what_it_touched(case: Case, tmp_path: Path) -> None:
             assert c["status"] == "ok", c
     _assert_nothing_left(m)
     print(f"fault case {case.name}: {time.monotonic() - t0:.0f} s")
+
+
+def _sh(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def test_teardown_all_after_a_fault_leaves_what_is_not_ours(tmp_path: Path) -> None:
+    """A namespace and iptables rules the harness did not create (no `mb-` prefix, though
+    close to it) survive a faulty run and `teardown --all`."""
+    tag = f"foreign{os.getpid()}"
+    ns = f"mbx-{tag}"  # not the harness's prefix, though it starts alike
+    root_rule = ["INPUT", "-s", "192.0.2.77/32", "-m", "comment", "--comment", tag,
+                 "-j", "ACCEPT"]
+    ns_rule = ["INPUT", "-s", "192.0.2.78/32", "-j", "DROP"]
+    _sh("ip", "netns", "add", ns)
+    try:
+        _sh("iptables", "-w", "-A", *root_rule)
+        _sh("ip", "netns", "exec", ns, "iptables", "-w", "-A", *ns_rule)
+        case = Case("foreign", ("sidecar",), (Fault("sidecar", "sidecar", "window"),))
+        drv = Driver(case, tmp_path / "results", _scenario_file(case, tmp_path))
+        code, _ = drv.wait()
+        assert code == 3, "".join(drv.lines)[-3000:]
+        assert drv.fired, "".join(drv.lines)[-3000:]
+        out = subprocess.run([sys.executable, "-m", "bench", "teardown", "--all"], cwd=REPO,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert tag not in out.stdout
+        assert ns in _sh("ip", "netns", "list")
+        _sh("iptables", "-w", "-C", *root_rule)  # -C exits non-zero if the rule is gone
+        _sh("ip", "netns", "exec", ns, "iptables", "-w", "-C", *ns_rule)
+    finally:
+        subprocess.run(["iptables", "-w", "-D", *root_rule], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    assert ns not in _sh("ip", "netns", "list")
+
+
+HOLDER = """
+import sys
+from bench import scenario as scen
+from bench.backends.local.backend import LocalBackend
+b = LocalBackend(scen.load("smoke"))
+b.hold_lock(sys.argv[1])
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_run_gets_one_line_naming_the_running_one(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, "20260101T000000Z-smoke-1"],
+                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        out = subprocess.run([sys.executable, "-m", "bench", "run", "-s", "smoke", "--results",
+                              str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert f"run 20260101T000000Z-smoke-1, pid {holder.pid}" in lines[0]
+        assert list(tmp_path.iterdir()) == []  # nothing half-built
+    finally:
+        holder.kill()
+        holder.wait()
