@@ -60,11 +60,28 @@ def _scenario(args: argparse.Namespace) -> scen.Scenario:
 
 # ---- subcommands ------------------------------------------------------------------------------
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from bench.execute import execute
+RUN_OVERRIDES = ("scenario", "backend", "modes", "levels", "repetitions", "window", "warmup")
 
-    run_dir, code = execute(_scenario(args), Path(args.results), report=not args.no_report,
-                            wait_lock_s=args.wait_lock)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.execute import execute, resume
+
+    if args.resume:
+        # the run's own scenario; one given as well must be the same (hash checked)
+        given = None
+        if any(getattr(args, k, None) is not None for k in RUN_OVERRIDES):
+            if args.scenario is None:
+                raise UserError("--resume continues the run with its own scenario: "
+                                "--modes, --levels and the like do not apply",
+                                hint=f"meshbench run --resume {args.resume}")
+            given = _scenario(args)
+        run_dir, code = resume(Path(args.resume), given, report=not args.no_report,
+                               wait_lock_s=args.wait_lock)
+    else:
+        if args.scenario is None:
+            args.scenario = "quick"
+        run_dir, code = execute(_scenario(args), Path(args.results), report=not args.no_report,
+                                wait_lock_s=args.wait_lock)
     print(run_dir)
     return code
 
@@ -257,10 +274,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=float, help="warm-up in seconds")
     r.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
     r.add_argument("--no-report", action="store_true")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="run the cells and experiments RUN_DIR did not finish (interrupted, "
+                        "or stopped on an error), in RUN_DIR, then rebuild its report from all "
+                        "of them; the run's own scenario is used (a different one is refused)")
     r.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="if another run holds the local backend, wait up to SECONDS for it "
                         "(default: fail at once, naming that run and its pid)")
-    r.set_defaults(fn=cmd_run)
+    r.set_defaults(fn=cmd_run, scenario=None)
 
     sw = sub.add_parser("sweep", help="one run per size of the scenario's sweep, then the fit")
     scenario_args(sw)

@@ -42,32 +42,60 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
     hold = getattr(backend, "hold_lock", None)
     if hold is not None:  # before preflight: a second run is told who holds the backend
         hold(run_id, wait_lock_s)
+    def create() -> RunStore:
+        local = s.backend == "local"
+        if local:
+            from bench.backends.local.backend import SIMPLIFICATIONS, envoy_version
+
+            envoy, simplifications = envoy_version(), list(SIMPLIFICATIONS)
+        else:
+            envoy, simplifications = "see deployment info", []
+        root.mkdir(parents=True, exist_ok=True)
+        return RunStore.create(root, run_id, {
+            "scenario": s.to_dict(), "scenario_hash": s.hash, "backend": s.backend,
+            "git": meta.git_state(), "versions": meta.versions(envoy),
+            "host": meta.host(), "seed": s.seed, "started": time.time(),
+            "argv": sys.argv[1:], "exit_status": "running", "probes": {},
+            "simplifications": simplifications, **(extra or {}),
+        })
+
     try:
-        return _execute(s, backend, root, run_id, report, extra)
+        return _execute(s, backend, create, report)
     finally:
         release = getattr(backend, "release_lock", None)
         if release is not None:
             release()
 
 
-def _execute(s: Scenario, backend: Any, root: Path, run_id: str, report: bool,
-             extra: dict[str, Any] | None) -> tuple[Path, int]:
-    backend.preflight()
-    local = s.backend == "local"
-    if local:
-        from bench.backends.local.backend import SIMPLIFICATIONS, envoy_version
+def resume(run_dir: Path, given: Scenario | None = None, report: bool = True,
+           wait_lock_s: float = 0.0) -> tuple[Path, int]:
+    """Run what the run in run_dir did not finish (see bench.resume), in the same directory,
+    then rebuild its report from all of its cells; exit codes as execute()."""
+    from bench import resume as rs
 
-        envoy, simplifications = envoy_version(), list(SIMPLIFICATIONS)
-    else:
-        envoy, simplifications = "see deployment info", []
-    root.mkdir(parents=True, exist_ok=True)
-    store = RunStore.create(root, run_id, {
-        "scenario": s.to_dict(), "scenario_hash": s.hash, "backend": s.backend,
-        "git": meta.git_state(), "versions": meta.versions(envoy),
-        "host": meta.host(), "seed": s.seed, "started": time.time(),
-        "argv": sys.argv[1:], "exit_status": "running", "probes": {},
-        "simplifications": simplifications, **(extra or {}),
-    })
+    manifest = rs.load_manifest(run_dir)
+    s = rs.scenario_of(run_dir, manifest, given)
+    backend = make_backend(s)
+    hold = getattr(backend, "hold_lock", None)
+    if hold is not None:  # also keeps a second resume of the same run out
+        hold(manifest["run_id"], wait_lock_s)
+    try:
+        manifest = rs.load_manifest(run_dir)  # as the lock's previous holder left it
+        todo = rs.unfinished(s, manifest)
+        log(f"resuming {manifest['run_id']}: " + (
+            f"{len(todo)} unfinished (repetition, mode): "
+            + ", ".join(f"r{r} {m}" for r, m in todo) if todo else "every cell was recorded; "
+            "rebuilding the report"))
+        return _execute(s, backend, lambda: rs.prepare(run_dir, s, manifest), report)
+    finally:
+        release = getattr(backend, "release_lock", None)
+        if release is not None:
+            release()
+
+
+def _execute(s: Scenario, backend: Any, make_store: Any, report: bool) -> tuple[Path, int]:
+    backend.preflight()
+    store: RunStore = make_store()
     log(f"run {store.run_id}: scenario {s.name} ({s.hash}), modes {', '.join(s.modes)}, "
         f"levels {', '.join(map(str, s.load.levels))} rps, {s.repetitions} repetitions -> "
         f"{store.dir}")
@@ -100,6 +128,7 @@ def _execute(s: Scenario, backend: Any, root: Path, run_id: str, report: bool,
     if report and code != EXIT_INTERRUPTED:
         from analysis.report import write_outputs
 
+        log(f"report: writing it for {store.dir}")
         for p in write_outputs(store.dir).all():
             log(f"wrote {p}")
     return store.dir, code

@@ -17,6 +17,7 @@ and experiments of this repetition are recorded as skipped with the reason (mani
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,21 @@ class CellOutcome:
     window: dict[str, float] | None = None
     summary: hdr.LatencySummary | None = None
     loadgen_pid: int | None = None
+
+
+def unit_done(s: Scenario, manifest: dict[str, Any], rep: int, mode: str) -> bool:
+    """Whether a (repetition, mode) of the run is complete: every cell recorded (ok, failed
+    or skipped) and every experiment of the mode recorded."""
+    cells = {c["cell"] for c in manifest.get("cells", [])}
+    if any(Cell(rep, mode, lvl).id not in cells for lvl in s.load.levels):
+        return False
+    from bench.mesh import build
+
+    if not s.experiments or not build(s, mode).proxies:
+        return True
+    done = {e["experiment"] for e in manifest.get("experiments", [])
+            if e["repetition"] == rep and e["mode"] == mode}
+    return set(s.experiments) <= done
 
 
 def one_line(e: BaseException) -> str:
@@ -147,14 +163,23 @@ class Runner:
 
     # ---- the whole run --------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
-        orders = mode_orders(self.s.modes, self.s.repetitions, self.s.seed)
+        """Every cell not yet recorded (all of them, unless this resumes a run: see
+        bench.resume), mode by mode, in the recorded mode order."""
+        orders = self.store.manifest.get("mode_order") or mode_orders(
+            self.s.modes, self.s.repetitions, self.s.seed)
         self.store.update(mode_order=orders)
+        m = self.store.manifest
+        self.cells = list(m.get("cells", []))
+        self.deployments = list(m.get("deployments", []))
+        self.experiments = list(m.get("experiments", []))
+        self.faults = list(m.get("faults", []))
         total = len(orders) * len(self.s.modes) * len(self.s.load.levels)
         self._start_sampler()
         try:
             for rep, order in enumerate(orders, start=1):
                 for mode in order:
-                    self._run_mode(rep, mode, total)
+                    if not unit_done(self.s, m, rep, mode):
+                        self._run_mode(rep, mode, total)
         finally:
             self._stop_sampler()
         return self.cells
@@ -308,15 +333,17 @@ class Runner:
 
     # ---- one mode -------------------------------------------------------------------------
     def _run_mode(self, rep: int, mode: str, total: int) -> None:
-        cells = [Cell(rep, mode, lvl) for lvl in self.s.load.levels]
+        done = {c["cell"] for c in self.cells}
+        cells = [c for c in (Cell(rep, mode, lvl) for lvl in self.s.load.levels)
+                 if c.id not in done]
         t = time.monotonic()
         self._phase(rep, mode, "provisioning")
         try:
             dep = self.backend.provision(mode)
-        except (BenchError, OSError) as e:
-            if isinstance(e, StorageError):
+        except BaseException as e:
+            self._teardown()  # whatever provision got to, also on Ctrl-C
+            if isinstance(e, StorageError) or not isinstance(e, (BenchError, OSError)):
                 raise
-            self.backend.teardown()
             reason = f"provision: {one_line(e)}"
             for c in cells:
                 self._record(CellOutcome(c, "failed", reason), total)
@@ -360,7 +387,17 @@ class Runner:
         finally:
             self._detach_hops()
             self._set_targets(None, mode)
+            self._teardown()
+
+    def _teardown(self) -> None:
+        """backend.teardown with SIGINT and SIGTERM held until it is done: a second Ctrl-C
+        must not leave half a mode behind (the signal is delivered right after)."""
+        held = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
             self.backend.teardown()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def _guarded_cell(self, cell: Cell, dep: Deployment) -> CellOutcome:
         """_run_cell, with any error of the harness or the OS recorded as the cell's

@@ -377,3 +377,68 @@ def test_a_second_run_gets_one_line_naming_the_running_one(tmp_path: Path) -> No
     finally:
         holder.kill()
         holder.wait()
+
+
+# ---- stop and resume ----------------------------------------------------------------------------
+
+STOPS = [("provisioning", signal.SIGTERM, False), ("warm-up", signal.SIGINT, False),
+         ("window", signal.SIGINT, True), ("experiment", signal.SIGTERM, True),
+         ("report", signal.SIGINT, True)]
+
+
+@pytest.mark.parametrize("phase,sig,then_resume", STOPS, ids=[p for p, _, _ in STOPS])
+def test_stop_at_each_phase_leaves_nothing_and_resume_completes(
+        phase: str, sig: signal.Signals, then_resume: bool, tmp_path: Path) -> None:
+    case = Case(f"stop-{phase}", ("sidecar",), ())
+    scenario = _scenario_file(case, tmp_path)
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "-s", str(scenario),
+                             "--results", str(results)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if re.search(rf"\] (r1 sidecar: )?{phase}\b", line):
+            proc.send_signal(sig)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err[-3000:]
+    [run_dir] = results.iterdir()
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["exit_status"] == ("ok" if phase == "report" else "interrupted"), err[-3000:]
+    for line in (run_dir / "samples.jsonl").read_text().splitlines():
+        json.loads(line)
+    _assert_nothing_left(m)
+    if not then_resume:
+        return
+    out = subprocess.run([sys.executable, "-m", "bench", "run", "--resume", str(run_dir)],
+                         cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["exit_status"] == "ok"
+    assert [(c["cell"], c["status"]) for c in m["cells"]] == [("r1-sidecar-100rps", "ok")]
+    assert [e["status"] for e in m["experiments"]] == ["ok"] * 3
+    assert (run_dir / "report.md").exists() and (run_dir / "samples.parquet").exists()
+    df = read_jsonl_table(run_dir)
+    key = ["mode", "level", "repetition", "source", "metric", "entity", "labels"]
+    assert not df.duplicated(key).any()
+    assert len(df[(df.source == "load") & (df.metric == "latency_p50")]) == 1
+    _assert_nothing_left(m)
+
+
+def test_resume_refuses_another_scenario_in_one_line(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    raw = yaml.safe_load((REPO / "workloads" / "scenarios" / "smoke.yaml").read_text())
+    from bench import scenario as scen
+
+    s = scen.from_dict(raw, source="smoke")
+    (run_dir / "manifest.json").write_text(json.dumps({
+        "schema_version": 1, "run_id": "r", "scenario": s.to_dict(), "scenario_hash": s.hash,
+        "mode_order": [list(s.modes)], "cells": []}))
+    out = subprocess.run([sys.executable, "-m", "bench", "run", "--resume", str(run_dir),
+                          "-s", "quick"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "refusing to resume" in out.stderr

@@ -261,3 +261,66 @@ def test_manifest_write_on_a_full_disk_keeps_the_previous_manifest(
     monkeypatch.undo()
     assert json.loads((store.dir / "manifest.json").read_text())["cells"] == [{"cell": "a"}]
     assert [p.name for p in store.dir.iterdir() if p.name.startswith(".tmp")] == []
+
+
+class InterruptingBackend(FakeBackend):
+    """Ctrl-C (KeyboardInterrupt) once, at `interrupt` = (mode, experiment)."""
+
+    interrupt: tuple[str, str] | None = None
+
+    def preflight(self) -> None:
+        pass
+
+    def push_experiment(self, mesh: Any, experiment: str, timeout_s: float,
+                        wire: Any) -> PushOutcome:
+        if (self.mode, experiment) == self.interrupt:
+            raise KeyboardInterrupt
+        return super().push_experiment(mesh, experiment, timeout_s, wire)
+
+
+def test_resume_runs_what_was_not_finished_and_counts_no_row_twice(
+        tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
+    from bench import resume as rs
+    from bench.errors import UserError
+    from bench.execute import EXIT_INTERRUPTED, EXIT_OK, _execute
+
+    s = _scenario(levels=[100, 200])
+    first = InterruptingBackend(s)
+    first.interrupt = ("ambient", "l7_route")
+    run_dir, code = _execute(s, first, lambda: RunStore.create(tmp_path, "run", {
+        "scenario": s.to_dict(), "scenario_hash": s.hash, "probes": {}}), report=False)
+    assert code == EXIT_INTERRUPTED
+    m = rs.load_manifest(run_dir)
+    assert m["exit_status"] == "interrupted"
+    assert len(m["cells"]) == 4  # the ambient cells ran; its experiments did not finish
+    assert rs.unfinished(s, m) == [(1, "ambient")]
+    before = read_jsonl_table(run_dir)
+    ambient_xds = before[(before["mode"] == "ambient") & (before.source == "xds")]
+    assert len(ambient_xds) > 0  # new_service's rows, from the interrupted attempt
+
+    # a different scenario is refused, in one line
+    other = _scenario(levels=[100])
+    with pytest.raises(UserError) as e:
+        rs.scenario_of(run_dir, m, other)
+    assert "refusing to resume" in e.value.one_line() and "\n" not in e.value.one_line()
+
+    second = InterruptingBackend(s)
+    s2 = rs.scenario_of(run_dir, m, None)
+    _, code = _execute(s2, second, lambda: rs.prepare(run_dir, s2, m), report=False)
+    assert code == EXIT_OK
+    m = rs.load_manifest(run_dir)
+    assert m["exit_status"] == "ok" and m["finalized"]
+    assert sorted(c["cell"] for c in m["cells"]) == sorted(
+        f"r1-{mode}-{lvl}rps" for mode in ("sidecar", "ambient") for lvl in (100, 200))
+    assert second.pushed == [("ambient", n) for n in s.experiments]  # only what was left
+    assert [(e["mode"], e["experiment"]) for e in m["experiments"]] == [
+        (mode, n) for mode in ("sidecar", "ambient") for n in s.experiments]
+    [resumed] = m["resumed"]
+    assert resumed["units"] == ["r1-ambient"] and resumed["cells"] == []
+    assert resumed["rows_set_aside"] == len(ambient_xds)
+    after = read_jsonl_table(run_dir)
+    key = ["mode", "level", "repetition", "source", "metric", "entity", "labels"]
+    assert not after.duplicated(key).any()
+    assert len(after[after.source == "load"]) == len(before[before.source == "load"])
+    aside = (run_dir / "samples.discarded.jsonl").read_text().splitlines()
+    assert len(aside) == len(ambient_xds)  # set aside, not lost
