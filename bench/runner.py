@@ -106,8 +106,11 @@ class ProbeBook:
         self.store.update(probes=probes)
 
     def set(self, name: str, entry: dict[str, Any]) -> None:
-        """The probe's status at start (replaces what was there)."""
-        self._put(name, dict(entry))
+        """The probe's status at start; what an earlier attempt of a resumed run recorded
+        (failures, missing, restarts, skipped) is kept."""
+        old = self.get(name)
+        history = {k: old[k] for k in ("failures", "missing", "restarts", "skipped") if k in old}
+        self._put(name, {**entry, **history})
 
     def failed(self, name: str, reason: str) -> None:
         entry = self.get(name)
