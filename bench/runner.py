@@ -109,7 +109,8 @@ class ProbeBook:
         """The probe's status at start; what an earlier attempt of a resumed run recorded
         (failures, missing, restarts, skipped) is kept."""
         old = self.get(name)
-        history = {k: old[k] for k in ("failures", "missing", "restarts", "skipped") if k in old}
+        history: dict[str, Any] = {k: old[k] for k in ("failures", "missing", "restarts", "skipped")
+                                   if k in old}
         self._put(name, {**entry, **history})
 
     def failed(self, name: str, reason: str) -> None:
