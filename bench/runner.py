@@ -29,6 +29,7 @@ from bench.errors import BenchError, CellFailed, ModeBroken, StorageError
 from bench.faults import inject
 from bench.load import hdr
 from bench.load.driver import run_locust
+from bench.probes.lifecycle import ModeProbe, NothingToProbe, ProbeBook, one_line
 from bench.probes.processes import Target, write_targets
 from bench.probes.resources import ResourceSampler, per_krps, summarize_window
 from bench.scenario import Scenario
@@ -79,68 +80,6 @@ def unit_done(s: Scenario, manifest: dict[str, Any], rep: int, mode: str) -> boo
     return set(s.experiments) <= done
 
 
-def one_line(e: BaseException) -> str:
-    return e.one_line() if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-
-
-class ProbeBook:
-    """The manifest's `probes` section, and the one place that writes it. Per probe:
-    {"status": "ok"|"skipped", "reason", ...what the probe adds at start,
-     "failures": [why it failed, ...], "missing": {cell or experiment: why no data},
-     "restarts": [what was restarted, when, why], "skipped": [entities left without data]}.
-    A probe of the runner (a sampler, a BPF probe) records here and nowhere else."""
-
-    def __init__(self, store: RunStore, progress: Callable[[str], None]) -> None:
-        self.store = store
-        self.progress = progress
-
-    def get(self, name: str) -> dict[str, Any]:
-        return dict(self.store.manifest.get("probes", {}).get(name, {}))
-
-    def ok(self, name: str) -> bool:
-        return self.get(name).get("status") == "ok"
-
-    def _put(self, name: str, entry: dict[str, Any]) -> None:
-        probes = dict(self.store.manifest.get("probes", {}))
-        probes[name] = entry
-        self.store.update(probes=probes)
-
-    def set(self, name: str, entry: dict[str, Any]) -> None:
-        """The probe's status at start; what an earlier attempt of a resumed run recorded
-        (failures, missing, restarts, skipped) is kept."""
-        old = self.get(name)
-        history: dict[str, Any] = {k: old[k] for k in ("failures", "missing", "restarts", "skipped")
-                                   if k in old}
-        self._put(name, {**entry, **history})
-
-    def failed(self, name: str, reason: str) -> None:
-        entry = self.get(name)
-        entry["failures"] = [*entry.get("failures", []), reason]
-        self._put(name, entry)
-        self.progress(f"probe {name} failed: {reason}")
-
-    def missing(self, name: str, where: str, reason: str) -> None:
-        """No data from this probe for `where` (a cell id, or "r1-sidecar l7_route")."""
-        entry = self.get(name)
-        entry["missing"] = {**entry.get("missing", {}), where: reason}
-        self._put(name, entry)
-        self.progress(f"probe {name}: no data for {where}: {reason}")
-
-    def restarted(self, name: str, what: str, **fields: Any) -> None:
-        """Restarted between cells (`fields`: e.g. the new pid, replacing the old)."""
-        entry = {**self.get(name), **fields}
-        entry["restarts"] = [*entry.get("restarts", []), what]
-        self._put(name, entry)
-        self.progress(f"probe {name} restarted: {what}")
-
-    def skipped_entities(self, name: str, where: str, items: Sequence[str]) -> None:
-        if not items:
-            return
-        entry = self.get(name)
-        entry["skipped"] = [*entry.get("skipped", []), *(f"{where}: {s}" for s in items)]
-        self._put(name, entry)
-
-
 class Runner:
     def __init__(self, scenario: Scenario, backend: Backend, store: RunStore,
                  progress: Callable[[str], None] = log) -> None:
@@ -155,9 +94,11 @@ class Runner:
         self.book = ProbeBook(store, progress)
         self.current: dict[str, Any] = {}
         self.sampler: ResourceSampler | None = None
-        self.hops: Any = None  # a started bench.probes.hops.HopProbe for the current mode
+        self.sampler_down = ""  # why the sampler is gone for good (a restart failed)
         self.hops_ok = False
-        self.hops_down = ""  # why the current mode has no hop probe (attach or read failed)
+        # probes attached per mode (see ModeProbe): one more is one more line here, and its
+        # attach/ensure/reset/read/detach beside the hop probe's
+        self.hop_probe = ModeProbe("hops", self.book, self._make_hops)
         self._wire_down: dict[tuple[int, str], str] = {}  # push-wire probe failed to attach
         self._wire_restart = ""  # why the push-wire probe is being attached again
         self._wire_failed = ""  # why the last attach of the push-wire probe failed
@@ -245,7 +186,13 @@ class Runner:
             return
         self.book.failed("resources", dead)
         self.sampler.stop()
-        self.sampler.start()
+        try:
+            self.sampler.start()
+        except BenchError as e:  # no sampler from here on: every later cell says so
+            self.sampler = None
+            self.sampler_down = f"restart before {before} failed: {e.one_line()}"
+            self.book.failed("resources", self.sampler_down)
+            return
         self.book.restarted("resources", f"before {before}: {dead}; new pid {self.sampler.pid}",
                             pid=self.sampler.pid)
 
@@ -253,6 +200,8 @@ class Runner:
         """Whether the sampler ran through this cell's window (rows to summarize); if it
         died, the cell's resources are missing, on record."""
         if self.sampler is None:
+            if self.sampler_down:
+                self.book.missing("resources", cell.id, self.sampler_down)
             return False
         dead = self._sampler_dead()
         if dead:
@@ -260,61 +209,32 @@ class Runner:
             return False
         return True
 
-    def _attach_hops(self, dep: Deployment) -> None:
-        """Attach the per-hop probe to this mode's proxies before any load starts, so that
-        every connection the load opens is seen from its first packet."""
-        self.hops_down = ""
+    @property
+    def hops(self) -> Any:
+        """The started bench.probes.hops.HopProbe of the current mode, or None."""
+        return self.hop_probe.probe
+
+    def _make_hops(self, dep: Deployment) -> Any:
         if not self.hops_ok or not dep.mesh.proxies:
-            return
+            return None
         from bench.probes.hops import HopProbe, targets_for
 
         targets = targets_for(dep)
         if not targets:  # a kube backend whose host cannot see the pods' processes
-            self.hops_down = (f"{dep.mesh.mode}: no proxy process of the mesh is visible from "
-                              "this host, so there is no per-hop data")
-            self.book.failed("hops", self.hops_down)
-            return
-        probe = HopProbe(targets)
-        try:
-            inject("hops.attach", dep.mesh.mode)
-            probe.start()
-        except StorageError:
-            raise
-        except Exception as e:  # compile or attach failed: recorded, and the run goes on
-            probe.stop()
-            self.hops_down = f"{dep.mesh.mode}: attach failed: {one_line(e)}"
-            self.book.failed("hops", self.hops_down)
-            return
-        self.hops = probe
+            raise NothingToProbe("no proxy process of the mesh is visible from this host, "
+                                 "so there is no per-hop data")
+        return HopProbe(targets)
 
-    def _ensure_hops(self, dep: Deployment, before: str) -> None:
-        """Between cells: a hop probe whose read failed is attached again, on record."""
-        if self.hops is None and self.hops_down.startswith("read failed"):
-            why = self.hops_down
-            self._attach_hops(dep)
-            if self.hops is not None:
-                self.book.restarted("hops", f"before {before}: after {why}")
+    def _attach_hops(self, dep: Deployment) -> None:
+        """Attach the per-hop probe to this mode's proxies before any load starts, so that
+        every connection the load opens is seen from its first packet."""
+        self.hop_probe.attach(dep)
 
     def _read_hops(self, cell: Cell) -> Any:
-        if self.hops is None:
-            if self.hops_down:
-                self.book.missing("hops", cell.id, self.hops_down)
-            return None
-        try:
-            inject("hops.read", cell.id)
-            return self.hops.read()
-        except StorageError:
-            raise
-        except Exception as e:  # a failed read leaves this cell without hop rows, on record
-            self.hops_down = f"read failed in {cell.id}: {one_line(e)}"
-            self.book.missing("hops", cell.id, self.hops_down)
-            self._detach_hops()  # attached again before the next cell (_ensure_hops)
-            return None
+        return self.hop_probe.read(cell)
 
     def _detach_hops(self) -> None:
-        if self.hops is not None:
-            self.hops.stop()
-            self.hops = None
+        self.hop_probe.detach()
 
     def _note_skipped(self, cell: Cell, skipped: tuple[str, ...]) -> None:
         """Processes the resource window could not measure, in the manifest: the report
@@ -375,7 +295,7 @@ class Runner:
                 return
             for i, c in enumerate(cells):
                 self._ensure_sampler(c.id)
-                self._ensure_hops(dep, c.id)
+                self.hop_probe.ensure(dep, c.id)
                 outcome = self._guarded_cell(c, dep)
                 self._record(outcome, total)
                 dead = self.backend.check(dep)
