@@ -324,3 +324,32 @@ def test_resume_runs_what_was_not_finished_and_counts_no_row_twice(
     assert len(after[after.source == "load"]) == len(before[before.source == "load"])
     aside = (run_dir / "samples.discarded.jsonl").read_text().splitlines()
     assert len(aside) == len(ambient_xds)  # set aside, not lost
+
+
+def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.execute import _execute
+
+    s = _scenario(levels=[100, 200])
+    backend = InterruptingBackend(s)
+    calls = []
+
+    def write(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    real_write = os.write
+    monkeypatch.setattr(store_mod, "_os_write", write)
+    with pytest.raises(StorageError) as e:
+        _execute(s, backend, lambda: RunStore.create(tmp_path, "run", {
+            "scenario": s.to_dict(), "scenario_hash": s.hash, "probes": {}}), report=False)
+    assert "\n" not in e.value.one_line() and "disk is full" in e.value.one_line()
+    assert e.value.exit_code == 1
+    assert backend.torn_down == 1
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["exit_status"].startswith("error: cannot write") and m["exit_code"] == 1
+    df = read_jsonl_table(tmp_path / "run")  # the first cell's rows, whole
+    assert set(df["level"]) == {100} and len(df) > 0
+    assert (tmp_path / "run" / "samples.parquet").exists()  # the kept rows, as a table
