@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import scenario as scen
 from bench.errors import UserError
-from bench.runner import unit_done
+from bench.runner import mode_orders, unit_done
 from bench.store import Cell, RunStore
 
 
@@ -55,7 +55,8 @@ def scenario_of(run_dir: Path, manifest: dict[str, Any],
 
 
 def unfinished(s: scen.Scenario, manifest: dict[str, Any]) -> list[tuple[int, str]]:
-    orders = manifest.get("mode_order") or []
+    # a run that stopped before its first mode recorded no order: the runner's own then
+    orders = manifest.get("mode_order") or mode_orders(s.modes, s.repetitions, s.seed)
     return [(rep, mode) for rep, order in enumerate(orders, start=1) for mode in order
             if not unit_done(s, manifest, rep, mode)]
 
