@@ -152,6 +152,8 @@ class LocustRun:
         time was up, or a worker process it had (--processes) is gone. Call it only while
         the run should be going (warm-up, window)."""
         proc = self._require_started()
+        if proc.returncode is not None:  # already reaped
+            return f"Locust (pid {proc.pid}) exited with {proc.returncode}"
         info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
         if info is not None:
             how = (f"signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
