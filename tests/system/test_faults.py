@@ -384,7 +384,7 @@ def test_a_second_run_gets_one_line_naming_the_running_one(tmp_path: Path) -> No
 # ---- stop and resume ----------------------------------------------------------------------------
 
 STOPS = [("provisioning", signal.SIGTERM, False), ("warm-up", signal.SIGINT, False),
-         ("window", signal.SIGINT, True), ("experiment", signal.SIGTERM, True),
+         ("window", signal.SIGINT, True), ("experiment", signal.SIGTERM, False),
          ("report", signal.SIGINT, True)]
 
 
