@@ -17,15 +17,23 @@ def failed_cells_section(run: Run) -> list[str]:
     cells = run.manifest.get("cells")
     if cells is None:
         return lines + ["The manifest records no cell list, so failures are unknown.", ""]
-    failed = [c for c in cells if c.get("status") == "failed"]
+    # "skipped": the mode's deployment broke earlier in that repetition (manifest: faults)
+    failed = [c for c in cells if c.get("status") in ("failed", "skipped")]
+    experiments = [f"- experiment {e.get('experiment')} (r{e.get('repetition')} "
+                   f"{e.get('mode')}): {e.get('status')}: {e.get('reason')}"
+                   for e in run.manifest.get("experiments") or [] if e.get("status") != "ok"]
     if not failed:
-        return lines + [f"none ({len(cells)} cells, all ok)", ""]
+        return lines + [f"none ({len(cells)} cells, all ok)", "", *experiments,
+                        *([""] if experiments else [])]
     rows = [[str(c.get("cell", "")), str(c.get("mode", "")), str(c.get("level", "")),
-             str(c.get("repetition", "")), str(c.get("reason") or "no reason recorded")]
+             str(c.get("repetition", "")), str(c.get("status", "")),
+             str(c.get("reason") or "no reason recorded")]
             for c in failed]
-    lines += table(["cell", "mode", "target (rps)", "repetition", "reason"], rows)
-    return lines + ["", (f"{len(failed)} of {len(cells)} cells failed. Rows they left in the "
-                    "store are kept out of every statistic above; n shows what remained."), ""]
+    lines += table(["cell", "mode", "target (rps)", "repetition", "status", "reason"], rows)
+    lines += ["", (f"{len(failed)} of {len(cells)} cells failed or were skipped. Rows they left "
+                   "in the store are kept out of every statistic above; n shows what "
+                   "remained."), ""]
+    return lines + experiments + ([""] if experiments else [])
 
 
 def probes_section(run: Run) -> list[str]:
@@ -38,8 +46,12 @@ def probes_section(run: Run) -> list[str]:
     for name, p in probes.items():
         p = p if isinstance(p, dict) else {"status": str(p)}
         rows.append([name, str(p.get("status", "unknown")), str(p.get("reason") or "")])
-        for key, what in (("failures", "failed"), ("skipped", "left without data")):
+        for key, what in (("failures", "failed"), ("skipped", "left without data"),
+                          ("missing", "cells or experiments without data"),
+                          ("restarts", "restarts")):
             items = p.get(key) or []
+            if isinstance(items, dict):
+                items = [f"{k}: {v}" for k, v in items.items()]
             if items:
                 shown = "; ".join(map(str, items[:5]))
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""

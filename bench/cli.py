@@ -62,10 +62,28 @@ def _scenario(args: argparse.Namespace) -> scen.Scenario:
 
 # ---- subcommands ------------------------------------------------------------------------------
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from bench.execute import execute
+RUN_OVERRIDES = ("scenario", "backend", "modes", "levels", "repetitions", "window", "warmup")
 
-    run_dir, code = execute(_scenario(args), Path(args.results), report=not args.no_report)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.execute import execute, resume
+
+    if args.resume:
+        # the run's own scenario; one given as well must be the same (hash checked)
+        given = None
+        if any(getattr(args, k, None) is not None for k in RUN_OVERRIDES):
+            if args.scenario is None:
+                raise UserError("--resume continues the run with its own scenario: "
+                                "--modes, --levels and the like do not apply",
+                                hint=f"meshbench run --resume {args.resume}")
+            given = _scenario(args)
+        run_dir, code = resume(Path(args.resume), given, report=not args.no_report,
+                               wait_lock_s=args.wait_lock)
+    else:
+        if args.scenario is None:
+            args.scenario = "quick"
+        run_dir, code = execute(_scenario(args), Path(args.results), report=not args.no_report,
+                                wait_lock_s=args.wait_lock)
     print(run_dir)
     return code
 
@@ -303,6 +321,23 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_EXIT_CODES = """Run a scenario and write results/<run id>/ (the last line printed).
+
+A process that dies during a run (a proxy, the control plane, an app, Locust, a probe)
+costs only what it touched: the cell fails; if the mode's deployment broke, the rest of
+that mode in this repetition is skipped (manifest: cells, experiments, faults) and the run
+goes on with the next mode, then writes the report.
+
+exit codes:
+  0    every cell and experiment completed and every probe gave its data
+  1    stopped on an error (e.g. the results disk is full: rows written before are kept)
+  2    bad input, or a missing prerequisite (e.g. another run holds the backend)
+  3    completed with failures: failed or skipped cells or experiments, or probe data
+       missing for some cells (the manifest's exit_status says which; report written)
+  130  interrupted (Ctrl-C, SIGTERM): torn down, results so far kept
+"""
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshbench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,7 +348,9 @@ def parser() -> argparse.ArgumentParser:
                         help="scenario name in workloads/scenarios/ or a path (default: quick)")
         sp.add_argument("--backend", choices=scen.BACKENDS, help="override the scenario's backend")
 
-    r = sub.add_parser("run", help="run a scenario and write results/<run id>/")
+    r = sub.add_parser("run", help="run a scenario and write results/<run id>/",
+                       description=RUN_EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     scenario_args(r)
     r.add_argument("--modes", help=f"comma-separated subset of {','.join(scen.MODES)}")
     r.add_argument("--levels", help="comma-separated target rps, e.g. 200,500")
@@ -322,7 +359,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=float, help="warm-up in seconds")
     r.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
     r.add_argument("--no-report", action="store_true")
-    r.set_defaults(fn=cmd_run)
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="run the cells and experiments RUN_DIR did not finish (interrupted, "
+                        "or stopped on an error), in RUN_DIR, then rebuild its report from all "
+                        "of them; the run's own scenario is used (a different one is refused)")
+    r.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="if another run holds the local backend, wait up to SECONDS for it "
+                        "(default: fail at once, naming that run and its pid)")
+    r.set_defaults(fn=cmd_run, scenario=None)
 
     sw = sub.add_parser("sweep", help="one run per size of the scenario's sweep, then the fit")
     scenario_args(sw)

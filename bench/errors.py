@@ -37,3 +37,13 @@ class ProvisionError(BenchError):
 
 class CellFailed(BenchError):
     """One (mode, level, repetition) cell failed; the run records it and goes on."""
+
+
+class StorageError(BenchError):
+    """The results directory could not be written (disk full, read-only, gone): the run
+    stops, torn down, and keeps what was written before."""
+
+
+class ModeBroken(BenchError):
+    """A process of a mode's deployment died: that mode's remaining cells and experiments
+    of this repetition are skipped; the run goes on with the next mode."""

@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.controlplane.resources import LISTENER_TYPE
-from bench.errors import UserError
+from bench.errors import ModeBroken, UserError
+from bench.faults import inject
 from bench.mesh import VIP_NET, AuthorizationPolicy, Mesh, Service
 from bench.probes.pushwire import KernelPush, PushWireProbe
 from bench.store import Cell, Sample
@@ -135,11 +137,31 @@ def _cpu_seconds(pids: dict[str, int]) -> float:
     return total / 1e9
 
 
+def _wait_acked(cp: Any, timeout_s: float, broken: Callable[[], list[str]] | None
+                ) -> dict[str, Any]:
+    """cp.wait_acked, but in slices of a second with `broken()` asked between them: a
+    proxy that died never ACKs, and waiting out the whole timeout for it helps no one."""
+    if broken is None:
+        return cp.wait_acked(timeout_s=timeout_s)  # type: ignore[no-any-return]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        waited: dict[str, Any] = cp.wait_acked(timeout_s=max(0.1, min(1.0, left)))
+        if not waited.get("stragglers") or left <= 1.0:
+            return waited
+        dead = broken()
+        if dead:
+            raise ModeBroken(f"process died during the push: {dead[0]}")
+
+
 def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
-             wire: PushWireProbe | None = None, wire_skip: str = "") -> PushOutcome:
+             wire: PushWireProbe | None = None, wire_skip: str = "",
+             broken: Callable[[], list[str]] | None = None) -> PushOutcome:
     """Apply `experiment` to the running deployment of `mesh` (config source xds) and wait
     until every proxy has ACKed; returns what each view saw. With `wire` (attached to the
-    control plane's process), also the kernel's view, from the change to the last ACK."""
+    control plane's process), also the kernel's view, from the change to the last ACK.
+    With `broken` (the backend's check of the deployment), a process dying while the
+    ACKs are awaited raises ModeBroken at once instead of waiting out timeout_s."""
     if hasattr(backend, "push_experiment"):  # kind / cluster: real istiod
         return backend.push_experiment(mesh, experiment, timeout_s=timeout_s,  # type: ignore[no-any-return]
                                        wire=wire)
@@ -164,9 +186,14 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     if scoped:
         # an authorization change rebuilds listeners only (skippedCdsConfigs, pilot/pkg/xds/cds.go)
         cp.push(scoped, reason=f"istio-scope:{experiment}", types=[LISTENER_TYPE])
-    waited = cp.wait_acked(timeout_s=timeout_s)
-    kernel = (KernelPush.of(wire.read(), cp.replies[calls0:], wire.overflowed())
-              if wire is not None else None)
+    waited = _wait_acked(cp, timeout_s, broken)
+    kernel, kernel_skip = None, wire_skip
+    if wire is not None:
+        try:
+            inject("push_kernel.read", mesh.mode, experiment)
+            kernel = KernelPush.of(wire.read(), cp.replies[calls0:], wire.overflowed())
+        except Exception as err:  # the kernel view is lost for this push, on record (caller)
+            kernel_skip = f"kernel probe read failed: {type(err).__name__}: {err}"
     cpu1 = cp.cpu_seconds()
     proxy_cpu = _cpu_seconds(pids) - proxy_cpu0 if pids else None
     events, _ = cp.events(cursor)
@@ -190,7 +217,7 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
         nacks=tuple(f"{e['node']}: {e.get('detail', '')}" for e in events
                     if e["event"] == "nack"),
         stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied,
-        changed=changed, scoped=scoped, kernel=kernel, kernel_skip=wire_skip,
+        changed=changed, scoped=scoped, kernel=kernel, kernel_skip=kernel_skip,
         proxies_cpu_s=proxy_cpu,
         render_s=float(answer.get("render_s", 0.0)), convert_s=float(answer.get("convert_s", 0.0)),
         send_to_ack_ms=((max(last_ack.values()) - first_send) * 1000.0

@@ -1,13 +1,23 @@
 """The run: every (repetition, mode, load level) cell, modes interleaved, teardown always.
 
 Phases per mode: provision -> idle footprint -> for each level: warm-up -> measurement window
-(load and probes together, boundaries recorded) -> collect; teardown in `finally`, also on
-Ctrl-C and SIGTERM. A cell that fails is recorded with its reason and the run goes on.
+(load and probes together, boundaries recorded) -> collect -> config-push experiments;
+teardown in `finally`, also on Ctrl-C and SIGTERM. The phase under way is in the manifest
+(`current`) and on stderr.
+
+Faults: a cell that fails is recorded with its reason and the run goes on. When a process of
+the mode's deployment dies (a proxy, the control plane, an app), that mode's remaining cells
+and experiments of this repetition are recorded as skipped with the reason (manifest
+`faults`), the mode is torn down, and the run goes on with the next mode. A dead probe
+(the resource sampler, a BPF probe) leaves its source missing for the cells it touched
+(manifest probes.<name>.missing) and is restarted before the next cell, on record
+(probes.<name>.restarts); nothing is retried silently.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -15,13 +25,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.backends.base import Backend, Deployment
-from bench.errors import BenchError, CellFailed
+from bench.errors import BenchError, CellFailed, ModeBroken, StorageError
+from bench.faults import inject
 from bench.load import hdr
 from bench.load.driver import run_locust
 from bench.load.reference import SOURCE_KERNEL as REFERENCE_KERNEL
 from bench.load.reference import reference_cell
 from bench.load.reference import to_samples as reference_to_samples
 from bench.probes import client_latency
+from bench.probes.lifecycle import ModeProbe, NothingToProbe, ProbeBook, one_line
 from bench.probes.processes import Target, write_targets
 from bench.probes.resources import ResourceSampler, per_krps, summarize_window
 from bench.scenario import Scenario
@@ -59,6 +71,21 @@ class CellOutcome:
     reference: hdr.LatencySummary | None = None
 
 
+def unit_done(s: Scenario, manifest: dict[str, Any], rep: int, mode: str) -> bool:
+    """Whether a (repetition, mode) of the run is complete: every cell recorded (ok, failed
+    or skipped) and every experiment of the mode recorded."""
+    cells = {c["cell"] for c in manifest.get("cells", [])}
+    if any(Cell(rep, mode, lvl).id not in cells for lvl in s.load.levels):
+        return False
+    from bench.mesh import build
+
+    if not s.experiments or not build(s, mode).proxies:
+        return True
+    done = {e["experiment"] for e in manifest.get("experiments", [])
+            if e["repetition"] == rep and e["mode"] == mode}
+    return set(s.experiments) <= done
+
+
 class Runner:
     def __init__(self, scenario: Scenario, backend: Backend, store: RunStore,
                  progress: Callable[[str], None] = log) -> None:
@@ -68,133 +95,179 @@ class Runner:
         self.progress = progress
         self.cells: list[dict[str, Any]] = []
         self.deployments: list[dict[str, Any]] = []
+        self.experiments: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []
+        self.book = ProbeBook(store, progress)
+        self.current: dict[str, Any] = {}
         self.sampler: ResourceSampler | None = None
-        self.hops: Any = None  # a started bench.probes.hops.HopProbe for the current mode
+        self.sampler_down = ""  # why the sampler is gone for good (a restart failed)
         self.hops_ok = False
-        # kernel-timed end-to-end latency at the load generator's sockets, per mode
-        self.klat: client_latency.ClientLatencyProbe | None = None
+        # probes attached per mode (see ModeProbe): one more is one more line here, and its
+        # attach/ensure/reset/read/detach beside the hop probe's
+        self.hop_probe = ModeProbe("hops", self.book, self._make_hops)
+        # end-to-end latency timed in the kernel at the load generator's sockets
+        self.klat_probe = ModeProbe("kernel_latency", self.book, self._make_klat)
         self.klat_ok = False
+        self._wire_down: dict[tuple[int, str], str] = {}  # push-wire probe failed to attach
+        self._wire_restart = ""  # why the push-wire probe is being attached again
+        self._wire_failed = ""  # why the last attach of the push-wire probe failed
         self.targets_path = store.dir / "targets.json"
         self.resources_path = store.dir / "resources.jsonl"
         (store.dir / "logs").mkdir(exist_ok=True)
 
     # ---- the whole run --------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
-        orders = mode_orders(self.s.modes, self.s.repetitions, self.s.seed)
+        """Every cell not yet recorded (all of them, unless this resumes a run: see
+        bench.resume), mode by mode, in the recorded mode order."""
+        orders = self.store.manifest.get("mode_order") or mode_orders(
+            self.s.modes, self.s.repetitions, self.s.seed)
         self.store.update(mode_order=orders)
+        m = self.store.manifest
+        self.cells = list(m.get("cells", []))
+        self.deployments = list(m.get("deployments", []))
+        self.experiments = list(m.get("experiments", []))
+        self.faults = list(m.get("faults", []))
         total = len(orders) * len(self.s.modes) * len(self.s.load.levels)
         self._start_sampler()
         try:
             for rep, order in enumerate(orders, start=1):
                 for mode in order:
-                    self._run_mode(rep, mode, total)
+                    if not unit_done(self.s, m, rep, mode):
+                        self._run_mode(rep, mode, total)
         finally:
             self._stop_sampler()
         return self.cells
 
+    def problems(self) -> list[str]:
+        """What did not complete, one phrase each; empty when everything did."""
+        out = []
+        for status in ("failed", "skipped"):
+            n = sum(1 for c in self.cells if c["status"] == status)
+            if n:
+                out.append(f"{n} of {len(self.cells)} cells {status}")
+        for status in ("failed", "skipped"):
+            n = sum(1 for e in self.experiments if e["status"] == status)
+            if n:
+                out.append(f"{n} experiments {status}")
+        for name, p in self.store.manifest.get("probes", {}).items():
+            if isinstance(p, dict) and p.get("missing"):
+                out.append(f"probe {name}: no data for {len(p['missing'])} cells or experiments")
+        return out
+
+    def _phase(self, rep: int, mode: str, phase: str, **detail: Any) -> None:
+        """The phase under way, in the manifest (`current`) and as a progress line."""
+        self.current = {"repetition": rep, "mode": mode, "phase": phase, **detail}
+        self.store.update(current=self.current)
+        what = detail.get("cell") or detail.get("experiment") or ""
+        self.progress(f"r{rep} {mode}: {phase}" + (f" {what}" if what else ""))
+
     def _start_sampler(self) -> None:
-        probes = dict(self.store.manifest.get("probes", {}))
         if not self.s.probes.resources.enabled:
-            probes["resources"] = {"status": "skipped", "reason": "disabled in the scenario"}
+            self.book.set("resources", {"status": "skipped", "reason": "disabled in the scenario"})
         else:
             write_targets(self.targets_path, [])
             r = self.s.probes.resources
             self.sampler = ResourceSampler(self.targets_path, self.resources_path,
                                            interval=r.interval_s, pss_interval=r.pss_interval_s)
             self.sampler.start()
-            probes["resources"] = {"status": "ok", "reason": "",
-                                   "interval_s": r.interval_s, "pss_interval_s": r.pss_interval_s}
+            self.book.set("resources", {"status": "ok", "reason": "", "interval_s": r.interval_s,
+                                        "pss_interval_s": r.pss_interval_s,
+                                        "pid": self.sampler.pid})
         if not self.s.probes.hops.enabled:
-            probes["hops"] = {"status": "skipped", "reason": "disabled in the scenario"}
+            self.book.set("hops", {"status": "skipped", "reason": "disabled in the scenario"})
         else:
             from bench.probes.hops import probe_status
 
-            probes["hops"] = probe_status()
-            self.hops_ok = probes["hops"]["status"] == "ok"
+            self.book.set("hops", probe_status())
+            self.hops_ok = self.book.ok("hops")
         if not self.s.probes.kernel_latency.enabled:
-            probes["kernel_latency"] = {"status": "skipped", "reason": "disabled in the scenario"}
+            self.book.set("kernel_latency", {"status": "skipped",
+                                             "reason": "disabled in the scenario"})
         else:
-            probes["kernel_latency"] = client_latency.probe_status()
-            self.klat_ok = probes["kernel_latency"]["status"] == "ok"
-        self.store.update(probes=probes)
+            self.book.set("kernel_latency", client_latency.probe_status())
+            self.klat_ok = self.book.ok("kernel_latency")
 
-    def _attach_klat(self, dep: Deployment) -> None:
-        """Per mode, before any load: the kernel timing of the load generator's requests.
-        Where it cannot run, the run goes on with Locust's timing, on record."""
-        if not self.klat_ok:
+    def _sampler_dead(self) -> str:
+        """Why the resource sampler is not running ("" while it is, or when disabled)."""
+        if self.sampler is None or self.sampler.proc is None:
+            return ""
+        code = self.sampler.proc.poll()
+        return "" if code is None else f"resource sampler (pid {self.sampler.pid}) exited with {code}"
+
+    def _ensure_sampler(self, before: str) -> None:
+        """Between cells: a sampler that died is started again, on record."""
+        dead = self._sampler_dead()
+        if not dead or self.sampler is None:
             return
-        if dep.info.get("load", {}).get("where") == "in-cluster":
-            self._probe_failed("kernel_latency", f"{dep.mesh.mode}: the load generator runs "
-                               "in the cluster; latency is Locust's own timing there")
-            return
-        probe = client_latency.ClientLatencyProbe(_url_port(dep.url))
+        self.book.failed("resources", dead)
+        self.sampler.stop()
         try:
-            probe.start()
-        except BenchError as e:
-            probe.stop()
-            self._probe_failed("kernel_latency", f"{dep.mesh.mode}: {e.one_line()}")
+            self.sampler.start()
+        except BenchError as e:  # no sampler from here on: every later cell says so
+            self.sampler = None
+            self.sampler_down = f"restart before {before} failed: {e.one_line()}"
+            self.book.failed("resources", self.sampler_down)
             return
-        self.klat = probe
+        self.book.restarted("resources", f"before {before}: {dead}; new pid {self.sampler.pid}",
+                            pid=self.sampler.pid)
 
-    def _detach_klat(self) -> None:
-        if self.klat is not None:
-            self.klat.stop()
-            self.klat = None
+    def _sampler_covered(self, cell: Cell) -> bool:
+        """Whether the sampler ran through this cell's window (rows to summarize); if it
+        died, the cell's resources are missing, on record."""
+        if self.sampler is None:
+            if self.sampler_down:
+                self.book.missing("resources", cell.id, self.sampler_down)
+            return False
+        dead = self._sampler_dead()
+        if dead:
+            self.book.missing("resources", cell.id, dead)
+            return False
+        return True
 
-    def _attach_hops(self, dep: Deployment) -> None:
-        """Attach the per-hop probe to this mode's proxies before any load starts, so that
-        every connection the load opens is seen from its first packet."""
+    @property
+    def hops(self) -> Any:
+        """The started bench.probes.hops.HopProbe of the current mode, or None."""
+        return self.hop_probe.probe
+
+    @property
+    def klat(self) -> client_latency.ClientLatencyProbe | None:
+        """The started kernel-timed latency probe of the current mode, or None."""
+        return self.klat_probe.probe  # type: ignore[no-any-return]
+
+    def _make_klat(self, dep: Deployment) -> Any:
+        if not self.klat_ok:
+            return None
+        if dep.info.get("load", {}).get("where") == "in-cluster":
+            raise NothingToProbe("the load generator runs in the cluster: latency is "
+                                 "Locust's own timing there")
+        return client_latency.ClientLatencyProbe(_url_port(dep.url))
+
+    def _make_hops(self, dep: Deployment) -> Any:
         if not self.hops_ok or not dep.mesh.proxies:
-            return
+            return None
         from bench.probes.hops import HopProbe, targets_for
 
         targets = targets_for(dep)
         if not targets:  # a kube backend whose host cannot see the pods' processes
-            self._probe_failed("hops", f"{dep.mesh.mode}: no proxy process of the mesh is "
-                               "visible from this host, so there is no per-hop data")
-            return
-        probe = HopProbe(targets)
-        try:
-            probe.start()
-        except Exception as e:  # compile or attach failed: recorded, and the run goes on
-            probe.stop()
-            reason = e.one_line() if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
-            self._probe_failed("hops", f"{dep.mesh.mode}: {reason}")
-            return
-        self.hops = probe
+            raise NothingToProbe("no proxy process of the mesh is visible from this host, "
+                                 "so there is no per-hop data")
+        return HopProbe(targets)
+
+    def _attach_hops(self, dep: Deployment) -> None:
+        """Attach the per-hop probe to this mode's proxies before any load starts, so that
+        every connection the load opens is seen from its first packet."""
+        self.hop_probe.attach(dep)
 
     def _read_hops(self, cell: Cell) -> Any:
-        if self.hops is None:
-            return None
-        try:
-            return self.hops.read()
-        except Exception as e:  # a failed read leaves this cell without hop rows, on record
-            self._probe_failed("hops", f"{cell.id}: read failed: {type(e).__name__}: {e}")
-            return None
+        return self.hop_probe.read(cell)
 
     def _detach_hops(self) -> None:
-        if self.hops is not None:
-            self.hops.stop()
-            self.hops = None
+        self.hop_probe.detach()
 
     def _note_skipped(self, cell: Cell, skipped: tuple[str, ...]) -> None:
         """Processes the resource window could not measure, in the manifest: the report
         then says which have no data instead of showing a zero."""
-        if not skipped:
-            return
-        probes = dict(self.store.manifest.get("probes", {}))
-        entry = dict(probes.get("resources", {}))
-        entry["skipped"] = [*entry.get("skipped", []), *(f"{cell.id}: {s}" for s in skipped)]
-        probes["resources"] = entry
-        self.store.update(probes=probes)
-
-    def _probe_failed(self, name: str, reason: str) -> None:
-        probes = dict(self.store.manifest.get("probes", {}))
-        entry = dict(probes.get(name, {}))
-        entry.setdefault("failures", []).append(reason)
-        probes[name] = entry
-        self.store.update(probes=probes)
-        self.progress(f"probe {name} failed: {reason}")
+        self.book.skipped_entities("resources", cell.id, skipped)
 
     def _stop_sampler(self) -> None:
         if self.sampler is not None:
@@ -212,15 +285,22 @@ class Runner:
 
     # ---- one mode -------------------------------------------------------------------------
     def _run_mode(self, rep: int, mode: str, total: int) -> None:
-        cells = [Cell(rep, mode, lvl) for lvl in self.s.load.levels]
+        done = {c["cell"] for c in self.cells}
+        cells = [c for c in (Cell(rep, mode, lvl) for lvl in self.s.load.levels)
+                 if c.id not in done]
         t = time.monotonic()
-        self.progress(f"r{rep} {mode}: provisioning")
+        self._phase(rep, mode, "provisioning")
         try:
             dep = self.backend.provision(mode)
-        except BenchError as e:
-            self.backend.teardown()
+        except BaseException as e:
+            self._teardown()  # whatever provision got to, also on Ctrl-C
+            if isinstance(e, StorageError) or not isinstance(e, (BenchError, OSError)):
+                raise
+            reason = f"provision: {one_line(e)}"
             for c in cells:
-                self._record(CellOutcome(c, "failed", f"provision: {e.one_line()}"), total)
+                self._record(CellOutcome(c, "failed", reason), total)
+            self._broken(rep, mode, "provisioning", reason, [],
+                         self._experiment_names(None, mode))
             return
         try:
             self.progress(f"r{rep} {mode}: ready in {time.monotonic() - t:.1f} s "
@@ -239,30 +319,102 @@ class Runner:
 
                     self.store.update(versions=merge_versions(
                         self.store.manifest.get("versions", {}), found))
-            self._idle(rep, mode)
-            self._attach_hops(dep)
-            self._attach_klat(dep)
+            try:
+                self._ensure_sampler(f"r{rep}-{mode} idle")
+                self._idle(rep, mode, dep)
+                self._attach_hops(dep)
+                self.klat_probe.attach(dep)
+            except ModeBroken as e:
+                self._broken(rep, mode, "idle", e.message, cells,
+                             self._experiment_names(dep))
+                return
             for i, c in enumerate(cells):
-                outcome = self._run_cell(c, dep)
+                self._ensure_sampler(c.id)
+                self.hop_probe.ensure(dep, c.id)
+                self.klat_probe.ensure(dep, c.id)
+                outcome = self._guarded_cell(c, dep)
                 self._record(outcome, total)
+                dead = self.backend.check(dep)
+                if dead:
+                    self._broken(rep, mode, f"cell {c.id}", dead[0], cells[i + 1:],
+                                 self._experiment_names(dep))
+                    return
                 if (i == 0 and rep == 1 and self.hops is not None and outcome.status == "ok"
                         and self.s.probes.hops.overhead_check):
                     self._probe_overhead_twin(c, dep)
+            self._ensure_sampler(f"r{rep}-{mode} experiments")
             self._push_experiments(rep, mode, dep)
         finally:
             self._detach_hops()
-            self._detach_klat()
+            self.klat_probe.detach()
             self._set_targets(None, mode)
-            self.backend.teardown()
+            self._teardown()
 
-    def _idle(self, rep: int, mode: str) -> None:
+    def _teardown(self) -> None:
+        """backend.teardown with SIGINT and SIGTERM held until it is done: a second Ctrl-C
+        must not leave half a mode behind (the signal is delivered right after)."""
+        held = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self.backend.teardown()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _guarded_cell(self, cell: Cell, dep: Deployment) -> CellOutcome:
+        """_run_cell, with any error of the harness or the OS recorded as the cell's
+        failure (a full results disk still stops the run)."""
+        try:
+            return self._run_cell(cell, dep)
+        except StorageError:
+            raise
+        except (BenchError, OSError) as e:
+            return CellOutcome(cell, "failed", one_line(e))
+
+    def _experiment_names(self, dep: Deployment | None, mode: str = "") -> list[str]:
+        """The experiments this mode would run (none without proxies)."""
+        if dep is not None:
+            return list(self.s.experiments) if dep.mesh.proxies else []
+        from bench.mesh import build
+
+        return list(self.s.experiments) if build(self.s, mode).proxies else []
+
+    def _broken(self, rep: int, mode: str, phase: str, reason: str, cells: Sequence[Cell],
+                experiments: Sequence[str]) -> None:
+        """The mode's deployment broke in `phase`: skip what is left of it, on record."""
+        skip = f"the {mode} deployment broke in {phase}: {reason}"
+        total = len(self.s.modes) * len(self.s.load.levels) * self.s.repetitions
+        for c in cells:
+            self._record(CellOutcome(c, "skipped", skip), total)
+        done = {e["experiment"] for e in self.experiments
+                if e["repetition"] == rep and e["mode"] == mode}
+        left = [n for n in experiments if n not in done]
+        for name in left:
+            self._experiment(rep, mode, name, "skipped", skip)
+        self.faults.append({"repetition": rep, "mode": mode, "phase": phase, "reason": reason,
+                            "skipped_cells": [c.id for c in cells], "skipped_experiments": left})
+        self.store.update(faults=self.faults)
+        self.progress(f"r{rep} {mode}: BROKEN in {phase}: {reason}; skipped "
+                      f"{len(cells)} cells and {len(left)} experiments of this mode")
+
+    def _experiment(self, rep: int, mode: str, name: str, status: str, reason: str = "") -> None:
+        self.experiments.append({"repetition": rep, "mode": mode, "experiment": name,
+                                 "status": status, "reason": reason})
+        self.store.update(experiments=self.experiments)
+
+    def _idle(self, rep: int, mode: str, dep: Deployment) -> None:
         """Footprint with no load: resources over a short quiet window after readiness."""
         if self.sampler is None:
             return
+        self._phase(rep, mode, "idle")
         t0 = time.time()
-        time.sleep(self.s.timing.idle_s)
+        try:
+            self._sleep_checking(dep, self.s.timing.idle_s)
+        except CellFailed as e:
+            raise ModeBroken(e.message) from None
         t1 = time.time()
         idle = Cell(rep, mode, 0)
+        if not self._sampler_covered(idle):
+            return
         res = summarize_window(self.resources_path, t0, t1, idle)
         self._note_skipped(idle, res.skipped)
         self.store.append(_with_label(res.samples, phase="idle"))
@@ -276,7 +428,9 @@ class Runner:
 
     def _push_experiments(self, rep: int, mode: str, dep: Deployment) -> None:
         """Each config change of the scenario, once per mode, after its load cells (the
-        deployment is discarded afterwards, so a change never leaks into another cell)."""
+        deployment is discarded afterwards, so a change never leaks into another cell).
+        A failure ends this mode's experiments: the failed one and the rest are recorded,
+        and if a process died, the mode is recorded broken."""
         if not dep.mesh.proxies:
             return
         from bench.experiments import changed_mesh, exposure_samples, run_push
@@ -284,28 +438,60 @@ class Runner:
         cell = Cell(rep, mode, 0)
         configs = getattr(self.backend, "configs", None)
         dump = getattr(self.backend, "config_dump_bytes", None)
-        if configs:
-            self.store.append(exposure_samples(dep.mesh, configs, cell, dump_bytes=dump,
-                                               sizes=self._served_sizes()))
-        mesh = dep.mesh
-        wire = self._attach_wire() if self.s.experiments else None
+        names = list(self.s.experiments)
+        step = "exposure"
+        wire = None
         try:
-            for name in self.s.experiments:
-                try:
-                    outcome = run_push(self.backend, mesh, name,
-                                       timeout_s=self.s.timing.ready_timeout_s, wire=wire)
-                except BenchError as e:
-                    self._probe_failed("xds", f"r{rep} {mode} {name}: {e.one_line()}")
-                    return  # what the proxies hold is no longer known: no "after" exposure
+            self._phase(rep, mode, "experiment", experiment="exposure")
+            if configs:
+                self.store.append(exposure_samples(dep.mesh, configs, cell, dump_bytes=dump,
+                                                   sizes=self._served_sizes()))
+            mesh = dep.mesh
+            for name in names:
+                step = name
+                self._phase(rep, mode, "experiment", experiment=name)
+                wire = self._wire(rep, mode, name, wire)
+                outcome = run_push(self.backend, mesh, name,
+                                   timeout_s=self.s.timing.ready_timeout_s, wire=wire,
+                                   broken=lambda: self.backend.check(dep))
+                dead = self.backend.check(dep)
+                if dead:  # died during the push: what was measured is not trusted
+                    raise ModeBroken(dead[0])
+                if outcome.kernel_skip and wire is not None:
+                    # the kernel view failed for this experiment: on record, attached anew
+                    self.book.missing("push_kernel", f"r{rep}-{mode} {name}",
+                                      outcome.kernel_skip)
+                    wire.stop()
+                    wire = None
+                    self._wire_restart = f"after {outcome.kernel_skip}"
                 self._push_recorded(rep, mode, name, outcome, cell)
+                self._experiment(rep, mode, name, "ok")
                 mesh = changed_mesh(mesh, name)  # the next change applies on top of this one
+            step = "exposure after the changes"
+            configs = getattr(self.backend, "configs", None)
+            if configs and names:
+                self.store.append(exposure_samples(mesh, configs, cell, state="after_changes",
+                                                   dump_bytes=dump, sizes=self._served_sizes()))
+        except StorageError:
+            raise
+        except (BenchError, OSError) as e:
+            dead = self.backend.check(dep)
+            reason = dead[0] if dead else one_line(e)
+            if step in names:
+                self._experiment(rep, mode, step, "failed", reason)
+            left = names[names.index(step) + 1:] if step in names else (
+                names if step == "exposure" else [])
+            if dead:
+                self._broken(rep, mode, f"experiment {step}", reason, [], left)
+            else:
+                # what the proxies hold is no longer known: no later change, no "after"
+                for name in left:
+                    self._experiment(rep, mode, name, "skipped",
+                                     f"experiment {step} failed: {reason}")
+                self.progress(f"r{rep} {mode}: experiment {step} failed: {reason}")
         finally:
             if wire is not None:
                 wire.stop()
-        configs = getattr(self.backend, "configs", None)
-        if configs and self.s.experiments:
-            self.store.append(exposure_samples(mesh, configs, cell, state="after_changes",
-                                               dump_bytes=dump, sizes=self._served_sizes()))
 
     def _served_sizes(self) -> dict[str, tuple[int, int]] | None:
         """Per proxy, (bytes, resources) of the snapshot the control plane serves it."""
@@ -316,30 +502,50 @@ class Runner:
         return {n: (sum(t["config_bytes"] for t in v["types"].values()),
                     sum(t["resources"] for t in v["types"].values())) for n, v in nodes.items()}
 
-    def _attach_wire(self) -> Any:
+    def _wire(self, rep: int, mode: str, name: str, wire: Any) -> Any:
+        """The kernel view of pushes for the next experiment: the probe attached for the
+        mode, attached at the first experiment or again after a failed read (on record)."""
+        if wire is not None:
+            return wire
+        restart, self._wire_restart = self._wire_restart, ""
+        down = self._wire_down.get((rep, mode))
+        if down is None:
+            wire = self._attach_wire(mode)
+            if wire is None and self._wire_failed:
+                down = self._wire_down[(rep, mode)] = self._wire_failed
+            elif wire is not None and restart:
+                self.book.restarted("push_kernel", f"before r{rep}-{mode} {name}: {restart}")
+        if down:
+            self.book.missing("push_kernel", f"r{rep}-{mode} {name}", down)
+        return wire
+
+    def _attach_wire(self, mode: str = "") -> Any:
         """The kernel view of pushes: a BCC probe on the control plane's process. Its status
         goes to the manifest (probes.push_kernel); None when it cannot run."""
         from bench.probes.pushwire import PushWireProbe, check
 
-        probes = dict(self.store.manifest.get("probes", {}))
-        if "push_kernel" not in probes:
+        if not self.book.get("push_kernel"):
             missing = check()
-            probes["push_kernel"] = ({"status": "skipped", "reason": missing[0],
-                                      "hint": missing[1]} if missing else
-                                     {"status": "ok", "reason": ""})
-            self.store.update(probes=probes)
+            self.book.set("push_kernel", {"status": "skipped", "reason": missing[0],
+                                          "hint": missing[1]} if missing else
+                          {"status": "ok", "reason": ""})
         cp = getattr(self.backend, "controlplane", None)
         pid = cp.pid if cp is not None else (
             self.backend.controlplane_pid() if hasattr(self.backend, "controlplane_pid")
             else None)
-        if probes["push_kernel"]["status"] != "ok" or pid is None:
+        if not self.book.ok("push_kernel") or pid is None:
             return None
         probe = PushWireProbe(pid)
+        self._wire_failed = ""
         try:
+            inject("push_kernel.attach", mode)
             return probe.start()
-        except BenchError as e:
+        except StorageError:
+            raise
+        except Exception as e:  # compile or attach failed: recorded, experiments go on
             probe.stop()
-            self._probe_failed("push_kernel", e.one_line())
+            self._wire_failed = f"{mode}: attach failed: {one_line(e)}"
+            self.book.failed("push_kernel", self._wire_failed)
             return None
 
     def _push_recorded(self, rep: int, mode: str, name: str, outcome: Any, cell: Cell) -> None:
@@ -396,17 +602,18 @@ class Runner:
                 arrivals=s.load.arrivals, seed=s.seed)
             if self.klat is not None:
                 self.klat.watch(load.pid)  # Locust is still importing: no socket is open yet
-        self.store.update(current={"cell": cell.id, "loadgen_pid": load.pid})
+        self._phase(cell.repetition, cell.mode, "warm-up", cell=cell.id, loadgen_pid=load.pid)
         try:
             # in a cluster, load.pid is the local kubectl, not Locust: not a loadgen target
             extra = [] if in_cluster else [Target(pid=load.pid, role="loadgen",
                                                   entity="locust", mode=cell.mode)]
             self._set_targets(dep, cell.mode, extra)
-            self._sleep_checking(dep, start_s + s.timing.warmup_s)
+            self._sleep_checking(dep, start_s + s.timing.warmup_s, load)
             if self.hops is not None:
                 self.hops.reset()
+            self._phase(cell.repetition, cell.mode, "window", cell=cell.id, loadgen_pid=load.pid)
             w0 = (time.time(), time.monotonic())
-            self._sleep_checking(dep, s.timing.window_s)
+            self._sleep_checking(dep, s.timing.window_s, load)
             w1 = (time.time(), time.monotonic())
             hop_hists = self._read_hops(cell)
             if in_cluster:
@@ -424,8 +631,8 @@ class Runner:
         cpu = load.cpu_percent_max(w0[0], w1[0])
         missing = "" if cpu is not None else str(getattr(load, "cpu_missing", "not measured"))
         if missing and not twin:
-            self._probe_failed("loadgen_cpu", f"{cell.id}: saturation not checked on CPU: "
-                               f"{missing}")
+            self.book.failed("loadgen_cpu", f"{cell.id}: saturation not checked on CPU: "
+                             f"{missing}")
         rows = hdr.to_samples(cell, summary, cell.level, cpu, cpu_missing=missing)
         intended = hdr.read_intervals(paths, "hist_intended")
         if intended:
@@ -445,7 +652,7 @@ class Runner:
             from bench.probes.hops import summarize as hop_rows
 
             rows += hop_rows(hop_hists, cell, ts=w1[0])
-        if self.sampler is not None:
+        if self._sampler_covered(cell):
             res = summarize_window(self.resources_path, w0[0], w1[0], cell)
             self._note_skipped(cell, res.skipped)
             res_rows = _with_label(res.samples, phase="load")
@@ -464,23 +671,17 @@ class Runner:
                      errors: int) -> tuple[hdr.LatencySummary, list[Sample]] | None:
         """The window's kernel-timed requests as rows of source load_kernel; the probe is
         emptied for the next cell. None (and on record) when it has nothing to say."""
+        got = self.klat_probe.read(cell)  # None: this cell is on record as missing it
         probe = self.klat
-        if probe is None:
-            return None
-        try:
-            if probe.poll_error:
-                raise RuntimeError(probe.poll_error)
-            req = probe.requests(t0, t1)
-            lost = probe.counters().get("lost", 0)
-        except Exception as e:  # a failed read leaves this cell with Locust's timing only
-            self._probe_failed("kernel_latency", f"{cell.id}: read failed: {type(e).__name__}: {e}")
-            return None
-        finally:
+        if probe is not None:
             probe.clear()
             probe.unwatch_all()
+        if got is None:
+            return None
+        req, lost = client_latency.window(got[0], t0, t1), got[1]
         if not len(req):
-            self._probe_failed("kernel_latency", f"{cell.id}: no request seen at the load "
-                               "generator's sockets")
+            self.book.missing("kernel_latency", cell.id,
+                              "no request seen at the load generator's sockets")
             return None
         ksum = client_latency.summarize_requests(req, t0, t1, errors)
         spread = client_latency.schedule_spread(req.t_send, cell.level)
@@ -505,7 +706,7 @@ class Runner:
                     rows += reference_to_samples(cell, ksum, cell.level, {},
                                                  source=REFERENCE_KERNEL)
         except BenchError as e:
-            self._probe_failed("reference", f"{cell.id}: {e.one_line()}")
+            self.book.failed("reference", f"{cell.id}: {e.one_line()}")
             return None
         finally:
             if probe is not None:
@@ -514,14 +715,18 @@ class Runner:
         self.store.append(rows)
         return ref
 
-    def _sleep_checking(self, dep: Deployment, seconds: float) -> None:
-        """Sleep, but notice within ~0.5 s when a proxy or app of the mode has died."""
+    def _sleep_checking(self, dep: Deployment, seconds: float, load: Any = None) -> None:
+        """Sleep, but notice within ~0.5 s when a process of the mode has died, or the
+        load generator (its leader or a worker; `load` has check() when it can tell)."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(0.5, left))
             broken = self.backend.check(dep)
             if broken:
                 raise CellFailed(f"process died mid-cell: {broken[0]}")
+            lost = load.check() if hasattr(load, "check") else ""
+            if lost:
+                raise CellFailed(f"load generator failed mid-cell: {lost}")
 
     def _record(self, o: CellOutcome, total: int) -> None:
         entry = {"cell": o.cell.id, "mode": o.cell.mode, "level": o.cell.level,
@@ -540,7 +745,7 @@ class Runner:
             self.progress(f"[{n}/{total}] {o.cell.id}: {timed}{ref}, "
                           f"{sm.achieved_rps:.0f}/{o.cell.level} rps, {sm.errors} errors")
         else:
-            self.progress(f"[{n}/{total}] {o.cell.id}: FAILED: {o.reason}")
+            self.progress(f"[{n}/{total}] {o.cell.id}: {o.status.upper()}: {o.reason}")
 
 
 def _url_port(url: str) -> int:

@@ -10,15 +10,19 @@ The analysis reads only these files, so any run can be re-analysed later.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.errors import StorageError
 
 SCHEMA_VERSION = 1
 COLUMNS = (
@@ -65,13 +69,31 @@ def new_run_id(scenario_name: str) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{scenario_name}-{os.getpid()}"
 
 
+_os_write = os.write  # the one call that writes rows (a fault test injects ENOSPC here)
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    except OSError as e:
+        raise _storage_error(path, e) from e
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)  # the previous manifest stays whole
+        raise _storage_error(path, e) from e
+
+
+def _storage_error(path: Path, e: OSError) -> StorageError:
+    what = "the results disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (
+        f"{e.strerror or e}")
+    return StorageError(f"cannot write {path}: {what}",
+                        hint="free space (or pick another --results); what was written "
+                             "before is kept")
 
 
 class RunStore:
@@ -79,8 +101,9 @@ class RunStore:
         self.dir = run_dir
         self.manifest = manifest
         self.run_id: str = manifest["run_id"]
+        # unbuffered: a failed write leaves nothing pending, and is cut back (see _write)
         self._samples = None if manifest.get("finalized") else open(
-            run_dir / "samples.jsonl", "a", buffering=1
+            run_dir / "samples.jsonl", "ab", buffering=0
         )
 
     @classmethod
@@ -113,7 +136,7 @@ class RunStore:
         """Append rows and flush them to disk now, so that a crash keeps them."""
         if self._samples is None:
             raise RuntimeError("run is finalized or opened read-only")
-        n = 0
+        lines = []
         for s in samples:
             if not math.isfinite(s.value):
                 raise ValueError(f"non-finite value for {s.source}/{s.metric}: {s.value}")
@@ -123,11 +146,32 @@ class RunStore:
                 "unit": s.unit, "ts": s.ts or time.time(), "value": float(s.value),
                 "entity": s.entity, "labels": s.labels or {},
             }
-            self._samples.write(json.dumps(row, separators=(",", ":")) + "\n")
-            n += 1
-        self._samples.flush()
-        os.fsync(self._samples.fileno())
-        return n
+            lines.append(json.dumps(row, separators=(",", ":")) + "\n")
+        try:
+            self._write("".join(lines))
+        except OSError as e:
+            raise _storage_error(self.dir / "samples.jsonl", e) from e
+        return len(lines)
+
+    def _write(self, text: str) -> None:
+        """The one place rows reach the disk. All or nothing: when a write fails (ENOSPC),
+        the file is cut back to its whole lines, so the JSONL stays readable."""
+        assert self._samples is not None
+        fd = self._samples.fileno()
+        data = text.encode()
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                done += _os_write(fd, data[done:])
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError as e2:  # the rows before are whole; the reader skips a cut line
+                print(f"meshbench: cannot cut back {self.dir / 'samples.jsonl'}: {e2}",
+                      file=sys.stderr)
+            raise
 
     def hdr_path(self, cell: Cell) -> Path:
         return self.dir / "hdr" / f"{cell.id}.jsonl"
@@ -139,7 +183,13 @@ class RunStore:
             self._samples = None
         table = read_jsonl_table(self.dir)
         out = self.dir / "samples.parquet"
-        table.to_parquet(out, index=False)
+        tmp = out.with_name(".tmp-samples.parquet")
+        try:
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, out)
+        except OSError as e:  # no half-written Parquet: the JSONL stays the record
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(out, e) from e
         self.update(finalized=True)
         return out
 

@@ -116,6 +116,10 @@ class ControlPlane:
             popen.kill()
             popen.wait(timeout=5)
 
+    def returncode(self) -> int | None:
+        """The server's exit code once it has exited; None while it runs (or never ran)."""
+        return self._popen.poll() if self._popen is not None else None
+
     def cpu_seconds(self) -> float:
         """CPU time the server process has used (all threads), in seconds."""
         if self.pid is None:

@@ -94,6 +94,7 @@ class LocustRun:
         self._cpu_lock = threading.Lock()
         self._stop_sampling = threading.Event()
         self._sampler: threading.Thread | None = None
+        self._workers: set[int] = set()  # child processes seen (Locust --processes workers)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -166,6 +167,26 @@ class LocustRun:
         if not self._wait_exit_unreaped(STOP_GRACE_S):
             self._signal_group(signal.SIGKILL)
         self._finish()
+
+    def check(self) -> str:
+        """Why the load is broken now, "" while it is not: the leader exited before its run
+        time was up, or a worker process it had (--processes) is gone. Call it only while
+        the run should be going (warm-up, window)."""
+        proc = self._require_started()
+        if proc.returncode is not None:  # already reaped
+            return f"Locust (pid {proc.pid}) exited with {proc.returncode}"
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        if info is not None:
+            how = (f"signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+                   else f"code {info.si_status}")
+            return f"Locust (pid {proc.pid}) exited early with {how}: {self._log_tail(2)}"
+        with self._cpu_lock:
+            workers = sorted(self._workers)
+        gone = [pid for pid in workers if not _running(pid)]
+        if gone:
+            return (f"Locust worker pid {gone[0]} is gone ({len(gone)} of {len(workers)} "
+                    "workers): its share of the load stopped")
+        return ""
 
     def __enter__(self) -> Self:
         return self.start()
@@ -254,6 +275,8 @@ class LocustRun:
                 procs = [leader, *leader.children(recursive=True)]
             except psutil.Error:
                 return
+            with self._cpu_lock:
+                self._workers.update(p.pid for p in procs[1:])
             for p in procs:
                 try:
                     with p.oneshot():
@@ -278,6 +301,13 @@ class LocustRun:
         except OSError:
             return "(no log)"
         return " | ".join(tail) or "(empty log)"
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def run_locust(

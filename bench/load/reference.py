@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.errors import CellFailed, PrerequisiteError
 from bench.load.hdr import LatencySummary
-from bench.probes.client_latency import Requests, schedule_spread, summarize_requests
+from bench.probes.client_latency import Requests, schedule_spread, summarize_requests, window
 from bench.store import Cell, Sample
 
 SOURCE = "reference"
@@ -98,11 +98,6 @@ def load_records(path: Path) -> Requests:
     return Requests(t_send=recs[:, 1] / 1e9, t_done=recs[:, 2] / 1e9,
                     latency_us=(recs[:, 2] - recs[:, 1]) / 1e3,
                     sk=np.zeros(len(recs), dtype=np.uint64))
-
-
-def window(req: Requests, t0: float, t1: float) -> Requests:
-    keep = (req.t_done >= t0) & (req.t_done < t1)
-    return Requests(req.t_send[keep], req.t_done[keep], req.latency_us[keep], req.sk[keep])
 
 
 def to_samples(cell: Cell, summary: LatencySummary, target_rps: float,

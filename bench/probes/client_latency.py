@@ -61,6 +61,12 @@ class Requests:
         return len(self.latency_us)
 
 
+def window(req: Requests, t0: float, t1: float) -> Requests:
+    """The requests completed in [t0, t1)."""
+    keep = (req.t_done >= t0) & (req.t_done < t1)
+    return Requests(req.t_send[keep], req.t_done[keep], req.latency_us[keep], req.sk[keep])
+
+
 def summarize_requests(req: Requests, t0: float, t1: float, errors: int = 0) -> LatencySummary:
     """Exact percentiles (numpy, linear interpolation) of requests completed in [t0, t1)."""
     lat = req.latency_us
@@ -210,6 +216,17 @@ class ClientLatencyProbe:
         keep = (done_wall >= t0) & (done_wall < t1)
         return Requests(t_send=send[keep] / 1e9 + self._mono_to_wall, t_done=done_wall[keep],
                         latency_us=(done[keep] - send[keep]) / 1e3, sk=sk[keep])
+
+    def reset(self) -> None:
+        """A window starts (the shape of a runner's per-mode probe): nothing to do, every
+        request carries its own times; `clear()` empties the probe between cells."""
+
+    def read(self) -> tuple[Requests, int]:
+        """Every request since the last `clear()`, and how many the ring buffer lost
+        meanwhile; raises when the ring buffer's reader failed."""
+        if self._poll_error:
+            raise RuntimeError(f"ring buffer reader failed: {self._poll_error}")
+        return self.requests(float("-inf"), float("inf")), self.counters().get("lost", 0)
 
     def summary(self, t0: float, t1: float, errors: int = 0) -> LatencySummary:
         return summarize_requests(self.requests(t0, t1), t0, t1, errors)

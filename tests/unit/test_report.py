@@ -202,7 +202,7 @@ def test_report_resources(report: str) -> None:
 
 
 def test_report_lists_failed_cells_and_probes(report: str) -> None:
-    assert "| r2-waypoint-1000rps | waypoint | 1000 | 2 | waypoint not ready after 60 s |" \
+    assert "| r2-waypoint-1000rps | waypoint | 1000 | 2 | failed | waypoint not ready after 60 s |" \
         in report
     assert "| bcc | skipped | not root |" in report
     assert "  - repetition 1: ambient, waypoint, baseline, sidecar" in report

@@ -22,6 +22,11 @@ from bench.errors import PrerequisiteError, ProvisionError
 from bench.mesh import APP_PORT, PROXY_UID, Mesh, build
 from bench.scenario import Scenario
 
+
+class LockHeld(PrerequisiteError):
+    """Another process holds the local backend's lock."""
+
+
 RUNTIME = Path("/run/meshbench")
 SIMPLIFICATIONS = (
     "Proxies are Envoy 1.40 in network namespaces, not Istio: the ztunnel role is an Envoy, "
@@ -69,6 +74,7 @@ class LocalBackend:
         self.options = options or envoy_config.Options()
         self.sup = Supervisor()
         self._lock_fd: int | None = None
+        self._held_for_run = False  # hold_lock(): kept across modes until release_lock()
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
         self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
 
@@ -144,8 +150,13 @@ class LocalBackend:
         )
 
     def check(self, deployment: Deployment) -> list[str]:
-        return [f"{m.name} (pid {m.pid}) exited with {m.popen.returncode}: {m.log_tail()}"
+        dead = [f"{m.name} (pid {m.pid}) exited with {m.popen.returncode}: {m.log_tail()}"
                 for m in self.sup.dead()]
+        cp = self.controlplane
+        code = cp.returncode() if cp is not None else None
+        if code is not None:
+            dead.append(f"controlplane (pid {cp.pid}) exited with {code}")
+        return dead
 
     def teardown(self) -> None:
         """Stop what we started (by PID), then delete our namespaces and runtime files."""
@@ -155,37 +166,58 @@ class LocalBackend:
             self.controlplane.stop()
             self.controlplane = None
         remove_all(self.runtime, keep=("lock", "bin"))
-        self._release_lock()
+        if not self._held_for_run:
+            self._release_lock()
 
     # ---- pieces ---------------------------------------------------------------------------
-    def _take_lock(self) -> None:
+    def _take_lock(self, run_id: str = "") -> None:
+        """The local backend's lock (/run/meshbench/lock, flock): one user at a time. The
+        kernel drops it when its holder dies, so a stale lock is simply taken over; the
+        file names the holder ("pid run_id") for the error a second run prints."""
         if self._lock_fd is not None:
             return
         self.runtime.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.runtime / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        path = self.runtime / "lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").split()
             os.close(fd)
-            raise PrerequisiteError("another meshbench run holds the local backend",
-                                    hint="wait for it, or stop it (Ctrl-C) first") from None
+            pid = holder[0] if holder else "unknown"
+            run = holder[1] if len(holder) > 1 else "not a run (a test or a benchmark?)"
+            raise LockHeld(f"another meshbench run holds the local backend: run {run}, "
+                           f"pid {pid}",
+                           hint="wait for it (meshbench run --wait-lock SECONDS), or stop it "
+                                "(Ctrl-C or kill -TERM that pid)") from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, f"{os.getpid()} {run_id}".strip().encode(), 0)
         self._lock_fd = fd
 
-    def wait_for_lock(self, timeout_s: float) -> None:
+    def wait_for_lock(self, timeout_s: float, run_id: str = "") -> None:
         """Take the local backend's lock, waiting up to timeout_s for another user (a run, a
-        test) to let it go; PrerequisiteError after that. Provision takes it anyway: this is
+        test) to let it go; LockHeld after that. Provision takes it anyway: this is
         for callers that must hold it before preflight."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                self._take_lock()
+                self._take_lock(run_id)
                 return
-            except PrerequisiteError:
+            except LockHeld:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
+
+    def hold_lock(self, run_id: str, wait_s: float = 0.0) -> None:
+        """Take the lock for a whole run (before preflight, so that a second run is told
+        who holds the backend instead of finding the first run's namespaces): teardown
+        between modes keeps it, release_lock() lets it go."""
+        self.wait_for_lock(wait_s, run_id)
+        self._held_for_run = True
+
+    def release_lock(self) -> None:
+        self._held_for_run = False
+        self._release_lock()
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

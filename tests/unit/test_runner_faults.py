@@ -1,0 +1,359 @@
+"""The runner's fault handling with a fake backend and a fake load (no root, no Envoy):
+a broken deployment costs only its mode's rest in that repetition, everything on record."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import runner as runner_mod
+from bench import scenario as scen
+from bench import store as store_mod
+from bench.backends.base import Deployment
+from bench.errors import StorageError
+from bench.experiments import PushOutcome
+from bench.load import hdr
+from bench.mesh import build
+from bench.runner import Runner
+from bench.store import RunStore, read_jsonl_table
+
+
+def _scenario(**over: Any) -> scen.Scenario:
+    raw = scen.load("smoke").to_dict()
+    raw["modes"] = over.pop("modes", ["sidecar", "ambient"])
+    raw["load"]["levels"] = over.pop("levels", [100])
+    raw["timing"].update(warmup_s=0, window_s=1, idle_s=1)
+    raw["probes"]["resources"]["enabled"] = False
+    raw["probes"]["hops"]["enabled"] = False
+    raw["probes"]["kernel_latency"]["enabled"] = False  # a fake load has no sockets to time
+    raw["repetitions"] = over.pop("repetitions", 1)
+    return scen.from_dict(raw, source="test")
+
+
+@dataclass
+class FakeLoad:
+    pid: int = 4242
+    lost: str = ""
+
+    def check(self) -> str:
+        return self.lost
+
+    def wait(self) -> int:
+        return 0
+
+    def finish_after(self, t: float, processes: int = 1) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def hdr_paths(self) -> list[Path]:
+        return []
+
+    def cpu_percent_max(self, t0: float, t1: float) -> float:
+        return 1.0
+
+
+@dataclass
+class FakeBackend:
+    """Faults by mode: `die_in_cell` a process dies once that mode's window runs;
+    `die_in_experiment` the named experiment finds its proxy gone (ConnectionRefusedError);
+    `fail_experiment` it fails while every process lives."""
+
+    s: scen.Scenario
+    die_in_cell: set[str] = field(default_factory=set)
+    die_in_experiment: dict[str, str] = field(default_factory=dict)
+    fail_experiment: dict[str, str] = field(default_factory=dict)
+    name: str = "fake"
+    dead: list[str] = field(default_factory=list)
+    torn_down: int = 0
+    mode: str = ""
+    pushed: list[tuple[str, str]] = field(default_factory=list)
+
+    def provision(self, mode: str) -> Deployment:
+        self.mode, self.dead = mode, []
+        return Deployment(mesh=build(self.s, mode), load_netns=None, url="http://127.0.0.1:9")
+
+    def check(self, dep: Deployment) -> list[str]:
+        return list(self.dead)
+
+    def teardown(self) -> None:
+        self.torn_down += 1
+        self.dead = []
+
+    def push_experiment(self, mesh: Any, experiment: str, timeout_s: float,
+                        wire: Any) -> PushOutcome:
+        if self.die_in_experiment.get(self.mode) == experiment:
+            self.dead = ["sidecar-svc-0-0 (pid 1) exited with -9"]
+            raise ConnectionRefusedError(111, "Connection refused")
+        if self.fail_experiment.get(self.mode) == experiment:
+            raise OSError(errno.EIO, "admin answered garbage")
+        self.pushed.append((self.mode, experiment))
+        return PushOutcome(experiment=experiment, mode=mesh.mode,
+                           proxies=tuple(p.name for p in mesh.proxies), updated=())
+
+
+@pytest.fixture
+def fake_load(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeLoad]:
+    loads: dict[str, FakeLoad] = {}
+
+    def run_locust(**kw: Any) -> FakeLoad:
+        load = FakeLoad()
+        loads[kw["hdr_out"].stem] = load
+        return load
+
+    def summarize(intervals: Any, t0: float, t1: float) -> hdr.LatencySummary:
+        return hdr.LatencySummary(1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 1200.0, 100, 0,
+                                  100.0, t0, t1, t1 - t0)
+
+    monkeypatch.setattr(runner_mod, "run_locust", run_locust)
+    monkeypatch.setattr(runner_mod, "LOCUST_START_S", 0.0)
+    monkeypatch.setattr(runner_mod.hdr, "summarize", summarize)
+    monkeypatch.setattr(runner_mod.hdr, "read_intervals", lambda paths, field="hist": [])
+    return loads
+
+
+def _store(tmp_path: Path) -> RunStore:
+    return RunStore.create(tmp_path, "run", {"probes": {}})
+
+
+class DyingBackend(FakeBackend):
+    def check(self, dep: Deployment) -> list[str]:
+        runner = self._runner
+        if (self.mode in self.die_in_cell and runner.current.get("phase") == "window"
+                and not self.dead):
+            self.dead = ["sidecar-svc-0-0 (pid 1) exited with -9: killed"]
+        return list(self.dead)
+
+
+def _run(tmp_path: Path, backend: FakeBackend) -> tuple[Runner, dict[str, Any]]:
+    store = _store(tmp_path)
+    r = Runner(backend.s, backend, store, progress=lambda m: None)
+    backend._runner = r  # type: ignore[attr-defined]
+    r.run()
+    return r, json.loads((store.dir / "manifest.json").read_text())
+
+
+def _by_cell(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["cell"]: c for c in manifest["cells"]}
+
+
+def test_a_process_dying_mid_cell_skips_the_rest_of_that_mode_only(
+        tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
+    s = _scenario(levels=[100, 200])
+    backend = DyingBackend(s, die_in_cell={"sidecar"})
+    r, m = _run(tmp_path, backend)
+    cells = _by_cell(m)
+    assert cells["r1-sidecar-100rps"]["status"] == "failed"
+    assert "process died mid-cell: sidecar-svc-0-0" in cells["r1-sidecar-100rps"]["reason"]
+    assert cells["r1-sidecar-200rps"]["status"] == "skipped"
+    assert "sidecar deployment broke in cell r1-sidecar-100rps" in \
+        cells["r1-sidecar-200rps"]["reason"]
+    assert cells["r1-ambient-100rps"]["status"] == "ok"
+    assert cells["r1-ambient-200rps"]["status"] == "ok"
+    skipped = [e for e in m["experiments"] if e["mode"] == "sidecar"]
+    assert [e["status"] for e in skipped] == ["skipped"] * len(s.experiments)
+    assert [e["status"] for e in m["experiments"] if e["mode"] == "ambient"] == \
+        ["ok"] * len(s.experiments)
+    assert backend.pushed == [("ambient", n) for n in s.experiments]
+    [fault] = m["faults"]
+    assert fault["mode"] == "sidecar" and fault["phase"] == "cell r1-sidecar-100rps"
+    assert fault["skipped_cells"] == ["r1-sidecar-200rps"]
+    assert fault["skipped_experiments"] == list(s.experiments)
+    assert backend.torn_down == 2  # each mode torn down
+    assert r.problems() == ["1 of 4 cells failed", "1 of 4 cells skipped",
+                            f"{len(s.experiments)} experiments skipped"]
+
+
+def test_a_proxy_gone_during_an_experiment_ends_that_modes_experiments(
+        tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
+    s = _scenario(repetitions=2)
+    backend = FakeBackend(s, die_in_experiment={"sidecar": "l7_route"})
+    r, m = _run(tmp_path, backend)
+    assert all(c["status"] == "ok" for c in m["cells"])  # cells ran before the fault
+    sidecar = [(e["repetition"], e["experiment"], e["status"]) for e in m["experiments"]
+               if e["mode"] == "sidecar"]
+    assert sidecar == [(1, "new_service", "ok"), (1, "l7_route", "failed"),
+                       (1, "l4_authz", "skipped"),
+                       (2, "new_service", "ok"), (2, "l7_route", "failed"),
+                       (2, "l4_authz", "skipped")]
+    failed = next(e for e in m["experiments"] if e["status"] == "failed")
+    assert failed["reason"].startswith("sidecar-svc-0-0 (pid 1) exited with -9")
+    assert [f["phase"] for f in m["faults"]] == ["experiment l7_route"] * 2
+    assert ("ambient", "l4_authz") in backend.pushed  # the next mode ran its experiments
+
+
+def test_a_failed_experiment_without_a_dead_process_is_not_a_broken_mode(
+        tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
+    s = _scenario(modes=["ambient"])
+    backend = FakeBackend(s, fail_experiment={"ambient": "new_service"})
+    r, m = _run(tmp_path, backend)
+    assert [e["status"] for e in m["experiments"]] == ["failed", "skipped", "skipped"]
+    assert "admin answered garbage" in m["experiments"][0]["reason"]
+    assert "experiment new_service failed" in m["experiments"][1]["reason"]
+    assert m.get("faults", []) == []
+
+
+def test_a_lost_load_generator_worker_fails_its_cell_but_not_the_mode(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _scenario(modes=["sidecar"], levels=[100, 200])
+    made: list[FakeLoad] = []
+
+    def run_locust(**kw: Any) -> FakeLoad:
+        load = FakeLoad(lost="Locust worker pid 77 is gone (1 of 2 workers)" if not made else "")
+        made.append(load)
+        return load
+
+    monkeypatch.setattr(runner_mod, "run_locust", run_locust)
+    backend = FakeBackend(s)
+    r, m = _run(tmp_path, backend)
+    cells = _by_cell(m)
+    assert cells["r1-sidecar-100rps"]["status"] == "failed"
+    assert "Locust worker pid 77 is gone" in cells["r1-sidecar-100rps"]["reason"]
+    assert cells["r1-sidecar-200rps"]["status"] == "ok"
+    assert [e["status"] for e in m["experiments"]] == ["ok"] * 3
+
+
+def test_a_full_results_disk_stops_the_run_torn_down_with_rows_kept(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    s = _scenario(levels=[100, 200])
+    store = _store(tmp_path)
+    backend = FakeBackend(s)
+    writes: list[bytes] = []
+
+    def write(fd: int, data: bytes) -> int:
+        if writes:  # the second cell's rows: half of them get out, then the disk is full
+            if len(data) > 1:
+                writes.append(data[: len(data) // 2])
+                return real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        writes.append(data)
+        return real_write(fd, data)
+
+    real_write = os.write
+    monkeypatch.setattr(store_mod, "_os_write", write)
+    r = Runner(s, backend, store, progress=lambda m: None)
+    with pytest.raises(StorageError) as e:
+        r.run()
+    assert "the results disk is full" in e.value.one_line()
+    assert "\n" not in e.value.one_line()
+    assert backend.torn_down == 1  # the mode in progress was torn down
+    # the rows before stay, whole (the cut write was taken back)
+    df = read_jsonl_table(store.dir)
+    assert set(df["level"]) == {100}
+    assert len(df) == writes[0].count(b"\n")
+    assert (store.dir / "samples.jsonl").read_bytes() == writes[0]
+
+
+def test_manifest_write_on_a_full_disk_keeps_the_previous_manifest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(tmp_path)
+    store.update(cells=[{"cell": "a"}])
+
+    def fail(*a: Any, **k: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(StorageError, match="the results disk is full"):
+        store.update(cells=[{"cell": "a"}, {"cell": "b"}])
+    monkeypatch.undo()
+    assert json.loads((store.dir / "manifest.json").read_text())["cells"] == [{"cell": "a"}]
+    assert [p.name for p in store.dir.iterdir() if p.name.startswith(".tmp")] == []
+
+
+class InterruptingBackend(FakeBackend):
+    """Ctrl-C (KeyboardInterrupt) once, at `interrupt` = (mode, experiment)."""
+
+    interrupt: tuple[str, str] | None = None
+
+    def preflight(self) -> None:
+        pass
+
+    def push_experiment(self, mesh: Any, experiment: str, timeout_s: float,
+                        wire: Any) -> PushOutcome:
+        if (self.mode, experiment) == self.interrupt:
+            raise KeyboardInterrupt
+        return super().push_experiment(mesh, experiment, timeout_s, wire)
+
+
+def test_resume_runs_what_was_not_finished_and_counts_no_row_twice(
+        tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
+    from bench import resume as rs
+    from bench.errors import UserError
+    from bench.execute import EXIT_INTERRUPTED, EXIT_OK, _execute
+
+    s = _scenario(levels=[100, 200])
+    first = InterruptingBackend(s)
+    first.interrupt = ("ambient", "l7_route")
+    run_dir, code = _execute(s, first, lambda: RunStore.create(tmp_path, "run", {
+        "scenario": s.to_dict(), "scenario_hash": s.hash, "probes": {}}), report=False)
+    assert code == EXIT_INTERRUPTED
+    m = rs.load_manifest(run_dir)
+    assert m["exit_status"] == "interrupted"
+    assert len(m["cells"]) == 4  # the ambient cells ran; its experiments did not finish
+    assert rs.unfinished(s, m) == [(1, "ambient")]
+    before = read_jsonl_table(run_dir)
+    ambient_xds = before[(before["mode"] == "ambient") & (before.source == "xds")]
+    assert len(ambient_xds) > 0  # new_service's rows, from the interrupted attempt
+
+    # a different scenario is refused, in one line
+    other = _scenario(levels=[100])
+    with pytest.raises(UserError) as e:
+        rs.scenario_of(run_dir, m, other)
+    assert "refusing to resume" in e.value.one_line() and "\n" not in e.value.one_line()
+
+    second = InterruptingBackend(s)
+    s2 = rs.scenario_of(run_dir, m, None)
+    _, code = _execute(s2, second, lambda: rs.prepare(run_dir, s2, m), report=False)
+    assert code == EXIT_OK
+    m = rs.load_manifest(run_dir)
+    assert m["exit_status"] == "ok" and m["finalized"]
+    assert sorted(c["cell"] for c in m["cells"]) == sorted(
+        f"r1-{mode}-{lvl}rps" for mode in ("sidecar", "ambient") for lvl in (100, 200))
+    assert second.pushed == [("ambient", n) for n in s.experiments]  # only what was left
+    assert [(e["mode"], e["experiment"]) for e in m["experiments"]] == [
+        (mode, n) for mode in ("sidecar", "ambient") for n in s.experiments]
+    [resumed] = m["resumed"]
+    assert resumed["units"] == ["r1-ambient"] and resumed["cells"] == []
+    assert resumed["rows_set_aside"] == len(ambient_xds)
+    after = read_jsonl_table(run_dir)
+    key = ["mode", "level", "repetition", "source", "metric", "entity", "labels"]
+    assert not after.duplicated(key).any()
+    assert len(after[after.source == "load"]) == len(before[before.source == "load"])
+    aside = (run_dir / "samples.discarded.jsonl").read_text().splitlines()
+    assert len(aside) == len(ambient_xds)  # set aside, not lost
+
+
+def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.execute import _execute
+
+    s = _scenario(levels=[100, 200])
+    backend = InterruptingBackend(s)
+    calls = []
+
+    def write(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    real_write = os.write
+    monkeypatch.setattr(store_mod, "_os_write", write)
+    with pytest.raises(StorageError) as e:
+        _execute(s, backend, lambda: RunStore.create(tmp_path, "run", {
+            "scenario": s.to_dict(), "scenario_hash": s.hash, "probes": {}}), report=False)
+    assert "\n" not in e.value.one_line() and "disk is full" in e.value.one_line()
+    assert e.value.exit_code == 1
+    assert backend.torn_down == 1
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["exit_status"].startswith("error: cannot write") and m["exit_code"] == 1
+    df = read_jsonl_table(tmp_path / "run")  # the first cell's rows, whole
+    assert set(df["level"]) == {100} and len(df) > 0
+    assert (tmp_path / "run" / "samples.parquet").exists()  # the kept rows, as a table
