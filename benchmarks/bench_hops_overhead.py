@@ -28,6 +28,7 @@ import platform
 import random
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -521,6 +522,9 @@ def main() -> int:
     ap.add_argument("--before", metavar="REV",
                     help="also run the probe of this git revision's hops.c, interleaved")
     a = ap.parse_args()
+    # a SIGTERM (timeout, Ctrl-C of a wrapper) unwinds through the teardowns: the default
+    # action would leave the mesh's processes and namespaces behind
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     before = None
     if a.before:
         before = Path(tempfile.mkdtemp(prefix="mb-hops-before-")) / "hops.c"
