@@ -173,7 +173,7 @@ def pct(a: float, b: float) -> float:
 # ---- 1. overhead ------------------------------------------------------------------------------
 
 def overhead(rounds: int, seconds: float, conns_list: list[int],
-             before: Path | None = None) -> dict[str, Any]:
+             before: Path | None = None, bpf_rounds: int = 4) -> dict[str, Any]:
     """Rounds of probe off / on (/ before: the probe of an earlier hops.c), in an order that
     rotates every round so that drift hits every state alike."""
     out: dict[str, Any] = {"mode": "sidecar", "rounds": rounds, "seconds_per_round": seconds,
@@ -277,7 +277,7 @@ def overhead(rounds: int, seconds: float, conns_list: list[int],
         if before:
             # in-kernel time is as noisy as the machine: alternate the versions, medians
             runs: dict[str, list[dict[str, Any]]] = {"on": [out["bpf_run_time"]], "before": []}
-            for i in range(2 * BPF_TIME_ROUNDS - 1):
+            for i in range(2 * bpf_rounds - 1):
                 state = "before" if i % 2 == 0 else "on"
                 runs[state].append(bpf_run_time(dep, targets, seconds,
                                                 before if state == "before" else None))
@@ -305,7 +305,6 @@ def overhead(rounds: int, seconds: float, conns_list: list[int],
     return out
 
 
-BPF_TIME_ROUNDS = 4
 # what the probe's building blocks cost here, each alone in a program on a tracepoint that
 # a loopback send/recv fires (run_time_ns per call includes ~70 ns of the statistics' own)
 PRIMITIVES = r"""
@@ -519,6 +518,8 @@ def main() -> int:
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-validation", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--bpf-rounds", type=int, default=4,
+                    help="BPF run-time rounds per version (with --before)")
     ap.add_argument("--before", metavar="REV",
                     help="also run the probe of this git revision's hops.c, interleaved")
     a = ap.parse_args()
@@ -543,7 +544,7 @@ def main() -> int:
     }
     if not a.skip_overhead:
         result["overhead"] = overhead(a.rounds, a.seconds, [int(c) for c in a.conns.split(",")],
-                                      before)
+                                      before, a.bpf_rounds)
         if a.before:
             result["overhead"]["before_rev"] = a.before
     if not a.skip_validation:
