@@ -12,6 +12,7 @@ from analysis.load import IDLE, UNDER_LOAD, Run
 from analysis.stats import summarize
 
 DATAPLANE = "dataplane"
+SAMPLER = "sampler"  # the resource sampler's own row: what the measuring costs
 ROLE_ORDER = ("sidecar", "ztunnel", "waypoint", "control-plane", "app", "loadgen")
 # (metric, column header, text when a cell has no such row)
 MEMORY = (("pss_mib", "PSS (MiB)", "not read"), ("rss_mib", "RSS (MiB)", NOT_MEASURED))
@@ -66,13 +67,14 @@ def role_table(run: Run, rows: pd.DataFrame, idle: bool) -> list[str]:
     """Per role: cores and memory; per level under load, or per mode when idle."""
     metrics = ["cpu_cores", *(m for m, _, _ in MEMORY)]
     out = []
-    # under load the data-plane total has its own table
-    for entity in role_entities(rows) + ([DATAPLANE] if idle else []):
+    # under load the data-plane total has its own table; the sampler's own cost goes last
+    for entity in role_entities(rows) + ([DATAPLANE] if idle else []) + [SAMPLER]:
         ent = rows[rows["entity"] == entity]
         if ent.empty:
             continue
         s = _summaries(ent, metrics)
-        role = "data plane (total)" if entity == DATAPLANE else entity.removeprefix("role:")
+        role = {DATAPLANE: "data plane (total)", SAMPLER: "resource sampler (harness)"}.get(
+            entity, entity.removeprefix("role:"))
         for mode in run.modes:
             if not (ent["mode"] == mode).any():
                 continue

@@ -28,9 +28,11 @@ import platform
 import random
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,19 +172,27 @@ def pct(a: float, b: float) -> float:
 
 # ---- 1. overhead ------------------------------------------------------------------------------
 
-def overhead(rounds: int, seconds: float, conns_list: list[int]) -> dict[str, Any]:
+def overhead(rounds: int, seconds: float, conns_list: list[int],
+             before: Path | None = None, bpf_rounds: int = 4) -> dict[str, Any]:
+    """Rounds of probe off / on (/ before: the probe of an earlier hops.c), in an order that
+    rotates every round so that drift hits every state alike."""
     out: dict[str, Any] = {"mode": "sidecar", "rounds": rounds, "seconds_per_round": seconds,
                            "by_connections": {}}
+    states = ["off", "on"] + (["before"] if before else [])
+    templates = {"on": None, "before": before}
     with mesh("sidecar") as dep:
         targets = targets_for(dep)
         load(dep, 1, 2.0)  # warm-up: connection pools, caches
         for conns in conns_list:
             per_round = []
             for r in range(rounds):
-                order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
+                k = r % len(states)
+                order = states[k:] + states[:k]
+                if (r // len(states)) % 2:
+                    order.reverse()
                 for state in order:
-                    if state == "on":
-                        probe = HopProbe(targets)
+                    if state != "off":
+                        probe = HopProbe(targets, template=templates[state])
                         t0 = time.perf_counter()
                         probe.start()
                         attach_s = time.perf_counter() - t0
@@ -203,7 +213,7 @@ def overhead(rounds: int, seconds: float, conns_list: list[int]) -> dict[str, An
                           f"p50 {res['p50_us']:.0f} us, cpu {res['cpu_us_per_request']:.0f} "
                           f"us/req (mesh {res['mesh_cpu_us_per_request']:.0f})", flush=True)
             summary = {}
-            for state in ("off", "on"):
+            for state in states:
                 rs = [x for x in per_round if x["state"] == state]
                 summary[state] = {
                     "rps_median": round(statistics.median(x["rps"] for x in rs), 1),
@@ -224,7 +234,23 @@ def overhead(rounds: int, seconds: float, conns_list: list[int]) -> dict[str, An
                           for on, off in _pairs(per_round)]
             paired_mesh = [pct(on["mesh_cpu_us_per_request"], off["mesh_cpu_us_per_request"])
                            for on, off in _pairs(per_round)]
+            extra: dict[str, Any] = {}
+            if before:
+                b_rps = [pct(b["rps"], off["rps"]) for b, off in _pairs(per_round, "before")]
+                b_p50 = [pct(b["p50_us"], off["p50_us"]) for b, off in _pairs(per_round, "before")]
+                extra = {
+                    "before_throughput_change_pct": pct(summary["before"]["rps_median"],
+                                                        summary["off"]["rps_median"]),
+                    "before_p50_change_pct": pct(summary["before"]["p50_us_median"],
+                                                 summary["off"]["p50_us_median"]),
+                    "before_paired_throughput_change_pct": b_rps,
+                    "before_paired_p50_change_pct": b_p50,
+                    "before_paired_throughput_change_pct_median": round(
+                        statistics.median(b_rps), 2),
+                    "before_paired_p50_change_pct_median": round(statistics.median(b_p50), 2),
+                }
             out["by_connections"][str(conns)] = {
+                **extra,
                 "summary": summary,
                 "throughput_change_pct": pct(summary["on"]["rps_median"],
                                              summary["off"]["rps_median"]),
@@ -248,23 +274,121 @@ def overhead(rounds: int, seconds: float, conns_list: list[int]) -> dict[str, An
                 "rounds": per_round,
             }
         out["bpf_run_time"] = bpf_run_time(dep, targets, seconds)
+        if before:
+            # in-kernel time is as noisy as the machine: alternate the versions, medians
+            runs: dict[str, list[dict[str, Any]]] = {"on": [out["bpf_run_time"]], "before": []}
+            for i in range(2 * bpf_rounds - 1):
+                state = "before" if i % 2 == 0 else "on"
+                runs[state].append(bpf_run_time(dep, targets, seconds,
+                                                before if state == "before" else None))
+            out["bpf_run_time_rounds"] = {
+                state: {"total_us_per_request": [r["total_us_per_request"] for r in rs],
+                        "total_us_per_request_median": round(statistics.median(
+                            r["total_us_per_request"] for r in rs), 2),
+                        "ns_per_call_median": {name: round(statistics.median(
+                            r["programs"][name]["ns_per_call"] for r in rs))
+                            for name in rs[0]["programs"]},
+                        "matched_pct_min": min(r["matched_pct_min"] or 0 for r in rs)}
+                for state, rs in runs.items()}
+            out["bpf_run_time_before"] = runs["before"][-1]
+        # the probe's in-kernel time against the CPU the mesh spends per request (probe
+        # off, one connection): steadier than the throughput difference on a busy machine
+        off = out["by_connections"].get("1", {}).get("summary", {}).get("off")
+        if off:
+            share = {state: round(100 * v["total_us_per_request_median"]
+                                  / off["mesh_cpu_us_per_request_median"], 2)
+                     for state, v in out.get("bpf_run_time_rounds", {
+                         "on": {"total_us_per_request_median":
+                                out["bpf_run_time"]["total_us_per_request"]}}).items()}
+            out["bpf_pct_of_mesh_cpu_per_request"] = share
+    out["bpf_primitives"] = bpf_primitives()
     return out
 
 
-def bpf_run_time(dep: Deployment, targets: list[Any], seconds: float) -> dict[str, Any]:
+# what the probe's building blocks cost here, each alone in a program on a tracepoint that
+# a loopback send/recv fires (run_time_ns per call includes ~70 ns of the statistics' own)
+PRIMITIVES = r"""
+BPF_PERCPU_ARRAY(pc, u64, 1);
+BPF_ARRAY(arr, u64, 4);
+BPF_HASH(h32, u32, u64, 4096);
+BPF_HASH(h64, u64, u64, 65536);
+TRACEPOINT_PROBE(sock, sock_send_length) { return 0; }
+TRACEPOINT_PROBE(sock, sock_recv_length) {
+    u64 id = bpf_get_current_pid_tgid(); return (id >> 32) == 1; }
+TRACEPOINT_PROBE(tcp, tcp_sendmsg_locked) { u64 t = bpf_ktime_get_ns(); return t == 7; }
+TRACEPOINT_PROBE(sock, sk_data_ready) {
+    int z = 0; u64 *v = pc.lookup(&z); if (v) *v += 1; return 0; }
+TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust) {
+    u32 k = bpf_get_current_pid_tgid(); u64 *v = h32.lookup(&k); return v ? 1 : 0; }
+TRACEPOINT_PROBE(tcp, tcp_probe) {
+    u64 k = (u64)args->skaddr; u64 *v = h64.lookup(&k);
+    if (v) *v += 1; else { u64 o = 1; h64.insert(&k, &o); } return 0; }
+TRACEPOINT_PROBE(net, net_dev_queue) {
+    int k = 1; u64 *v = arr.lookup(&k); if (v) __sync_fetch_and_add(v, 1); return 0; }
+TRACEPOINT_PROBE(net, netif_rx) {
+    u16 p[2] = {}; bpf_probe_read_kernel(p, 4, (void *)args->skbaddr); return p[0] == 3; }
+"""
+PRIMITIVE_NAMES = {
+    "sock_send_length": "empty program", "sock_recv_length": "get_current_pid_tgid + compare",
+    "tcp_sendmsg_locked": "bpf_ktime_get_ns", "sk_data_ready": "per-CPU array look-up",
+    "tcp_rcv_space_adjust": "hash look-up (u32 key, miss)",
+    "tcp_probe": "hash look-up (u64 key, hit) + update", "net_dev_queue": "array + atomic add",
+    "netif_rx": "bpf_probe_read_kernel 4 bytes"}
+
+
+def bpf_primitives(n: int = 20000) -> dict[str, Any]:
+    import socket
+
+    from bcc import BPF
+
+    flag = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = flag.read_text().strip()
+    b = BPF(text=PRIMITIVES.encode())
+    try:
+        flag.write_text("1")
+        try:
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen()
+            c = socket.create_connection(srv.getsockname())
+            a, _ = srv.accept()
+            before = _prog_stats_of(b)
+            for _ in range(n):
+                c.send(b"x" * 100)
+                a.recv(200)
+            after = _prog_stats_of(b)
+            for x in (c, a, srv):
+                x.close()
+        finally:
+            flag.write_text(old)
+    finally:
+        b.cleanup()
+    out = {}
+    for name, (cnt, ns) in after.items():
+        c_, t_ = cnt - before[name][0], ns - before[name][1]
+        short = name.split("__")[-1]
+        out[PRIMITIVE_NAMES.get(short, short)] = {"calls": c_, "ns_per_call": round(t_ / max(c_, 1))}
+    return out
+
+
+def bpf_run_time(dep: Deployment, targets: list[Any], seconds: float,
+                 template: Path | None = None) -> dict[str, Any]:
     """The probe's own in-kernel CPU per request, per program, from the kernel's BPF run-time
     statistics (kernel.bpf_stats_enabled, switched on for this one round, then restored).
     Tracepoint dispatch around the programs is not included."""
     flag = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = flag.read_text().strip()
-    probe = HopProbe(targets)
+    probe = HopProbe(targets, template=template)
+    probe_reads: dict[str, list[HopHistogram]] = {}
     probe.start()
     try:
         flag.write_text("1")
         try:
+            probe.reset()
             before = _prog_stats(probe)
             res = load(dep, 1, seconds)
             after = _prog_stats(probe)
+            probe_reads = {"hists": probe.read()}
         finally:
             flag.write_text(old)
     finally:
@@ -275,14 +399,21 @@ def bpf_run_time(dep: Deployment, targets: list[Any], seconds: float) -> dict[st
         c, t = cnt - before[name][0], ns - before[name][1]
         progs[name] = {"calls_per_request": round(c / n, 2), "ns_per_call": round(t / max(c, 1)),
                        "us_per_request": round(t / n / 1000, 2)}
+    hists = probe_reads.get("hists", [])
     return {"connections": 1, "requests": n, "p50_us": res["p50_us"],
+            "template": str(template or "current"),
+            "matched_pct_min": round(100 * min(h.count / n for h in hists), 1) if hists else None,
             "total_us_per_request": round(sum(p["us_per_request"] for p in progs.values()), 2),
             "programs": progs}
 
 
 def _prog_stats(probe: HopProbe) -> dict[str, tuple[int, int]]:
+    return _prog_stats_of(probe._bpf)
+
+
+def _prog_stats_of(bpf: Any) -> dict[str, tuple[int, int]]:
     out = {}
-    for name, fn in probe._bpf.funcs.items():
+    for name, fn in bpf.funcs.items():
         text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
         cnt = re.search(r"run_cnt:\s*(\d+)", text)
         ns = re.search(r"run_time_ns:\s*(\d+)", text)
@@ -295,12 +426,13 @@ def _iqr(values: list[float]) -> list[float]:
     return [round(q[0], 2), round(q[2], 2)]
 
 
-def _pairs(per_round: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def _pairs(per_round: list[dict[str, Any]], state: str = "on"
+           ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     by_round: dict[int, dict[str, dict[str, Any]]] = {}
     for x in per_round:
         by_round.setdefault(x["round"], {})[x["state"]] = x
     for r in sorted(by_round):
-        yield by_round[r]["on"], by_round[r]["off"]
+        yield by_round[r][state], by_round[r]["off"]
 
 
 # ---- 2. validation ----------------------------------------------------------------------------
@@ -386,7 +518,20 @@ def main() -> int:
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-validation", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--bpf-rounds", type=int, default=4,
+                    help="BPF run-time rounds per version (with --before)")
+    ap.add_argument("--before", metavar="REV",
+                    help="also run the probe of this git revision's hops.c, interleaved")
     a = ap.parse_args()
+    # a SIGTERM (timeout, Ctrl-C of a wrapper) unwinds through the teardowns: the default
+    # action would leave the mesh's processes and namespaces behind
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    before = None
+    if a.before:
+        before = Path(tempfile.mkdtemp(prefix="mb-hops-before-")) / "hops.c"
+        before.write_bytes(subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent.parent), "show",
+             f"{a.before}:bench/probes/hops.c"], check=True, capture_output=True).stdout)
     result: dict[str, Any] = {
         "machine": {"cpu_model": cpu_model(), "cpus": os.cpu_count(),
                     "kernel": platform.release(), "python": platform.python_version(),
@@ -398,7 +543,10 @@ def main() -> int:
                  "VM, other jobs may run concurrently (see loadavg)"),
     }
     if not a.skip_overhead:
-        result["overhead"] = overhead(a.rounds, a.seconds, [int(c) for c in a.conns.split(",")])
+        result["overhead"] = overhead(a.rounds, a.seconds, [int(c) for c in a.conns.split(",")],
+                                      before, a.bpf_rounds)
+        if a.before:
+            result["overhead"]["before_rev"] = a.before
     if not a.skip_validation:
         result["validation"] = validation(a.reps, a.seconds, a.seed)
     result["machine"]["loadavg_at_end"] = list(os.getloadavg())
@@ -413,10 +561,24 @@ def main() -> int:
               f"{v['paired_p50_change_pct_median']:+.2f} %), mesh CPU per request "
               f"{v['mesh_cpu_per_request_change_pct']:+.2f} % (paired median "
               f"{v['paired_mesh_cpu_per_request_change_pct_median']:+.2f} %)")
-    bpf = result.get("overhead", {}).get("bpf_run_time")
-    if bpf:
-        print(f"BPF run time: {bpf['total_us_per_request']} us per request "
-              f"(p50 {bpf['p50_us']:.0f} us)")
+    for state, v in result.get("overhead", {}).get("bpf_run_time_rounds", {}).items():
+        print(f"BPF run time {state}: median {v['total_us_per_request_median']} us per request "
+              f"(rounds {v['total_us_per_request']}), ns per call {v['ns_per_call_median']}")
+    for k, v in result.get("overhead", {}).get("bpf_primitives", {}).items():
+        print(f"primitive {k}: {v['ns_per_call']} ns per call")
+    for key in ("bpf_run_time", "bpf_run_time_before"):
+        bpf = result.get("overhead", {}).get(key)
+        if bpf:
+            print(f"{key}: {bpf['total_us_per_request']} us per request "
+                  f"(p50 {bpf['p50_us']:.0f} us, matched min {bpf['matched_pct_min']} %): "
+                  + ", ".join(f"{k.split('__')[-1]} {v['calls_per_request']}x"
+                              f"{v['ns_per_call']} ns" for k, v in bpf["programs"].items()))
+    for conns, v in result.get("overhead", {}).get("by_connections", {}).items():
+        if "before_throughput_change_pct" in v:
+            print(f"before, {conns} conn(s): throughput {v['before_throughput_change_pct']:+.2f} "
+                  f"%, p50 {v['before_p50_change_pct']:+.2f} % (paired medians "
+                  f"{v['before_paired_throughput_change_pct_median']:+.2f} % / "
+                  f"{v['before_paired_p50_change_pct_median']:+.2f} %)")
     for mode, v in result.get("validation", {}).get("per_mode", {}).items():
         print(f"validation {mode}: sum(hop p50)/overhead(p50) = {v['ratio_p50_median']}, "
               f"sum(hop mean)/overhead(mean) = {v['ratio_mean_median']}")

@@ -376,7 +376,9 @@ def _btf_struct_offsets(data: bytes, struct_name: str, fields: Iterable[str]) ->
 class HopProbe:
     """Attach, read per window, detach. Also a context manager (start/stop)."""
 
-    def __init__(self, targets: list[HopTarget]) -> None:
+    def __init__(self, targets: list[HopTarget], template: Path | None = None) -> None:
+        """`template`: another hops.c to fill (a benchmark compares versions with it)."""
+        self.template = template or C_TEMPLATE
         seen_pid: set[int] = set()
         seen_entity: set[str] = set()
         for t in targets:
@@ -443,7 +445,7 @@ class HopProbe:
             "CLASSIFY_CASES": "\n".join(classify),
             "WATCHED_EXPR": watched,
         }
-        text = C_TEMPLATE.read_text()
+        text = self.template.read_text()
 
         def fill(m: re.Match[str]) -> str:
             key = m.group(0)[2:-2]

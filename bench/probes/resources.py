@@ -3,7 +3,7 @@
 Run the sampler with `ResourceSampler` (a context manager) or directly:
 
     python -m bench.probes.resources --targets targets.json --out resources.jsonl \
-        --interval 1.0 --pss-interval 5.0
+        --interval 1.0 --pss-interval 5.0 [--stat-interval 1.0]
 
 It lives in its own process, at raised priority where allowed, because under CPU
 saturation a Python thread in the orchestrator stalls for seconds. It re-reads the
@@ -11,12 +11,21 @@ targets file (see `bench.probes.processes.write_targets`) whenever it changes, a
 appends one JSON line per target per sweep, flushed every sweep, so data survive a crash:
 
     {"ts", "mono", "seq", "pid", "entity", "role", "pod", "namespace", "node", "mode",
-     "cpu_ns", "cpu_ticks_s", "rss_bytes", "threads"[, "pss_bytes", "uss_bytes"]}
+     "cpu_ns", "rss_bytes"[, "cpu_ticks_s", "threads"][, "pss_bytes", "uss_bytes"]}
 
 plus {"...", "gone": true} once when a process has exited, {"...", "error": reason} when
 it cannot be read, {"ts", "mono", "seq", "gap_s"} when a sweep starts more than two
 intervals after the previous one, a "meta" line at start, and its own row (role
 "sampler", with "sweep_s", the previous sweep's duration) every sweep.
+
+Cost. psutil is left for discovery and metadata: the hot path reads /proc directly, one
+syscall per file on descriptors held open, because psutil's per-process objects cost
+~8x as much per sweep (benchmarks/bench_sampler.py). Every sweep reads each target's CPU
+clock and /proc/PID/statm (RSS). The dearer files are read for a rotating share of the
+targets per sweep, each target once per its interval, spread over the sweeps in between
+rather than in one burst: /proc/PID/stat ("cpu_ticks_s", "threads": every
+--stat-interval, and whenever the CPU clock cannot be read) and smaps_rollup ("pss_bytes",
+"uss_bytes": every --pss-interval; a page-table walk in the kernel, the dearest read).
 
 CPU source. `cpu_ns` is the kernel's process-wide CPU clock, read with
 clock_gettime(MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)) -- the clock id glibc's
@@ -60,7 +69,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _CPUCLOCK_SCHED = 2
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # so `-m bench...` imports without install
-_GONE_STATES = (b"Z", b"X")  # a zombie has exited; its counters no longer move
+_GONE_STATES = (b"Z", b"X")
+# rows read within this long of each other share one time stamp (0.02 % of a 1 s window)
+STAMP_REUSE_S = 0.0002  # a zombie has exited; its counters no longer move
 
 
 def process_cpu_ns(pid: int) -> int:
@@ -68,32 +79,75 @@ def process_cpu_ns(pid: int) -> int:
     return time.clock_gettime_ns(((~pid) << 3) | _CPUCLOCK_SCHED)
 
 
+_O_READ = os.O_RDONLY | os.O_CLOEXEC
+
+
+def _kb(text: bytes, key: bytes) -> int:
+    """The number on smaps_rollup's line `key` ("\\nPss:"), 0 if absent."""
+    i = text.find(key)
+    if i < 0:
+        return 0
+    i += len(key)
+    return int(text[i:text.index(b"k", i)])  # "    1234 kB"; int() skips the spaces
+
+
+def parse_smaps_rollup(text: bytes) -> tuple[int, int] | None:
+    """(PSS, USS) in bytes from the text of smaps_rollup; None for a process without memory.
+
+    USS counts Private_Clean + Private_Dirty + Private_Hugetlb, as psutil does."""
+    if b"\nPss:" not in text:
+        return None
+    uss = (_kb(text, b"\nPrivate_Clean:") + _kb(text, b"\nPrivate_Dirty:")
+           + _kb(text, b"\nPrivate_Hugetlb:"))
+    return _kb(text, b"\nPss:") * 1024, uss * 1024
+
+
 def read_smaps_rollup(pid: int) -> tuple[int, int] | None:
     """(PSS, USS) in bytes from /proc/PID/smaps_rollup; None for a process without memory.
 
-    USS counts Private_Clean + Private_Dirty + Private_Hugetlb, as psutil does. Needs
-    ptrace-read access to the process (PermissionError otherwise).
+    Needs ptrace-read access to the process (PermissionError otherwise).
     """
     with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-        text = f.read()
-    kb: dict[bytes, int] = {}
-    for line in text.splitlines()[1:]:
-        key, _, rest = line.partition(b":")
-        if rest:
-            kb[key] = int(rest.split()[0])
-    if b"Pss" not in kb:
-        return None
-    uss = kb.get(b"Private_Clean", 0) + kb.get(b"Private_Dirty", 0) + kb.get(b"Private_Hugetlb", 0)
-    return kb[b"Pss"] * 1024, uss * 1024
+        return parse_smaps_rollup(f.read())
+
+
+class _Rotation:
+    """Which targets a sweep reads an expensive file of: a rotating share of them, so that
+    each is read once per `every` seconds and the reads are spread over the sweeps in
+    between rather than made for all targets in one sweep. `every` <= 0: never."""
+
+    def __init__(self, every: float, interval: float) -> None:
+        self.share = interval / every if every > 0 else 0.0  # of the targets, per sweep
+        self.credit = 0.0
+        self.cursor = 0
+
+    def pick(self, n: int) -> tuple[int, int]:
+        """(start, count) for this sweep over n targets: index i is picked when
+        (i - start) % n < count."""
+        if self.share <= 0 or n == 0:
+            return 0, 0
+        if self.share >= 1:
+            return 0, n
+        self.credit += n * self.share
+        count = min(n, int(self.credit + 1e-9))  # 10 x 0.1 is 0.9999...
+        self.credit -= count
+        start = self.cursor % n
+        self.cursor = (start + count) % n
+        return start, count
 
 
 class _Watched:
-    """One target being sampled: its /proc/PID/stat held open between sweeps.
+    """One target being sampled, its /proc files held open between sweeps.
 
-    Holding the file open is 3x cheaper than reopening it (one pread, ~6 us, against
-    open+read+close, ~30 us) and pins the original process: once it has exited, reads
-    fail with ESRCH even if the PID number is reused.
+    Every sweep reads the CPU clock (one syscall, no parsing) and /proc/PID/statm (RSS: one
+    pread of a ~30-byte file). /proc/PID/stat (utime+stime ticks, threads; 3x statm's
+    kernel time) and smaps_rollup (PSS, USS; a page-table walk, 30x) are read only for the
+    share of targets `_Rotation` picks. Holding a file open is cheaper than reopening it
+    (one pread against open+read+close) and pins the original process: once it has exited,
+    reads fail with ESRCH even if the PID number is reused.
     """
+
+    __slots__ = ("target", "prefix", "clock", "statm_fd", "stat_fd", "smaps_fd", "last_error")
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -104,57 +158,72 @@ class _Watched:
         }
         # rows are the static fields plus a few numbers: encode the static part once
         self.prefix = json.dumps(static, separators=(",", ":"))[:-1]
+        self.clock = ((~target.pid) << 3) | _CPUCLOCK_SCHED  # the process's CPU clock id
+        self.statm_fd: int | None = None
         self.stat_fd: int | None = None
+        self.smaps_fd: int | None = None
         self.last_error = ""
 
     def close(self) -> None:
-        if self.stat_fd is not None:
-            os.close(self.stat_fd)
-            self.stat_fd = None
+        for fd in (self.statm_fd, self.stat_fd, self.smaps_fd):
+            if fd is not None:
+                os.close(fd)
+        self.statm_fd = self.stat_fd = self.smaps_fd = None
 
-    def sample(self, stamp: str, with_pss: bool) -> tuple[str, bool]:
+    def sample(self, stamp: str, with_pss: bool, with_stat: bool = True) -> tuple[str, bool]:
         """One JSON line for this sweep, and whether the process is gone."""
         pid = self.target.pid
         try:
-            if self.stat_fd is None:
-                self.stat_fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            if self.statm_fd is None:
+                self.statm_fd = os.open(f"/proc/{pid}/statm", _O_READ)
         except FileNotFoundError:
             return self._gone(stamp), True
         except OSError as e:
             return self._error(stamp, e), False
-        # Read the clock and smaps by PID number *before* the held stat file: if the stat
-        # read then succeeds, the original process was alive during both earlier reads.
+        # The clock is read by PID number *before* the held files: if a held file's read
+        # then succeeds, the original process was alive when the clock was read.
         try:
-            cpu: str = str(process_cpu_ns(pid))
+            cpu = str(time.clock_gettime_ns(self.clock))
         except OSError:
             cpu = "null"
+            with_stat = True  # the ticks are the fallback
         extra = ""
-        if with_pss:
-            try:
-                mem = read_smaps_rollup(pid)
-                if mem is not None:
-                    extra = f',"pss_bytes":{mem[0]},"uss_bytes":{mem[1]}'
-            except (ProcessLookupError, FileNotFoundError):
-                return self._gone(stamp), True
-            except OSError as e:
-                extra = f',"pss_error":{json.dumps(e.strerror or str(e))}'
         try:
-            raw = os.pread(self.stat_fd, 4096, 0)  # the whole file, in one syscall
-        except ProcessLookupError:
+            if with_stat:
+                if self.stat_fd is None:
+                    self.stat_fd = os.open(f"/proc/{pid}/stat", _O_READ)
+                raw = os.pread(self.stat_fd, 4096, 0)
+                # comm may hold spaces and parentheses: fields start after the last ')'
+                f = raw[raw.rfind(b")") + 2:].split(None, 18)
+                if f[0] in _GONE_STATES:
+                    return self._gone(stamp), True
+                extra = (f',"cpu_ticks_s":{(int(f[11]) + int(f[12])) / CLK_TCK:.2f}'
+                         f',"threads":{int(f[17])}')
+            if with_pss:
+                extra += self._pss()
+            statm = os.pread(self.statm_fd, 128, 0).split(None, 2)
+        except (ProcessLookupError, FileNotFoundError):
             return self._gone(stamp), True
         except OSError as e:
             return self._error(stamp, e), False
-        # comm may hold spaces and parentheses: fields start after the last ')'
-        f = raw[raw.rfind(b")") + 2:].split()
-        if f[0] in _GONE_STATES:
+        if statm[0] == b"0":
+            # no address space: a zombie (its counters no longer move) or being reaped
             return self._gone(stamp), True
         self.last_error = ""
-        ticks = (int(f[11]) + int(f[12])) / CLK_TCK
-        # stat's rss field is the same counter as statm's resident (get_mm_rss), one read
-        return (
-            f'{self.prefix},{stamp},"cpu_ns":{cpu},"cpu_ticks_s":{ticks:.2f},'
-            f'"rss_bytes":{int(f[21]) * PAGE_SIZE},"threads":{int(f[17])}{extra}}}\n'
-        ), False
+        return (f'{self.prefix},{stamp},"cpu_ns":{cpu},"rss_bytes":{int(statm[1]) * PAGE_SIZE}'
+                f'{extra}}}\n'), False
+
+    def _pss(self) -> str:
+        """The PSS/USS fields of a row; ProcessLookupError/FileNotFoundError when gone."""
+        try:
+            if self.smaps_fd is None:
+                self.smaps_fd = os.open(f"/proc/{self.target.pid}/smaps_rollup", _O_READ)
+            mem = parse_smaps_rollup(os.pread(self.smaps_fd, 4096, 0))
+        except (ProcessLookupError, FileNotFoundError):
+            raise
+        except OSError as e:
+            return f',"pss_error":{json.dumps(e.strerror or str(e))}'
+        return "" if mem is None else f',"pss_bytes":{mem[0]},"uss_bytes":{mem[1]}'
 
     def _gone(self, stamp: str) -> str:
         self.close()
@@ -172,11 +241,13 @@ class _SamplerLoop:
     """The loop inside the sampler process."""
 
     def __init__(self, targets_path: Path, out_path: Path, interval: float,
-                 pss_interval: float, parent_pid: int) -> None:
+                 pss_interval: float, parent_pid: int, stat_interval: float = 1.0) -> None:
         self.targets_path = targets_path
         self.interval = interval
         self.pss_interval = pss_interval
         self.parent_pid = parent_pid
+        self.pss_turns = _Rotation(pss_interval, interval)
+        self.stat_turns = _Rotation(stat_interval, interval)
         self.out = open(out_path, "a")  # noqa: SIM115 -- open for the process's life
         self.watched: dict[tuple[int, str], _Watched] = {}
         self.gone: set[tuple[int, str]] = set()
@@ -213,21 +284,43 @@ class _SamplerLoop:
             if k not in self.watched and k not in self.gone:
                 self.watched[k] = _Watched(t)
 
-    def sweep(self, seq: int, with_pss: bool, last_sweep_s: float) -> None:
+    def sweep(self, seq: int, own_pss: bool, last_sweep_s: float) -> None:
         offset = time.time() - time.monotonic()
         lines = []
-        for k, w in list(self.watched.items()):
-            mono = time.monotonic()
-            line, gone = w.sample(f'"ts":{mono + offset:.6f},"mono":{mono:.6f},"seq":{seq}',
-                                  with_pss)
+        items = list(self.watched.items())
+        n = len(items)
+        pss0, pss_n = self.pss_turns.pick(n)
+        stat0, stat_n = self.stat_turns.pick(n)
+        monotonic, clock_gettime_ns, pread = time.monotonic, time.clock_gettime_ns, os.pread
+        stamp, stamp_at = "", -math.inf
+        for i, (k, w) in enumerate(items):
+            mono = monotonic()
+            if mono - stamp_at > STAMP_REUSE_S:  # formatting two floats costs as much as a read
+                stamp = f'"ts":{mono + offset:.6f},"mono":{mono:.6f},"seq":{seq}'
+                stamp_at = mono
+            with_pss, with_stat = (i - pss0) % n < pss_n, (i - stat0) % n < stat_n
+            if w.statm_fd is not None and not (with_pss or with_stat):
+                # the common row, inline (a call and its error handling cost as much as a
+                # read); anything unusual is left to sample(), which reads afresh
+                try:
+                    cpu = clock_gettime_ns(w.clock)
+                    statm = pread(w.statm_fd, 128, 0)
+                except OSError:
+                    statm = b"0"
+                if statm[0] != 48:  # "0": no address space, gone (sample() says so)
+                    lines.append(f'{w.prefix},{stamp},"cpu_ns":{cpu},"rss_bytes":'
+                                 f'{int(statm.split(None, 2)[1]) * PAGE_SIZE}}}\n')
+                    w.last_error = ""
+                    continue
+            line, gone = w.sample(stamp, with_pss, with_stat)
             lines.append(line)
             if gone:
                 del self.watched[k]
                 self.gone.add(k)
-        mono = time.monotonic()
+        mono = monotonic()
         line, _ = self.me.sample(
             f'"ts":{mono + offset:.6f},"mono":{mono:.6f},"seq":{seq},"sweep_s":{last_sweep_s:.6f}',
-            with_pss)
+            own_pss)
         lines.append(line)
         # one write and flush per sweep: a crash loses at most the sweep in progress
         self.out.write("".join(lines))
@@ -256,11 +349,12 @@ class _SamplerLoop:
                         "ts": time.time(), "mono": start, "seq": seq,
                         "gap_s": round(start - prev_start, 6)}) + "\n")
                 self.reload_targets()
-                # half an interval of slack so PSS does not slip a whole sweep to jitter
-                with_pss = (self.pss_interval > 0
-                            and start - last_pss >= self.pss_interval - self.interval / 2)
-                self.sweep(seq, with_pss, last_sweep_s)
-                last_pss = start if with_pss else last_pss
+                # the sampler's own PSS, by time; half an interval of slack so that it does
+                # not slip a whole sweep to jitter
+                own_pss = (self.pss_interval > 0
+                           and start - last_pss >= self.pss_interval - self.interval / 2)
+                self.sweep(seq, own_pss, last_sweep_s)
+                last_pss = start if own_pss else last_pss
                 prev_start, seq = start, seq + 1
                 now = time.monotonic()
                 last_sweep_s = now - start
@@ -271,6 +365,7 @@ class _SamplerLoop:
         finally:
             for w in self.watched.values():
                 w.close()
+            self.me.close()
             self.out.close()
 
 
@@ -283,12 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between sweeps")
     p.add_argument("--pss-interval", type=float, default=5.0,
                    help="seconds between PSS/USS reads; 0 turns them off")
+    p.add_argument("--stat-interval", type=float, default=1.0,
+                   help="seconds between reads of a target's stat (CPU ticks, threads)")
     p.add_argument("--nice", type=int, default=-5, help="absolute nice value to ask for")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="exit when this is no longer the parent (default: the parent now)")
     args = p.parse_args(argv)
-    if args.interval <= 0 or args.pss_interval < 0:
-        p.error("--interval must be > 0 and --pss-interval >= 0")
+    if args.interval <= 0 or args.pss_interval < 0 or args.stat_interval <= 0:
+        p.error("--interval and --stat-interval must be > 0, --pss-interval >= 0")
     parent = args.parent_pid if args.parent_pid is not None else os.getppid()
     if os.getppid() != parent:
         return 0  # the parent died before we got here
@@ -298,15 +395,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sampler: cannot set nice {args.nice}; sampling at normal priority",
               file=sys.stderr)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:  # one held-open stat file per target
+    if soft < hard:  # up to three held-open /proc files per target
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    loop = _SamplerLoop(args.targets, args.out, args.interval, args.pss_interval, parent)
+    loop = _SamplerLoop(args.targets, args.out, args.interval, args.pss_interval, parent,
+                        args.stat_interval)
     signal.signal(signal.SIGTERM, loop.on_signal)
     signal.signal(signal.SIGINT, loop.on_signal)
     loop.run({
         "pid": os.getpid(), "interval": args.interval, "pss_interval": args.pss_interval,
-        "nice": os.getpriority(os.PRIO_PROCESS, 0), "clk_tck": CLK_TCK,
+        "stat_interval": args.stat_interval, "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "clk_tck": CLK_TCK,
         "page_size": PAGE_SIZE, "cpu_source": "clock_gettime(CPUCLOCK_SCHED)",
+        "rss_source": "statm", "pss_source": "smaps_rollup, spread over the sweeps",
     })
     return 0
 
@@ -323,11 +423,12 @@ class ResourceSampler:
 
     def __init__(self, targets_path: Path, out_path: Path, interval: float = 1.0,
                  pss_interval: float = 5.0, nice: int = -5,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, stat_interval: float = 1.0) -> None:
         self.targets_path = Path(targets_path)
         self.out_path = Path(out_path)
         self.interval = interval
         self.pss_interval = pss_interval
+        self.stat_interval = stat_interval
         self.nice = nice
         self.python = python
         self.proc: subprocess.Popen[bytes] | None = None
@@ -342,6 +443,7 @@ class ResourceSampler:
             [self.python, "-m", "bench.probes.resources", "--targets", str(self.targets_path),
              "--out", str(self.out_path), "--interval", str(self.interval),
              "--pss-interval", str(self.pss_interval), "--nice", str(self.nice),
+             "--stat-interval", str(self.stat_interval),
              "--parent-pid", str(os.getpid())],
             # its own session: a Ctrl-C to the orchestrator's group does not cut samples short
             start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -439,8 +541,10 @@ def _entity_window(rows: list[dict[str, Any]], t0: float, t1: float
         return "no time between first and last sample"
     if first.get("cpu_ns") is not None and last.get("cpu_ns") is not None:
         cpu_s = (last["cpu_ns"] - first["cpu_ns"]) / 1e9
-    else:
+    elif "cpu_ticks_s" in first and "cpu_ticks_s" in last:
         cpu_s = last["cpu_ticks_s"] - first["cpu_ticks_s"]
+    else:
+        return "no CPU reading of one source at both ends (clock unreadable, no stat row)"
     if cpu_s < 0:
         return "CPU time went backwards"
     mem = [r for r in used if r["ts"] >= t0]
@@ -474,15 +578,22 @@ def _memory_samples(cell: Cell, entity: str, ts: float, labels: dict[str, Any],
 def _aggregate(cell: Cell, entity: str, ts: float, labels: dict[str, Any],
                members: list[_EntityWindow], ref_span: float) -> list[Sample]:
     # A member that lived for part of the window counts for that part of it.
-    cores = sum(m.cores * min(1.0, m.span_s / ref_span) for m in members)
-    # Memory is summed sweep by sweep, so the max is of the total, not a sum of maxima.
-    sums: list[list[float]] = []
-    for attr in ("rss", "pss", "uss"):
-        by_seq: dict[Any, float] = defaultdict(float)
-        for m in members:
-            for seq, v in getattr(m, attr).items():
-                by_seq[seq] += v
-        sums.append(list(by_seq.values()))
+    share = [min(1.0, m.span_s / ref_span) for m in members]
+    cores = sum(m.cores * w for m, w in zip(members, share))
+    # RSS, read every sweep, is summed sweep by sweep, so the max is of the total, not a
+    # sum of maxima.
+    rss_by_sweep: dict[Any, float] = defaultdict(float)
+    for m in members:
+        for sweep, v in m.rss.items():
+            rss_by_sweep[sweep] += v
+    # PSS and USS are read for a rotating share of the targets per sweep, so no sweep holds
+    # them all: the total is the sum of the members' means (a member weighted by its share
+    # of the window, as its CPU is).
+    means: list[list[float]] = []
+    for attr in ("pss", "uss"):
+        parts = [(sum(v.values()) / len(v), w) for m, w in zip(members, share)
+                 if (v := getattr(m, attr))]
+        means.append([sum(x * w for x, w in parts)] if parts else [])
     # "entities" counts proxies (a sidecar's Envoy and pilot-agent are one), "processes" all
     labels = {**labels, "entities": len({proxy_of(m.entity) for m in members}),
               "processes": len(members)}
@@ -491,7 +602,7 @@ def _aggregate(cell: Cell, entity: str, ts: float, labels: dict[str, Any],
                         value=cores, ts=ts, labels=labels),
         Sample.for_cell(cell, source=SOURCE, metric="samples", unit="count", entity=entity,
                         value=sum(m.n for m in members), ts=ts, labels=labels),
-        *_memory_samples(cell, entity, ts, labels, *sums),
+        *_memory_samples(cell, entity, ts, labels, list(rss_by_sweep.values()), *means),
     ]
 
 
@@ -502,8 +613,9 @@ def summarize_window(path: Path, t0: float, t1: float, cell: Cell) -> WindowSumm
     one inside) and the last at/before t1, over the time between those two samples;
     "rss_mib" (mean), "rss_max_mib", "pss_mib", "uss_mib" (means, where read) over the
     samples inside the window; "samples" = samples used. Then "role:<role>" sums and
-    "dataplane" (sidecar + ztunnel + waypoint), where memory is summed per sweep and a
-    process alive for part of the window adds its CPU for that part only. Only targets
+    "dataplane" (sidecar + ztunnel + waypoint), where RSS is summed per sweep, PSS and USS
+    are sums of the members' means, and a process alive for part of the window adds its
+    CPU, PSS and USS for that part only. Only targets
     whose mode is "" or `cell.mode` count. Entities with fewer than 2 samples (including
     unreadable ones), or whose PID changed, are skipped with a reason; processes that
     exited before t0 or first appear after t1 are left out silently. Exited processes

@@ -111,8 +111,11 @@ def test_half_a_core_within_10_percent_and_gone_once(tmp_path: Path) -> None:
     assert [r for r in mine if r.get("gone")] == [mine[-1]]  # once, and nothing after
     last = mine[-2]
     assert "cpu_ns" in last and "rss_bytes" in last  # the row before "gone" is real data
-    # the 10 ms tick counter agrees with the ns clock to a few ticks
-    assert last["cpu_ticks_s"] == pytest.approx(last["cpu_ns"] / 1e9, abs=0.03)
+    # the 10 ms tick counter (read from stat once a second) agrees with the ns clock to a
+    # few ticks
+    ticked = [r for r in mine if "cpu_ticks_s" in r]
+    assert len(ticked) >= 4
+    assert ticked[-1]["cpu_ticks_s"] == pytest.approx(ticked[-1]["cpu_ns"] / 1e9, abs=0.03)
     own = [r for r in rows(out) if r.get("role") == "sampler"]
     assert len(own) >= 20 and own[-1]["cpu_ns"] > own[0]["cpu_ns"]
 

@@ -223,3 +223,14 @@ def test_print_bpf_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert hops.main(["--print-bpf", "--target", "99:sidecar-client-0:sidecar:client"]) == 0
     out = capsys.readouterr().out
     assert "case 99: return 0;" in out and not hops.PLACEHOLDER.search(out)
+
+
+def test_another_template_can_be_filled(tmp_path: Path) -> None:
+    # the overhead benchmark compares an earlier hops.c with this one
+    other = tmp_path / "hops.c"
+    other.write_text("#define NT __MAX_TARGETS__\nint f(u32 tgid) { switch (tgid) {\n"
+                     "__TARGET_CASES__\n } return -1; }\n")
+    text = HopProbe(TARGETS, template=other).generate_c(offsets=(12, 14))
+    assert "#define NT 3" in text and "case 777: return 2;" in text
+    assert "sock_send_length" not in text  # nothing of the default template
+    assert "sock_send_length" in _c()
