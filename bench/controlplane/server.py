@@ -75,6 +75,7 @@ class PushResult:
     unplanned: dict[str, list[str]] = field(default_factory=dict)
     debounce_s: float = 0.0
     merged: int = 1  # changes merged into this push by the debounce
+    differs: dict[str, list[str]] = field(default_factory=dict)  # types whose content changed
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in sets per node
@@ -192,6 +193,7 @@ class XdsServer:
         todo: dict[str, list[tuple[str, str]]] = {}
         plans: dict[str, dict[str, str]] = {}
         unplanned: dict[str, list[str]] = {}
+        differs_by: dict[str, list[str]] = {}
         pushed: list[str] = []
         for node in sorted(set(self.snapshots) | set(snapshots)):
             old = self.snapshots.get(node)
@@ -211,6 +213,8 @@ class XdsServer:
                 differs = (old is None or t not in old.by_type or t not in new.by_type
                            or old.by_type[t].digest != new.by_type[t].digest)
                 how = p.sends(t)
+                if differs:
+                    differs_by.setdefault(node, []).append(t)
                 if how == WHOLE and t in new.by_type:
                     todo.setdefault(node, []).append((t, WHOLE))
                 elif how in (INCREMENTAL, CONTENT) and differs:
@@ -227,7 +231,8 @@ class XdsServer:
         changed = {n: [t for t, _ in ts] for n, ts in todo.items()}
         queued = self._queue(todo, version, "change")
         return PushResult(version, changed, queued, pushed=pushed, plans=plans,
-                          unplanned=unplanned, debounce_s=debounce_s, merged=merged)
+                          unplanned=unplanned, debounce_s=debounce_s, merged=merged,
+                          differs=differs_by)
 
     def push(self, nodes: Iterable[str] | None, reason: str,
              types: Iterable[str] | None = None) -> PushResult:
