@@ -404,7 +404,8 @@ class XdsServer:
             stream.node = node_id
             self.streams.setdefault(stream.node, set()).add(stream)
             self.ledger.record(Event("connect", stream.node, stream=stream.id,
-                                     detail=context.peer()))
+                                     detail=context.peer(),
+                                     reason="delta" if stream.delta else "sotw"))
             self._notify()
 
     async def _on_request(self, stream: Stream, context: grpc.aio.ServicerContext,
@@ -415,6 +416,7 @@ class XdsServer:
             self.ledger.counts["unsupported_type"] += 1
             log.warning("%s asked for %s, which is not served", stream.node, t)
             return
+        self.ledger.type_state(stream.node, t).requests += 1
         if not req.response_nonce:
             stream.subscribed.add(t)
             reason = "reconnect" if req.version_info else "initial"
@@ -442,6 +444,7 @@ class XdsServer:
             self.ledger.counts["unsupported_type"] += 1
             log.warning("%s asked for %s, which is not served", stream.node, t)
             return
+        self.ledger.type_state(stream.node, t).requests += 1
         first = t not in stream.subscribed
         subscribe = set(req.resource_names_subscribe)
         added: set[str] = set()

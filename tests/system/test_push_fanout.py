@@ -17,22 +17,28 @@ from bench.store import Cell
 
 pytestmark = pytest.mark.root
 
-# who must receive each change, by role (sidecar: all, since a sidecar without a Sidecar
-# resource holds every service and route; ztunnel: L4 only; waypoint: what it serves)
+# who is sent something for each change, by role, under Istio 1.27's decision (pushrules):
+# a sidecar without a Sidecar resource for every service, route and policy of its namespace;
+# a ztunnel its WDS deltas (nothing for a route); a waypoint on every change (an
+# AuthorizationPolicy re-sends its listeners, clusters, routes and endpoints)
 EXPECTED = {
     ("sidecar", "new_service"): {"sidecar"},
     ("sidecar", "l7_route"): {"sidecar"},
+    ("sidecar", "l4_authz"): {"sidecar"},
     ("ambient", "new_service"): {"ztunnel"},
     ("ambient", "l7_route"): set(),
+    ("ambient", "l4_authz"): {"ztunnel"},
     ("waypoint", "new_service"): {"ztunnel", "waypoint"},
     ("waypoint", "l7_route"): {"waypoint"},
-    # Istio pushes an AuthorizationPolicy to every sidecar of its namespace and every ztunnel
-    ("sidecar", "l4_authz"): {"sidecar"},
-    ("ambient", "l4_authz"): {"ztunnel"},
-    ("waypoint", "l4_authz"): {"ztunnel"},
+    ("waypoint", "l4_authz"): {"ztunnel", "waypoint"},
 }
-# whose rendered config actually changes: for the policy, only the selected workload's sidecar
-CHANGED = {("sidecar", "l4_authz"): {"sidecar-svc-0-0"}}
+# whose config actually changes: the policy changes only the selected workload's sidecar,
+# and not the waypoint (an L4 policy)
+CHANGED = {("sidecar", "l4_authz"): {"sidecar-svc-0-0"},
+           ("waypoint", "l4_authz"): {"ztunnel"}}
+# the xDS types Istio sends a sidecar for each change (cds.go, eds.go, lds.go, rds.go)
+SIDECAR_TYPES = {"new_service": {"cds", "eds", "lds", "rds"}, "l7_route": {"cds", "lds", "rds"},
+                 "l4_authz": {"lds"}}
 
 
 def _backend(name: str, services: int, pods_per_service: int) -> LocalBackend:
@@ -53,14 +59,25 @@ def test_change_reaches_exactly_the_scoped_proxies(mode: str, experiment: str) -
         roles = {p.name: p.role for p in dep.mesh.proxies}
         want = {n for n, r in roles.items() if r in EXPECTED[(mode, experiment)]}
         assert set(o.updated) == want
-        assert set(o.changed) == CHANGED.get((mode, experiment), want)
-        assert set(o.scoped) == want - set(o.changed)
+        changed = CHANGED.get((mode, experiment))
+        want_changed = want if changed is None else {
+            n for n in want if n in changed or roles[n] in changed}
+        assert set(o.changed) == want_changed
+        # Istio pushes every proxy of the namespace (sidecars) and every ambient proxy
+        assert set(o.pushed) == set(roles)
+        assert o.unplanned == {}  # nothing sent outside Istio's decision
         assert not o.nacks and not o.stragglers
-        # the proxies' own view: exactly the updated ones applied an update
+        assert o.debounce_ms >= 100  # PILOT_DEBOUNCE_AFTER
+        # the proxies' own view (Envoy's counters; the ztunnels' WDS client's ACKs)
         assert {n for n, v in o.applied.items() if v > 0} == want
         for name in want:
-            assert o.applied[name] == o.sends_by_proxy[name]  # one success per send
             assert o.bytes_by_proxy[name] > 0 and 0 <= o.converge_ms[name] < 30_000
+        if mode == "sidecar":
+            sent = {k for k, b in o.bytes_by_type.get("sidecar", {}).items() if b > 0}
+            assert sent == SIDECAR_TYPES[experiment]  # a route re-sends clusters and routes
+        if mode != "sidecar":
+            assert {k for k in o.bytes_by_type.get("ztunnel", {})
+                    if not k.startswith("datapath_")} <= {"wds_address", "wds_authorization"}
         # the proxies spent CPU applying it (their whole-process clocks, in seconds)
         assert o.proxies_cpu_s is not None and (o.proxies_cpu_s > 0 or not want)
         rows = to_samples(o, Cell(1, mode, 0))
