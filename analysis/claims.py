@@ -5,7 +5,12 @@ Claims (docs/methodology.md, docs/istio.md):
       at one size, ambient's data plane costs less than sidecar's.
   (b) push fan-out: a config change reaches every sidecar, vs only ztunnels + the
       affected waypoint.
-  (c) exposure: every sidecar holds every policy.
+  (c) exposure: the seed's phrasing, "every sidecar holds every policy", is the claim
+      tested; Istio 1.27 scopes it otherwise (pilot/pkg/model/sidecar.go, xds/workload.go):
+      a sidecar holds every service of the mesh but only the policies that select its
+      workload (from its own or the root namespace); every ztunnel holds every workload
+      address and every ambient policy. Measured: config bytes held by all proxies of a
+      mode, and the policies held by a mode's most exposed proxy.
   (d) latency: two ztunnels add less than two sidecars; the waypoint path (one L7 Envoy)
       adds no more than two sidecars.
 
@@ -387,7 +392,9 @@ def xds_rows(run: Run) -> list[ClaimRow]:
     it; (c) config held: bytes of config summed over the mode's proxies."""
     rows = run.without_failed(run.rows(XDS))
     fan_test = "a config change reaches every sidecar vs only ztunnels + affected waypoint"
-    exp_test = "every sidecar holds every policy; ztunnels and waypoints hold less"
+    exp_test = ("every sidecar holds every policy (Istio: a sidecar holds every service but "
+                "only its own workload's policies; every ztunnel every workload address and "
+                "every ambient policy)")
     if rows.empty:
         return [ClaimRow(B_FANOUT, fan_test, None, "", Verdict(NOT_MEASURED, FANOUT_MISSING),
                          published.FANOUT),
@@ -425,6 +432,15 @@ def xds_rows(run: Run) -> list[ClaimRow]:
             out.append(ClaimRow(C_EXPOSURE, f"config held by all proxies: {mode} < sidecar",
                                 None, _measured_pair(mode, a, "sidecar", b, "B"),
                                 judge(a, b), published.EXPOSURE))
+        # policies held by the mode's most exposed proxy (a ztunnel: every ambient policy)
+        pa, pb = (held[(held["metric"] == "policies_known") & (held["mode"] == m)]
+                  .groupby("repetition")["value"].max().to_numpy(dtype=float)
+                  for m in (mode, "sidecar"))
+        if pa.size or pb.size:
+            out.append(ClaimRow(C_EXPOSURE, f"policies held by the most exposed proxy: "
+                                f"{mode} < sidecar", None,
+                                _measured_pair(mode, pa, "sidecar", pb, "policies"),
+                                judge(pa, pb), published.EXPOSURE))
     if not out:
         why = "xds rows present but none comparable between sidecar and ambient modes"
         out = [ClaimRow(B_FANOUT, fan_test, None, "", Verdict(NOT_MEASURED, why),

@@ -32,9 +32,10 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
     backend.preflight()
     local = s.backend == "local"
     if local:
-        from bench.backends.local.backend import SIMPLIFICATIONS, envoy_version
+        from bench.backends.local.backend import SIMPLIFICATIONS, envoy_version, istio_fidelity
 
         envoy, simplifications = envoy_version(), list(SIMPLIFICATIONS)
+        extra = {"istio_fidelity": istio_fidelity(), **(extra or {})}
     else:
         envoy, simplifications = "see deployment info", []
     root.mkdir(parents=True, exist_ok=True)

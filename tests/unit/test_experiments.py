@@ -107,9 +107,10 @@ def test_l4_policy_changes_only_the_selected_sidecars_but_istio_pushes_the_names
                    for m in scoped.node_meta(mesh).values())
     inbound = next(lst for lst in envoy_config.build(after, after.proxies[1], _certs).listeners
                    if lst["name"] == "virtualInbound")
-    first = inbound["filter_chains"][0]["filters"][0]
+    hcm = inbound["filter_chains"][0]["filters"][0]["typed_config"]
+    first = hcm["http_filters"][0]  # RBAC as an HTTP filter on an HTTP chain, as Istio's
     rules = first["typed_config"]["rules"]
-    assert first["name"] == "envoy.filters.network.rbac" and rules["action"] == "DENY"
+    assert first["name"] == "envoy.filters.http.rbac" and rules["action"] == "DENY"
     assert rules["policies"][policy.key]["principals"] == [
         {"authenticated": {"principal_name": {"exact": policy.principals[0]}}}]
 
