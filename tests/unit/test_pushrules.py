@@ -133,3 +133,26 @@ def test_the_table_names_a_source_for_every_row() -> None:
     assert (side["CDS"], side["EDS"], side["LDS"], side["RDS"]) == (WHOLE, SKIP, WHOLE, WHOLE)
     zt = next(r for r in rows if (r["kind"], r["role"]) == ("AuthorizationPolicy", "ztunnel"))
     assert zt["WDS Authorization"] == INCREMENTAL and "CDS" not in zt
+
+
+def test_a_sidecar_resource_narrows_the_rendered_config() -> None:
+    """With egress ./* a sidecar's config holds only its namespace's services (exposure
+    and fan-out follow), as SidecarScope builds it."""
+    import dataclasses
+    from pathlib import Path
+
+    from bench.backends.local import envoy_config
+    from bench.backends.local.certs import CertFiles
+    from bench.mesh import build
+    from bench.scenario import from_dict
+
+    mesh = build(from_dict({"name": "t", "topology": {"services": 3}}), "sidecar")
+    other = dataclasses.replace(mesh.services[2], namespace="other")
+    mesh = dataclasses.replace(mesh, services=(*mesh.services[:2], other))
+    certs = lambda s: CertFiles(Path("/c"), Path("/k"), Path("/ca"))  # noqa: E731
+    client = mesh.proxies[0]
+    full = envoy_config.build(mesh, client, certs)
+    scoped = envoy_config.build(mesh, client, certs,
+                                envoy_config.Options(sidecar_egress=("./*", "istio-system/*")))
+    names = {c["name"] for c in full.clusters} - {c["name"] for c in scoped.clusters}
+    assert names == {f"outbound|80||{other.fqdn}"}

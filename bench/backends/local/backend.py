@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -103,7 +104,8 @@ class LocalBackend:
                  options: envoy_config.Options | None = None) -> None:
         self.scenario = scenario
         self.runtime = runtime
-        self.options = options or envoy_config.Options()
+        self.options = dataclasses.replace(options or envoy_config.Options(),
+                                           sidecar_egress=scenario.proxy.sidecar_egress)
         self.sup = Supervisor()
         self._lock_fd: int | None = None
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane

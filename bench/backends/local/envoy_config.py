@@ -67,6 +67,8 @@ class Options:
     """Knobs that change a proxy's config but not the mesh (tests use fault delays)."""
 
     fault_delay_ms: dict[str, float] = field(default_factory=dict)  # proxy name -> fixed delay
+    # a Sidecar resource's egress hosts for every sidecar (empty: none, every service)
+    sidecar_egress: tuple[str, ...] = ()
 
 
 # ---- small builders -------------------------------------------------------------------------
@@ -307,13 +309,20 @@ def _hbone_originate(target_ip: str, target_port: int, peer_ip: str, certs: Cert
 # ---- roles -----------------------------------------------------------------------------------
 
 def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
-    """Istio sidecar without a Sidecar resource: outbound config for every service of the mesh."""
+    """Istio sidecar: outbound config for every service of the mesh, or, with a Sidecar
+    resource (opts.sidecar_egress), for the services its egress hosts see
+    (pushrules.egress_sees, as SidecarScope does)."""
+    from bench.controlplane.pushrules import NodeMeta, egress_sees
+
     pod = mesh.pod(proxy.pod)
+    scope = NodeMeta("sidecar", pod.namespace, egress=opts.sidecar_egress)
     mine = certs(pod.spiffe)
     delay = opts.fault_delay_ms.get(proxy.name)
     cfg = ProxyConfig()
     chains = []
     for svc in mesh.services:
+        if not egress_sees(scope, svc.namespace, svc.fqdn):
+            continue
         cname = _outbound_cluster_name(svc)
         eps = mesh.endpoints(svc)
         cfg.clusters.append(_static_cluster(
