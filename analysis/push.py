@@ -172,6 +172,8 @@ def exposure_table(run: Run) -> pd.DataFrame:
                                    if "config_bytes" in g else float("nan"))
         row["config_dump_bytes"] = (g["config_dump_bytes"].median()
                                     if "config_dump_bytes" in g else float("nan"))
+        row["datapath_bytes"] = (g["datapath_config_bytes"].median()
+                                 if "datapath_config_bytes" in g else float("nan"))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -193,14 +195,20 @@ def exposure_section(run: Run, png: str | None = None) -> list[str]:
                      share("workloads"), share("policies"), num(r["config_bytes"]),
                      num(r["config_bytes_all"]),
                      "not measured" if pd.isna(r["config_dump_bytes"])
-                     else num(r["config_dump_bytes"]), str(r["n"])])
+                     else num(r["config_dump_bytes"]),
+                     "—" if pd.isna(r["datapath_bytes"]) else num(r["datapath_bytes"]),
+                     str(r["n"])])
     lines += table(["mode", "role", "proxies", "services named / mesh", "workloads named / mesh",
                     "policies held / mesh", "config bytes per proxy (median)",
                     "config bytes, all proxies of the role",
-                    "Envoy's /config_dump per proxy (JSON bytes, median)", "n"], body)
+                    "Envoy's /config_dump per proxy (JSON bytes, median)",
+                    "ztunnel's Envoy data path per proxy (bytes, not Istio's)", "n"], body)
     lines += ["", "Named / mesh: the least–most any one proxy of the role names, counted in "
               "the xDS resources it is served (after the run's changes, when the scenario has "
-              "experiments); config bytes: median over the role's proxies and repetitions.",
+              "experiments); config bytes: median over the role's proxies and repetitions. "
+              "A ztunnel's figures are its WDS (Istio's shapes: every workload and service "
+              "address, every ambient policy), which the claims use; the Envoy that carries "
+              "its traffic in this emulation holds the data-path config in the last column.",
               ""]
     if png:
         lines += [f"![config held per proxy and share of the mesh it names]({png})", ""]
