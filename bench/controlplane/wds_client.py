@@ -53,7 +53,8 @@ class NodeState:
             if r.resource.type_url != resp.type_url:
                 return f"{r.name}: resource of type {r.resource.type_url}"
             msg = cls.FromString(r.resource.value)  # raises DecodeError on bad bytes
-            if msg.SerializeToString() != r.resource.value:
+            # istiod (and our server) marshal deterministically: map entries by key
+            if msg.SerializeToString(deterministic=True) != r.resource.value:
                 return f"{r.name}: does not round-trip through the upstream message shape"
             held[r.name] = len(r.resource.value)
         for name in resp.removed_resources:
