@@ -7,7 +7,12 @@ analysis.published):
       waypoint path's no more than sidecar's (non-inferiority).
   (b) push fan-out: a config change reaches every sidecar, vs only ztunnels + the
       affected waypoint (deterministic counts: exact comparison).
-  (c) exposure: every sidecar holds every policy (config held: exact comparison).
+  (c) exposure: the seed's phrasing, "every sidecar holds every policy", is the claim
+      tested; Istio 1.27 scopes it otherwise (pilot/pkg/model/sidecar.go, xds/workload.go):
+      a sidecar holds every service of the mesh but only the policies that select its
+      workload (from its own or the root namespace); every ztunnel holds every workload
+      address and every ambient policy. Measured (exact comparison): config bytes held by
+      all proxies of a mode, and the policies held by a mode's most exposed proxy.
   (d) latency: two ztunnels add less than two sidecars (superiority); the waypoint path
       (one L7 Envoy) adds no more than two sidecars (non-inferiority, margin
       claimtests.NI_MARGIN).
@@ -436,7 +441,9 @@ def xds_rows(rs: RunSet) -> list[ClaimRow]:
     received it; (c) config held: bytes of config summed over the mode's proxies. Both
     are deterministic counts: compared exactly when identical across repetitions."""
     fan_test = "a config change reaches every sidecar vs only ztunnels + affected waypoint"
-    exp_test = "every sidecar holds every policy; ztunnels and waypoints hold less"
+    exp_test = ("every sidecar holds every policy (Istio: a sidecar holds every service but "
+                "only its own workload's policies; every ztunnel every workload address and "
+                "every ambient policy)")
     per_mode = {m: _xds_rows(rs.run_for(m)) for m in ("sidecar", "ambient", "waypoint")}
     if all(r.empty for r in per_mode.values()):
         return [ClaimRow(B_FANOUT, fan_test, None, "", Outcome(NOT_MEASURED, FANOUT_MISSING),
@@ -478,6 +485,20 @@ def xds_rows(rs: RunSet) -> list[ClaimRow]:
                                 published.EXPOSURE,
                                 phrase=f"{mode}'s proxies held {{x}} the config bytes of "
                                        "the sidecars"))
+        # policies held by the mode's most exposed proxy (a ztunnel: every ambient policy)
+        pa, pb = (_held(rows)[(_held(rows)["metric"] == "policies_known")
+                              & (_held(rows)["mode"] == m)]
+                  .groupby("repetition")["value"].max().astype(float)
+                  for m, rows in ((mode, per_mode[mode]), ("sidecar", side)))
+        if pa.size or pb.size:
+            out.append(ClaimRow(C_EXPOSURE, f"policies held by the most exposed proxy: "
+                                f"{mode} < sidecar", None,
+                                f"{mode} {_count_text(pa)}, sidecar {_count_text(pb)} policies"
+                                if pa.size and pb.size else
+                                _measured_pair(mode, pa, "sidecar", pb, "policies"),
+                                _xds_test(pa, pb, mode, rs, "exposure"), published.EXPOSURE,
+                                phrase=f"{mode}'s most exposed proxy held {{x}} the policies "
+                                       "of the sidecars' most exposed one"))
     if not out:
         why = "xds rows present but none comparable between sidecar and ambient modes"
         out = [ClaimRow(B_FANOUT, fan_test, None, "", Outcome(NOT_MEASURED, why),

@@ -16,11 +16,13 @@ from analysis.fmt import num, table  # noqa: E402
 from analysis.load import Run  # noqa: E402
 
 SOURCE = "xds"
-SCOPING = ("Which proxies receive a change follows this harness's implementation of Istio's "
-           "documented scoping (a sidecar without a Sidecar resource holds every service and "
-           "route; a ztunnel holds every workload and service, L4 only; a waypoint the L7 "
-           "config of what it serves); bytes, ACK times and proxy costs are measured from "
-           "real Envoys.")
+SCOPING = ("Which proxies are pushed, which xDS types and whether whole or incremental "
+           "follow this harness's reading of istiod 1.27's push decision (the table below, "
+           "each row citing the Istio source it follows), over delta xDS unless the scenario "
+           "asks for State of the World; the ztunnel role's bytes are its WDS resources in "
+           "Istio's shapes (istio.workload.Address, istio.security.Authorization), its "
+           "Envoy data path apart. Bytes, ACK times and proxy costs are measured from real "
+           "Envoys and the ztunnels' WDS client.")
 
 
 def push_section(run: Run, exposure_png: str | None = None) -> list[str]:
@@ -60,7 +62,45 @@ def push_section(run: Run, exposure_png: str | None = None) -> list[str]:
               "generation) and the control plane converting it to protobuf (convert); "
               "first send -> last ACK is delivery and Envoy applying it."]
     lines += ["", *disagreements(mesh)]
-    return lines + [SCOPING, PUSH_SCOPE, ""] + exposure_section(run, exposure_png)
+    return (lines + [SCOPING, PUSH_SCOPE, ""] + bytes_by_type_section(run)
+            + decision_section(run) + exposure_section(run, exposure_png))
+
+
+def bytes_by_type_section(run: Run) -> list[str]:
+    """Bytes sent per change, by role and xDS type (median over repetitions); the ztunnel's
+    Envoy data path (datapath_*) beside its WDS."""
+    rows = run.without_failed(run.rows(SOURCE, "push_bytes_by_type"))
+    if rows.empty:
+        return []
+    df = rows.assign(experiment=run.label("experiment").loc[rows.index],
+                     xds_type=run.label("xds_type").loc[rows.index])
+    body = []
+    for (experiment, mode, role), g in df.groupby(["experiment", "mode", "entity"], sort=False):
+        per = g.groupby("xds_type")["value"].median()
+        body.append([str(experiment), str(mode), str(role),
+                     ", ".join(f"{t} {num(v)}" for t, v in per.items()),
+                     str(g["repetition"].nunique())])
+    return ["### Bytes per change by role and xDS type", "",
+            *table(["change", "mode", "role", "bytes by type (all proxies of the role)", "n"],
+                   body),
+            "", "datapath_*: the Envoy that carries the ztunnel's traffic in this emulation "
+            "(not Istio's); the claims use the ztunnel's WDS bytes.", ""]
+
+
+def decision_section(run: Run) -> list[str]:
+    """The push decision the control plane applied (from the manifest)."""
+    rows = (run.manifest.get("istio_fidelity") or {}).get("push_decision") or []
+    if not rows:
+        return []
+    types = ["CDS", "EDS", "LDS", "RDS", "WDS Address", "WDS Authorization"]
+    body = [[r["kind"], r["role"], r["who"], *[r.get(t, "-") for t in types], r["source"]]
+            for r in rows]
+    return ["### Istio's push decision, as applied", "",
+            *table(["config kind", "role", "who is pushed", *types, "Istio 1.27 source"], body),
+            "", "whole: every resource of the type the proxy holds; incremental: only what "
+            "the change altered; skip: nothing. In the ambient modes a change also carries "
+            "the addresses it alters (kind Address), which makes a waypoint's CDS, EDS and "
+            "LDS whole (xdsgen.go waypointNeedsPush).", ""]
 
 
 def disagreements(mesh: pd.DataFrame) -> list[str]:
@@ -89,9 +129,11 @@ def disagreements(mesh: pd.DataFrame) -> list[str]:
 
 PUSH_SCOPE = ("A proxy is *updated* when the control plane sent it something; its config "
               "*changed* when what it holds differs afterwards. They differ where Istio's push "
-              "decision is wider than the change: an AuthorizationPolicy is pushed to every "
-              "sidecar of its namespace, although only the selected workload's sidecar "
-              "enforces it.")
+              "decision is wider than the change: an AuthorizationPolicy re-sends the "
+              "listeners of every sidecar of its namespace (only the selected workload's "
+              "sidecar enforces it) and the waypoint's whole config; a route re-sends every "
+              "sidecar's clusters and routes. A ztunnel is pushed on every change but sent "
+              "only the WDS resources that changed (nothing for a route).")
 EXPOSURE_METRICS = (("services", "services_known", "services_total"),
                     ("workloads", "workloads_known", "workloads_total"),
                     ("policies", "policies_known", "policies_total"))
@@ -130,6 +172,8 @@ def exposure_table(run: Run) -> pd.DataFrame:
                                    if "config_bytes" in g else float("nan"))
         row["config_dump_bytes"] = (g["config_dump_bytes"].median()
                                     if "config_dump_bytes" in g else float("nan"))
+        row["datapath_bytes"] = (g["datapath_config_bytes"].median()
+                                 if "datapath_config_bytes" in g else float("nan"))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -151,14 +195,20 @@ def exposure_section(run: Run, png: str | None = None) -> list[str]:
                      share("workloads"), share("policies"), num(r["config_bytes"]),
                      num(r["config_bytes_all"]),
                      "not measured" if pd.isna(r["config_dump_bytes"])
-                     else num(r["config_dump_bytes"]), str(r["n"])])
+                     else num(r["config_dump_bytes"]),
+                     "—" if pd.isna(r["datapath_bytes"]) else num(r["datapath_bytes"]),
+                     str(r["n"])])
     lines += table(["mode", "role", "proxies", "services named / mesh", "workloads named / mesh",
                     "policies held / mesh", "config bytes per proxy (median)",
                     "config bytes, all proxies of the role",
-                    "Envoy's /config_dump per proxy (JSON bytes, median)", "n"], body)
+                    "Envoy's /config_dump per proxy (JSON bytes, median)",
+                    "ztunnel's Envoy data path per proxy (bytes, not Istio's)", "n"], body)
     lines += ["", "Named / mesh: the least–most any one proxy of the role names, counted in "
               "the xDS resources it is served (after the run's changes, when the scenario has "
-              "experiments); config bytes: median over the role's proxies and repetitions.",
+              "experiments); config bytes: median over the role's proxies and repetitions. "
+              "A ztunnel's figures are its WDS (Istio's shapes: every workload and service "
+              "address, every ambient policy), which the claims use; the Envoy that carries "
+              "its traffic in this emulation holds the data-path config in the last column.",
               ""]
     if png:
         lines += [f"![config held per proxy and share of the mesh it names]({png})", ""]

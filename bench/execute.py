@@ -44,10 +44,16 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
         hold(run_id, wait_lock_s)
     def create() -> RunStore:
         local = s.backend == "local"
+        fidelity: dict[str, Any] = {}
         if local:
-            from bench.backends.local.backend import SIMPLIFICATIONS, envoy_version
+            from bench.backends.local.backend import (
+                SIMPLIFICATIONS,
+                envoy_version,
+                istio_fidelity,
+            )
 
             envoy, simplifications = envoy_version(), list(SIMPLIFICATIONS)
+            fidelity = {"istio_fidelity": istio_fidelity()}
         else:
             envoy, simplifications = "see deployment info", []
         root.mkdir(parents=True, exist_ok=True)
@@ -56,7 +62,7 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
             "git": meta.git_state(), "versions": meta.versions(envoy),
             "host": meta.host(), "seed": s.seed, "started": time.time(),
             "argv": sys.argv[1:], "exit_status": "running", "probes": {},
-            "simplifications": simplifications, **(extra or {}),
+            "simplifications": simplifications, **fidelity, **(extra or {}),
         })
 
     try:

@@ -1,12 +1,17 @@
 """Config-push experiments: change the mesh once, and measure who received it, how many
 bytes it cost, and how long until every proxy applied it.
 
-Which proxies a change reaches is not decided here: the changed mesh is rendered for every
-proxy by the same builders (bench/backends/local/envoy_config.py), which follow Istio's
-documented scoping (a sidecar without a Sidecar resource holds every service and route; a
-ztunnel holds every workload and service, L4 only; a waypoint holds the L7 config of what it
-serves), and the control plane pushes only what changed. Bytes, sends, ACK times and NACKs
-come from the control plane's own accounting; the proxies' view comes from Envoy's counters.
+Which proxies a change reaches, which xDS types and whether whole or incremental, is
+Istio 1.27's push decision (bench/controlplane/pushrules.py, applied by the control plane
+after istiod's debounce): the experiment names the ConfigKeys istiod would see
+(pushrules.change_keys), the changed mesh is rendered for every proxy by the same builders
+(bench/backends/local/envoy_config.py; wds.py for the ztunnel's WDS), and the control plane
+sends what the decision says. Bytes, sends, ACK times and NACKs come from the control
+plane's own accounting; the proxies' view from Envoy's counters (sidecars, waypoints) and
+the ztunnel WDS client's ACKs (ztunnels).
+
+The ztunnel role has two configs: its WDS resources (Istio's shapes; what the claims use)
+and the Envoy data path of this emulation (accounted apart as `datapath`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.controlplane.resources import LISTENER_TYPE
+from bench.controlplane.resources import (
+    ADDRESS_TYPE,
+    AUTHORIZATION_TYPE,
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    WDS_TYPES,
+)
 from bench.errors import ModeBroken, UserError
 from bench.faults import inject
 from bench.mesh import VIP_NET, AuthorizationPolicy, Mesh, Service
@@ -32,18 +45,12 @@ EXPERIMENTS = {
                 "access to the first service's workloads",
 }
 INTRUDER = "spiffe://cluster.local/ns/intruder/sa/default"  # an identity no workload has
-# Istio's push decision for a kind of config, beyond proxies whose rendered config changes
-# (pilot/pkg/xds/proxy_dependencies.go, pilot/pkg/model/sidecar.go): AuthorizationPolicy is a
-# cluster-scoped kind for a SidecarScope, so a policy pushes to every sidecar of its namespace
-# (every sidecar of the mesh when in the root namespace), whether its workload is selected
-# or not; ztunnels get the Authorization resource, all of them.
-ISTIO_PUSH_SCOPE = {
-    "l4_authz": "every sidecar in the policy's namespace and every ztunnel, changed or not "
-                "(listeners only: CDS is not rebuilt for an authorization change)",
-}
-ROOT_NAMESPACE = "istio-system"
-COUNTERS = ("cluster_manager.cds.update_success", "listener_manager.lds.update_success",
-            "cluster_manager.cds.update_rejected", "listener_manager.lds.update_rejected")
+SHORT = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds",
+         ADDRESS_TYPE: "wds_address", AUTHORIZATION_TYPE: "wds_authorization"}
+# Envoy's own count of applied updates (delta and SotW alike): CDS, LDS, each RDS
+# subscription, each EDS cluster
+APPLIED = (r"^(cluster_manager\.cds|listener_manager\.lds)\.update_(success|rejected)$"
+           r"|\.rds\..*\.update_(success|rejected)$|^cluster\..*\.update_(success|rejected)$")
 
 
 def changed_mesh(mesh: Mesh, experiment: str) -> Mesh:
@@ -67,20 +74,20 @@ def changed_mesh(mesh: Mesh, experiment: str) -> Mesh:
                     hint=f"experiments are: {', '.join(EXPERIMENTS)}")
 
 
-def istio_scope(mesh: Mesh, changed: Mesh, experiment: str) -> tuple[str, ...]:
-    """Proxies istiod pushes for this change even when their rendered config is unchanged
-    (ISTIO_PUSH_SCOPE); the control plane re-sends them their current config."""
-    if experiment != "l4_authz":
-        return ()
-    namespaces = {p.namespace for p in changed.policies} - {p.namespace for p in mesh.policies}
-    out = []
-    for proxy in mesh.proxies:
-        if proxy.role == "ztunnel":
-            out.append(proxy.name)
-        elif proxy.role == "sidecar" and mesh.pod(proxy.pod).namespace in (
-                namespaces | {ROOT_NAMESPACE}):
-            out.append(proxy.name)
-    return tuple(out)
+def change_keys(mesh: Mesh, experiment: str) -> list[dict[str, str]]:
+    """The ConfigKeys istiod would see for `experiment` on `mesh` (pushrules.change_keys)."""
+    from bench.controlplane.pushrules import change_keys as keys
+
+    after = changed_mesh(mesh, experiment)
+    if experiment == "new_service":
+        svc, policy = after.services[-1], ""
+    elif experiment == "l4_authz":
+        pol = after.policies[-1]
+        svc, policy = next(s for s in mesh.services if s.name == pol.selector), pol.name
+    else:
+        svc, policy = mesh.services[0], ""
+    return [dataclasses.asdict(k) for k in keys(experiment, mesh.mode, svc.namespace,
+                                                  svc.fqdn, policy)]
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,12 @@ class PushOutcome:
     cp_cpu_s: float = 0.0
     applied: dict[str, int] = field(default_factory=dict)  # Envoy's update_success delta
     changed: tuple[str, ...] = ()  # those whose rendered config differs after the change
-    scoped: tuple[str, ...] = ()  # those pushed by Istio's push scope although unchanged
+    scoped: tuple[str, ...] = ()  # pushed by Istio's decision although their config is equal
+    pushed: tuple[str, ...] = ()  # pushed by Istio's decision (sent something or not)
+    bytes_by_type: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> type -> B
+    datapath_bytes_by_proxy: dict[str, int] = field(default_factory=dict)  # ztunnel Envoys
+    unplanned: dict[str, list[str]] = field(default_factory=dict)  # sent outside the decision
+    debounce_ms: float = 0.0
     render_s: float = 0.0  # the harness building every proxy's config (Python)
     convert_s: float = 0.0  # the control plane turning them into protobuf
     send_to_ack_ms: float = 0.0  # first send of the change -> last ACK
@@ -107,6 +119,8 @@ class PushOutcome:
     proxies_cpu_s: float | None = None  # CPU all proxies spent from the change to the last ACK
     view: str = "control-plane"  # whose accounting: our control plane's, or "istiod"
 
+    roles: dict[str, str] = field(default_factory=dict)  # proxy -> role
+
     @property
     def bytes_total(self) -> int:
         if not self.bytes_by_proxy and self.istiod:
@@ -114,12 +128,16 @@ class PushOutcome:
         return sum(self.bytes_by_proxy.values())
 
 
-def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    wanted = "^(" + "|".join(c.replace(".", "\\.") for c in COUNTERS) + ")$"
+def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, float]:
+    """Per proxy, the sum of its applied-update counters (APPLIED); for a ztunnel, the ACKs
+    of its WDS client (what the ztunnel role applied)."""
+    wds = backend.wds_state() if hasattr(backend, "wds_state") else {}
     out = {}
     for name in proxies:
-        stats = backend.stats(name, filter=wanted)
-        out[name] = {k: stats.get(k, 0.0) for k in COUNTERS}
+        if name in wds:
+            out[name] = float(wds[name].get("acks", 0))
+        else:
+            out[name] = sum(backend.stats(name, filter=APPLIED).values())
     return out
 
 
@@ -176,16 +194,12 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     proxy_cpu0 = _cpu_seconds(pids)
     cpu0 = cp.cpu_seconds()
     after_mesh = changed_mesh(mesh, experiment)
+    keys = change_keys(mesh, experiment)
     if wire is not None:
         wire.reset()
     calls0 = len(cp.replies)
     t0 = time.time()
-    answer = backend.reconfigure(after_mesh) or {}
-    changed = tuple(sorted(answer.get("changed") or {}))
-    scoped = tuple(n for n in istio_scope(mesh, after_mesh, experiment) if n not in changed)
-    if scoped:
-        # an authorization change rebuilds listeners only (skippedCdsConfigs, pilot/pkg/xds/cds.go)
-        cp.push(scoped, reason=f"istio-scope:{experiment}", types=[LISTENER_TYPE])
+    answer = backend.reconfigure(after_mesh, change=keys) or {}
     waited = _wait_acked(cp, timeout_s, broken)
     kernel, kernel_skip = None, wire_skip
     if wire is not None:
@@ -198,27 +212,50 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     proxy_cpu = _cpu_seconds(pids) - proxy_cpu0 if pids else None
     events, _ = cp.events(cursor)
     after = _counters(backend, proxies)
+    roles = {p.name: p.role for p in mesh.proxies}
     sends = [e for e in events if e["event"] == "send" and not e.get("stale")]
     bytes_by: dict[str, int] = {}
+    datapath: dict[str, int] = {}
     count_by: dict[str, int] = {}
+    by_type: dict[str, dict[str, int]] = {}
+    istio_nonces = set()
     for e in sends:
-        bytes_by[e["node"]] = bytes_by.get(e["node"], 0) + int(e["bytes"])
-        count_by[e["node"]] = count_by.get(e["node"], 0) + 1
+        node, t = e["node"], e["type"]
+        role = roles.get(node, "")
+        kind = SHORT.get(t, t)
+        if role == "ztunnel" and t not in WDS_TYPES:
+            datapath[node] = datapath.get(node, 0) + int(e["bytes"])
+            kind = "datapath_" + kind
+        else:
+            bytes_by[node] = bytes_by.get(node, 0) + int(e["bytes"])
+            count_by[node] = count_by.get(node, 0) + 1
+            istio_nonces.add(e["nonce"])
+        by_type.setdefault(role, {})
+        by_type[role][kind] = by_type[role].get(kind, 0) + int(e["bytes"])
     last_ack: dict[str, float] = {}
     for e in events:
-        if e["event"] == "ack" and e["node"] in bytes_by:
+        if e["event"] == "ack" and e["nonce"] in istio_nonces:
             last_ack[e["node"]] = max(last_ack.get(e["node"], 0.0), float(e["ts"]))
-    applied = {n: int(sum(after[n][k] - before[n][k] for k in COUNTERS[:2])) for n in proxies}
-    first_send = min((float(e["ts"]) for e in sends), default=0.0)
+    applied = {n: int(after[n] - before[n]) for n in proxies}
+    first_send = min((float(e["ts"]) for e in sends if e["nonce"] in istio_nonces),
+                     default=0.0)
+    differs = answer.get("differs") or {}
+    # a proxy's config "changed" when what it holds differs (the ztunnel role: its WDS)
+    changed = tuple(sorted(n for n, ts in differs.items()
+                           if roles.get(n) != "ztunnel" or set(ts) & set(WDS_TYPES)))
+    pushed = tuple(sorted(answer.get("pushed") or ()))
     return PushOutcome(
-        experiment=experiment, mode=mesh.mode, proxies=proxies,
+        experiment=experiment, mode=mesh.mode, proxies=proxies, roles=roles,
         updated=tuple(sorted(bytes_by)), bytes_by_proxy=bytes_by, sends_by_proxy=count_by,
         converge_ms={n: (ts - t0) * 1000.0 for n, ts in last_ack.items()},
         nacks=tuple(f"{e['node']}: {e.get('detail', '')}" for e in events
                     if e["event"] == "nack"),
         stragglers=dict(waited.get("stragglers") or {}), cp_cpu_s=cpu1 - cpu0, applied=applied,
-        changed=changed, scoped=scoped, kernel=kernel, kernel_skip=kernel_skip,
-        proxies_cpu_s=proxy_cpu,
+        changed=changed, scoped=tuple(n for n in pushed if n not in changed and n in bytes_by),
+        pushed=pushed, bytes_by_type=by_type, datapath_bytes_by_proxy=datapath,
+        unplanned=dict(answer.get("unplanned") or {}),
+        debounce_ms=float(answer.get("debounce_s", 0.0)) * 1000.0,
+        kernel=kernel, kernel_skip=kernel_skip, proxies_cpu_s=proxy_cpu,
         render_s=float(answer.get("render_s", 0.0)), convert_s=float(answer.get("convert_s", 0.0)),
         send_to_ack_ms=((max(last_ack.values()) - first_send) * 1000.0
                         if last_ack and first_send else 0.0))
@@ -245,6 +282,22 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
               if o.proxies_cpu_s is not None else []),
             row("proxies_applied", "count", sum(1 for v in o.applied.values() if v > 0),
                 view="proxies")]
+    if not o.istiod:
+        rows += [row("proxies_pushed", "count", len(o.pushed)),
+                 row("unplanned_sends", "count", sum(len(v) for v in o.unplanned.values())),
+                 row("debounce_time", "ms", o.debounce_ms)]
+        for role, types in o.bytes_by_type.items():
+            for kind, b in types.items():
+                rows.append(row("push_bytes_by_type", "bytes", b, entity=role, xds_type=kind))
+        for role in sorted({r for r in o.roles.values()}):
+            names = [n for n, r in o.roles.items() if r == role]
+            per = [o.bytes_by_proxy.get(n, 0) for n in names]
+            rows.append(row("push_bytes_per_proxy_max", "bytes", max(per, default=0),
+                            entity=role))
+            if role == "ztunnel":
+                rows.append(row("push_bytes_per_proxy_max", "bytes",
+                                max((o.datapath_bytes_by_proxy.get(n, 0) for n in names),
+                                    default=0), entity=role, config="envoy-datapath"))
     if o.kernel is not None:
         k = o.kernel
         rows += [row("kernel_sockets_written", "count", k.sockets, view="kernel",
@@ -277,37 +330,73 @@ def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
 
 def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
                      state: str = "initial", dump_bytes: Any = None,
-                     sizes: dict[str, tuple[int, int]] | None = None) -> list[Sample]:
+                     sizes: dict[str, Any] | None = None) -> list[Sample]:
     """Per proxy: how many of the mesh's services, workloads and policies its config names,
     and its config size in bytes of serialised xDS resources (the same bytes a full push
-    would send; `sizes`, name -> (bytes, resources), when the control plane already
-    knows them); with `dump_bytes` (proxy name -> bytes), also the size of what the Envoy
-    itself reports holding (/config_dump, JSON, so larger than the protobuf). `state`
+    would send; `sizes`, name -> {type: (bytes, resources)} or (bytes, resources), when
+    the control plane already knows them); a ztunnel's figures are its WDS (Istio's
+    shapes), its Envoy data path apart (datapath_config_bytes); with `dump_bytes` (proxy
+    name -> bytes), also the size of what the Envoy itself reports holding (/config_dump,
+    JSON, so larger than the protobuf). `state`
     labels the mesh: "initial", or "after_changes" (the experiments applied, so that the
     policies they add are counted)."""
     import json
     import re
 
-    from bench.controlplane.resources import CLUSTER_TYPE, to_protos
-    from bench.controlplane.snapshot import Resources
+    from bench.controlplane.resources import snapshot_dict
+    from bench.controlplane.snapshot import Converter
+
+    converter = Converter()
 
     rows = []
     roles = {p.name: p.role for p in mesh.proxies}
+    from bench.controlplane import wds
+
+    wds_snap = wds.ztunnel_snapshot(mesh)
     for name, cfg in configs.items():
-        text = json.dumps([cfg.listeners, cfg.clusters])
-        known = sum(1 for svc in mesh.services if svc.vip in text or svc.fqdn in text)
-        ips = set(re.findall(r"\d+\.\d+\.\d+\.\d+", text))
-        workloads = sum(1 for pod in mesh.pods if pod.ip in ips)
-        policies = sum(1 for pol in mesh.policies if f'"{pol.key}"' in text)
-        if sizes is not None and name in sizes:  # the control plane's serialised snapshot
-            size, count = sizes[name]
+        role = roles.get(name, "")
+        datapath: tuple[int, int] | None = None
+        by_type = sizes.get(name) if sizes is not None else None
+        if role == "ztunnel":
+            # what istiod serves the ztunnel role: its WDS (every workload and service
+            # address, every ambient policy); the Envoy data path is reported apart
+            uids = {a["workload"]["uid"] for a in wds_snap["addresses"] if "workload" in a}
+            hosts = {a["service"]["hostname"] for a in wds_snap["addresses"]
+                     if "service" in a}
+            known = sum(1 for svc in mesh.services if svc.fqdn in hosts)
+            workloads = sum(1 for pod in mesh.pods
+                            if f"{wds.CLUSTER_ID}//Pod/{pod.namespace}/{pod.name}" in uids)
+            held = {f"{a['namespace']}/{a['name']}" for a in wds_snap["authorizations"]}
+            policies = sum(1 for pol in mesh.policies
+                           if f"{pol.namespace}/{pol.name}" in held)
+        else:
+            text = json.dumps([cfg.listeners, cfg.clusters])
+            known = sum(1 for svc in mesh.services if svc.vip in text or svc.fqdn in text)
+            ips = set(re.findall(r"\d+\.\d+\.\d+\.\d+", text))
+            workloads = sum(1 for pod in mesh.pods if pod.ip in ips)
+            policies = sum(1 for pol in mesh.policies if f'"{pol.key}"' in text)
+        if isinstance(by_type, dict):  # the control plane's serialised snapshot, per type
+            istio = {t: v for t, v in by_type.items()
+                     if role != "ztunnel" or t in WDS_TYPES}
+            size, count = (sum(v[0] for v in istio.values()),
+                           sum(v[1] for v in istio.values()))
+            if role == "ztunnel":
+                rest = [v for t, v in by_type.items() if t not in WDS_TYPES]
+                datapath = (sum(v[0] for v in rest), sum(v[1] for v in rest))
+        elif by_type is not None:
+            size, count = by_type
         else:
             # the same measure as the control plane's: resources packed as a push sends them
-            listeners, clusters = to_protos(cfg)
-            size = (Resources.from_protos(LISTENER_TYPE, listeners).size
-                    + Resources.from_protos(CLUSTER_TYPE, clusters).size)
-            count = len(listeners) + len(clusters)
-        labels = {"view": "exposure", "role": roles.get(name, ""), "state": state}
+            envoy = converter.snapshot(snapshot_dict(cfg))
+            served = converter.snapshot(
+                {k: v for k, v in wds_snap.items()}) if role == "ztunnel" else envoy
+            size = sum(r.size for t, r in served.by_type.items()
+                       if role != "ztunnel" or t in WDS_TYPES)
+            count = sum(len(r.names) for t, r in served.by_type.items()
+                        if role != "ztunnel" or t in WDS_TYPES)
+            if role == "ztunnel":
+                datapath = (envoy.size, sum(len(r.names) for r in envoy.by_type.values()))
+        labels = {"view": "exposure", "role": role, "state": state}
         rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),
                                  entity=name, labels=labels)
                  for m, u, v in (("services_known", "count", known),
@@ -318,6 +407,11 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
                                  ("policies_total", "count", len(mesh.policies)),
                                  ("config_bytes", "bytes", size),
                                  ("resources", "count", count))]
+        if datapath is not None:
+            rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),
+                                     entity=name, labels={**labels, "config": "envoy-datapath"})
+                     for m, u, v in (("datapath_config_bytes", "bytes", datapath[0]),
+                                     ("datapath_resources", "count", datapath[1]))]
         if dump_bytes is not None:  # the proxy's own view: its /config_dump
             rows.append(Sample.for_cell(cell, source="xds", metric="config_dump_bytes",
                                         unit="bytes", value=float(dump_bytes(name)), entity=name,

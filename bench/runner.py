@@ -493,14 +493,15 @@ class Runner:
             if wire is not None:
                 wire.stop()
 
-    def _served_sizes(self) -> dict[str, tuple[int, int]] | None:
-        """Per proxy, (bytes, resources) of the snapshot the control plane serves it."""
+    def _served_sizes(self) -> dict[str, dict[str, tuple[int, int]]] | None:
+        """Per proxy and xDS type, (bytes, resources) of the snapshot the control plane
+        serves it."""
         cp = getattr(self.backend, "controlplane", None)
         if cp is None:
             return None
         nodes = cp.status()["nodes"]
-        return {n: (sum(t["config_bytes"] for t in v["types"].values()),
-                    sum(t["resources"] for t in v["types"].values())) for n, v in nodes.items()}
+        return {n: {t: (s["config_bytes"], s["resources"]) for t, s in v["types"].items()}
+                for n, v in nodes.items()}
 
     def _wire(self, rep: int, mode: str, name: str, wire: Any) -> Any:
         """The kernel view of pushes for the next experiment: the probe attached for the

@@ -122,10 +122,20 @@ class Kind:
 
 @dataclass(frozen=True)
 class Proxy:
-    concurrency: int = 1
+    # Envoy workers of sidecars and waypoints: 2 as Istio's (from its 2-CPU limit)
+    concurrency: int = 2
     # static: bootstrap files; xds: served and pushed by the harness's ADS control plane
     config_source: Literal["static", "xds"] = "xds"
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = "warning"
+    # xDS protocol of sidecars and waypoints: delta (Istio's default since 1.22) or sotw
+    xds: Literal["delta", "sotw"] = "delta"
+    # istiod's PILOT_DEBOUNCE_AFTER (100 ms) and PILOT_PUSH_THROTTLE (0: Istio's default,
+    # min(15 + 5 x cores, 100)); debounce 0 pushes at once
+    debounce_ms: float = 100.0
+    push_throttle: int = 0
+    # a Sidecar resource's egress hosts for every sidecar ("./*", "istio-system/*"); empty:
+    # no Sidecar resource, every sidecar sees every service of the mesh
+    sidecar_egress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,13 @@ def _check(s: Scenario, source: str) -> None:
     _positive(source, "timing.window_s", s.timing.window_s, 1)
     _positive(source, "repetitions", s.repetitions)
     _positive(source, "proxy.concurrency", s.proxy.concurrency)
+    _positive(source, "proxy.debounce_ms", s.proxy.debounce_ms, 0)
+    _positive(source, "proxy.push_throttle", s.proxy.push_throttle, 0)
+    for i, host in enumerate(s.proxy.sidecar_egress):
+        ns, _, name = host.partition("/")
+        if not ns or not name:
+            raise ScenarioError(f"{source}: proxy.sidecar_egress[{i}] = {host!r} must read "
+                                "namespace/host, like ./* or istio-system/*")
     r = s.probes.resources
     if not 0.1 <= r.interval_s <= 60:
         raise ScenarioError(f"{source}: probes.resources.interval_s must be 0.1 to 60 s (10 Hz max)")

@@ -1,13 +1,16 @@
-"""How large a mesh does `make bench-fanout` reach on this machine, and how long does it take?
-(a benchmark, not a test; the goal is 500 Envoys within the machine's memory).
+"""How large a mesh does `make bench-fanout` reach on this machine, what does one config
+change cost per role, and how long does it take? (a benchmark, not a test).
 
 Summarises a finished fan-out sweep (the `fanout` scenario: 10 services x 1-50 pods) into
-benchmarks/results/fanout.json: per size, application pods, sidecars, wall time, peak host
-memory used, and the push figures of the sidecar mode (proxies updated, bytes, time to the
-last ACK, with render / convert / delivery apart); sizes the sweep refused for memory, with
-the estimate. Without a sweep directory it runs `meshbench sweep -s fanout` first.
+benchmarks/results/fanout.json: per size, wall time and peak host memory; per mode and
+change, proxies updated, bytes (all proxies, and the largest per proxy of each role; the
+ztunnel's WDS and its Envoy data path apart), time to the last ACK with the share that is
+the harness's Python (render + convert) and the debounce; sizes the sweep refused. With
+--before, the same for a sweep of an earlier commit, side by side. Without a sweep
+directory it runs `meshbench sweep -s fanout` first.
 
     .venv/bin/python benchmarks/bench_fanout.py [results/<fanout sweep dir>]
+        [--before results/<sweep of the earlier commit>] [--note "reduced: sizes 1, 10"]
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ sys.path.insert(0, str(REPO))
 from analysis.load import load_run  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "fanout.json"
-PUSH = ("proxies_updated", "push_bytes_total", "convergence_max", "render_time", "convert_time",
-        "send_to_last_ack", "kernel_sockets_written")
+PUSH = ("proxies_updated", "proxies_total", "proxies_pushed", "push_bytes_total",
+        "convergence_p50", "convergence_max", "render_time", "convert_time",
+        "send_to_last_ack", "debounce_time", "kernel_sockets_written", "unplanned_sends")
 
 
 def sweep() -> Path:
@@ -38,44 +42,84 @@ def sweep() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def _pushes(run) -> dict:  # type: ignore[no-untyped-def]
+    """mode -> change -> figures (medians over repetitions)."""
+    xds = run.without_failed(run.rows("xds"))
+    labels = run.labels.loc[xds.index]
+    xds = xds.assign(experiment=[lab.get("experiment") for lab in labels],
+                     config=[lab.get("config", "") for lab in labels])
+    out: dict = {}
+    for (mode, exp), g in xds.groupby(["mode", "experiment"]):
+        mesh = g[g["entity"] == "mesh"]
+        figs = {m: float(mesh[mesh["metric"] == m]["value"].median())
+                for m in PUSH if (mesh["metric"] == m).any()}
+        conv, render = figs.get("convergence_max"), figs.get("render_time", 0.0)
+        if conv:
+            figs["python_share_of_convergence"] = round(
+                (render + figs.get("convert_time", 0.0)) / conv, 3)
+        per = g[g["metric"] == "push_bytes_per_proxy_max"]
+        for (role, cfg), h in per.groupby(["entity", "config"]):
+            key = f"{role}_bytes_per_proxy_max" + ("_envoy_datapath" if cfg else "")
+            figs[key] = float(h["value"].median())
+        if per.empty:  # an older run: the largest push per proxy, by role from the name
+            one = g[g["metric"] == "push_bytes"]
+            for role in ("sidecar", "ztunnel", "waypoint"):
+                v = one[one["entity"].str.startswith(role)]["value"]
+                if not v.empty:
+                    figs[f"{role}_bytes_per_proxy_max"] = float(v.max())
+        out.setdefault(str(mode), {})[str(exp)] = figs
+    return out
+
+
 def summarise(sweep_dir: Path) -> dict:
     record = json.loads((sweep_dir / "sweep.json").read_text())
     sizes = []
     for r in record["runs"]:
         run = load_run(sweep_dir / r["dir"])
-        xds = run.without_failed(run.rows("xds"))
-        xds = xds.assign(experiment=run.label("experiment").loc[xds.index])
-        side = xds[(xds["mode"] == "sidecar") & (xds["entity"] == "mesh")]
-        pushes = {}
-        for exp, g in side.groupby("experiment"):
-            pushes[str(exp)] = {m: float(g[g["metric"] == m]["value"].median())
-                                for m in PUSH if (g["metric"] == m).any()}
         pods = r.get("services", 10) * r["pods_per_service"]
         sizes.append({"server_pods": pods, "sidecars": pods + 1, "wall_s": r.get("wall_s"),
                       "host_mem_used_peak_gib": r.get("host_mem_used_peak_gib"),
-                      "exit": r["exit"], "sidecar_pushes": pushes})
-    return {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                        "python": platform.python_version()},
-            "sweep": sweep_dir.name, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                               time.gmtime()),
-            "note": "local backend, one repetition per size, modes sidecar/ambient/waypoint "
-                    "interleaved inside each size; memory is the host's MemAvailable drop",
-            "sizes": sizes, "refused": record.get("skipped", []),
+                      "exit": r["exit"], "git": run.manifest.get("git", {}),
+                      "pushes": _pushes(run)})
+    return {"sweep": sweep_dir.name, "sizes": sizes, "refused": record.get("skipped", []),
             "largest_sidecars": max((s["sidecars"] for s in sizes if s["exit"] in (0, 1)),
                                     default=0)}
 
 
 def main() -> int:
-    sweep_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else sweep()
-    doc = summarise(sweep_dir)
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_dir", nargs="?", type=Path)
+    ap.add_argument("--before", type=Path, help="a sweep of the earlier commit")
+    ap.add_argument("--note", default="", help="e.g. which sizes a reduced sweep ran")
+    args = ap.parse_args()
+    sweep_dir = args.sweep_dir or sweep()
+    doc = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                       "python": platform.python_version()},
+           "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "note": ("local backend, one repetition per size, modes sidecar/ambient/waypoint "
+                    "interleaved inside each size; memory is the host's MemAvailable drop; "
+                    "python_share_of_convergence = (render + convert) / last ACK. "
+                    + args.note).strip(),
+           "after": summarise(sweep_dir)}
+    if args.before:
+        doc["before"] = summarise(args.before)
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
-    for s in doc["sizes"]:
-        ns = s["sidecar_pushes"].get("new_service", {})
-        print(f"{s['sidecars']:5d} sidecars: {s['wall_s']:7.1f} s, {s['host_mem_used_peak_gib']:5.2f} GiB, "
-              f"new_service {ns.get('push_bytes_total', 0) / 1e6:6.2f} MB, "
-              f"last ACK {ns.get('convergence_max', 0):7.0f} ms")
-    for r in doc["refused"]:
-        print(f"refused: {r['services']} x {r['pods_per_service']}: {r['reason']}")
+    for label in ("before", "after"):
+        if label not in doc:
+            continue
+        for s in doc[label]["sizes"]:
+            for mode, changes in s["pushes"].items():
+                for exp, f in changes.items():
+                    print(f"{label:6s} {s['server_pods']:4d} pods {mode:8s} {exp:11s} "
+                          f"{f.get('proxies_updated', 0):4.0f} proxies "
+                          f"{f.get('push_bytes_total', 0):9.0f} B, last ACK "
+                          f"{f.get('convergence_max', 0):7.1f} ms "
+                          f"(python {f.get('python_share_of_convergence', 0):.0%})")
+        for r in doc[label]["refused"]:
+            print(f"refused: {r['services']} x {r['pods_per_service']}: {r['reason']}")
     print(f"wrote {OUT}")
     return 0
 

@@ -39,11 +39,14 @@ def _clear(path: Path) -> None:
         path.unlink()
 
 
-async def serve(xds_socket: Path, control_socket: Path, events: Path) -> None:
+async def serve(xds_socket: Path, control_socket: Path, events: Path,
+                debounce_ms: float = 0.0, debounce_max_ms: float = 10_000.0,
+                throttle: int = 0) -> None:
     for p in (xds_socket, control_socket):
         _clear(p)
     ledger = Ledger(events)
-    xds = XdsServer(ledger)
+    xds = XdsServer(ledger, debounce_ms=debounce_ms, debounce_max_ms=debounce_max_ms,
+                    throttle=throttle)
     grpc_server = grpc.aio.server(options=GRPC_OPTIONS)
     grpc_server.add_generic_rpc_handlers((xds.handler(),))
     grpc_server.add_insecure_port(f"unix:{xds_socket}")
@@ -76,11 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--xds-socket", type=Path, required=True)
     ap.add_argument("--control-socket", type=Path, required=True)
     ap.add_argument("--events", type=Path, required=True, help="JSON-lines accounting file")
+    ap.add_argument("--debounce-ms", type=float, default=0.0,
+                    help="istiod's PILOT_DEBOUNCE_AFTER (100 ms there); 0: push at once")
+    ap.add_argument("--debounce-max-ms", type=float, default=10_000.0,
+                    help="istiod's PILOT_DEBOUNCE_MAX (10 s)")
+    ap.add_argument("--push-throttle", type=int, default=0,
+                    help="istiod's PILOT_PUSH_THROTTLE: sends in flight at once (0: no limit)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(args.xds_socket, args.control_socket, args.events))
+    asyncio.run(serve(args.xds_socket, args.control_socket, args.events, args.debounce_ms,
+                      args.debounce_max_ms, args.push_throttle))
     return 0
 
 

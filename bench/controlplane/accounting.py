@@ -11,7 +11,8 @@ another process (the orchestrator) can follow it while the server runs. One line
   from it); latency_ns = its mono_ns minus the send's; detail = Envoy's error message for a
   NACK. stale = it answered an older send than the newest on its stream: the xDS protocol
   ignores it, but the proxy did apply (or reject) that response, so it is accounted.
-- connect / disconnect: a stream opened or closed; stream numbers tell reconnects apart.
+- connect / disconnect: a stream opened or closed; stream numbers tell reconnects apart;
+  a connect's reason is its protocol, "delta" or "sotw".
 ts is time.time() (to line up with other probes); mono_ns is time.monotonic_ns() (for
 durations). Both are taken when the server handles the message.
 """
@@ -56,6 +57,7 @@ class TypeState:
     nack_detail: str = ""  # the last NACK's message; a later ACK clears it
     nacked_version: str = ""
     sends: int = 0
+    requests: int = 0  # every request of this type (subscriptions, ACKs, NACKs, others)
     acks: int = 0
     nacks: int = 0
     bytes_sent: int = 0

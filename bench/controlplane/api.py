@@ -3,10 +3,15 @@
 A connection may carry any number of requests, answered in order. Requests:
   {"cmd": "ping"}
   {"cmd": "snapshot", "snapshots": {node_id: {"listeners": [...], "clusters": [...]}},
-                      "groups": [{"nodes": [node_id, ...], "snapshot": {...}}]}
-      set each node's resources (v3 JSON dicts); a group gives many nodes one config, sent
-      once. Only the types whose content changed are pushed. -> {"version", "changed",
-      "queued", "convert_s", "parsed", "reused"}
+                      "groups": [{"nodes": [node_id, ...], "snapshot": {...}}],
+                      "meta": {node_id: {"role", "namespace", "services", "egress"}},
+                      "change": [{"kind", "namespace", "name"}, ...]}
+      set each node's resources (v3 JSON dicts; keys in resources.SNAPSHOT_KEYS); a group
+      gives many nodes one config, sent once. `meta` tells the push decision what each node
+      is. Without `change`, the types whose content changed are pushed; with it, the change
+      is debounced and pushed by Istio's decision (pushrules). -> {"version", "changed",
+      "queued", "convert_s", "parsed", "reused", "pushed", "plans", "unplanned",
+      "debounce_s", "merged"}
   {"cmd": "push", "nodes": [node_id, ...] | null, "reason": str, "types": [type_url] | null}
       send the current snapshot again under a new version (null nodes: all). ->
       {"version", "changed", "queued", "unknown"}
@@ -31,6 +36,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from bench.controlplane.pushrules import ConfigKey, NodeMeta
 from bench.controlplane.server import XdsServer
 from bench.controlplane.snapshot import Converter, Snapshot
 
@@ -48,7 +54,7 @@ class ControlApi:
         if cmd == "ping":
             return {"pong": True}
         if cmd == "snapshot":
-            return self._snapshot(req)
+            return await self._snapshot(req)
         if cmd == "push":
             result = self.server.push(req.get("nodes"), str(req.get("reason", "")),
                                       req.get("types"))
@@ -69,7 +75,7 @@ class ControlApi:
             return {"events": events, "next": since + len(events)}
         raise ValueError(f"unknown command {cmd!r}")
 
-    def _snapshot(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def _snapshot(self, req: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         parsed, reused = self.converter.parsed, self.converter.reused
         snaps: dict[str, Snapshot] = {}
@@ -81,7 +87,12 @@ class ControlApi:
             for node in group["nodes"]:
                 snaps[node] = snap
         convert_s = time.perf_counter() - t0
-        result = self.server.set_snapshots(snaps)
+        if req.get("meta"):
+            self.server.set_meta({n: NodeMeta.of(m) for n, m in req["meta"].items()})
+        if req.get("change") is not None:
+            result = await self.server.change(snaps, [ConfigKey.of(k) for k in req["change"]])
+        else:
+            result = self.server.set_snapshots(snaps)
         return {**asdict(result), "convert_s": convert_s,
                 "parsed": self.converter.parsed - parsed,
                 "reused": self.converter.reused - reused}

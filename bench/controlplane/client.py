@@ -36,24 +36,29 @@ class ControlPlaneError(ProvisionError):
 
 class ControlPlane:
     def __init__(self, xds_socket: Path, control_socket: Path, events: Path,
-                 log: Path | None = None, python: str = sys.executable) -> None:
+                 log: Path | None = None, python: str = sys.executable,
+                 debounce_ms: float = 0.0, push_throttle: int = 0) -> None:
         self.xds_socket = Path(xds_socket)
         self.control_socket = Path(control_socket)
         self.events_file = Path(events)
         self.log = Path(log) if log else self.events_file.with_suffix(".log")
         self.python = python
+        self.debounce_ms = debounce_ms
+        self.push_throttle = push_throttle
         self._popen: subprocess.Popen[bytes] | None = None
         # bytes of each control-API reply, in call order: what the control plane wrote on
         # the harness's own connections (the kernel view of a push subtracts them)
         self.replies: list[int] = []
 
     @classmethod
-    def in_dir(cls, directory: Path) -> ControlPlane:
+    def in_dir(cls, directory: Path, debounce_ms: float = 0.0,
+               push_throttle: int = 0) -> ControlPlane:
         """Sockets, events file and log under `directory` (xds.sock, control.sock,
         xds-events.jsonl, controlplane.log)."""
         d = Path(directory)
         return cls(d / "xds.sock", d / "control.sock", d / "xds-events.jsonl",
-                   d / "controlplane.log")
+                   d / "controlplane.log", debounce_ms=debounce_ms,
+                   push_throttle=push_throttle)
 
     # ---- process --------------------------------------------------------------------------
     @property
@@ -65,7 +70,8 @@ class ControlPlane:
         if self._popen is not None:
             return self
         cmd = [self.python, "-m", "bench.controlplane", "--xds-socket", str(self.xds_socket),
-               "--control-socket", str(self.control_socket), "--events", str(self.events_file)]
+               "--control-socket", str(self.control_socket), "--events", str(self.events_file),
+               "--debounce-ms", str(self.debounce_ms), "--push-throttle", str(self.push_throttle)]
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT),
                                                            os.environ.get("PYTHONPATH")]))}
@@ -154,16 +160,26 @@ class ControlPlane:
             raise ControlPlaneError(f"{request.get('cmd')}: {reply.get('error')}")
         return reply["result"]
 
-    def set_snapshots(self, snapshots: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Give each node id its {"listeners": [...], "clusters": [...]}; the types whose
-        content changed are pushed. Nodes sharing one config object (the same Python
-        object) are sent as one group, so a config shared by 500 proxies crosses the socket
-        and is converted once. Returns {"version", "changed", "queued", "convert_s", ...}."""
+    def set_snapshots(self, snapshots: Mapping[str, Mapping[str, Any]],
+                      meta: Mapping[str, Mapping[str, Any]] | None = None,
+                      change: Iterable[Mapping[str, str]] | None = None) -> dict[str, Any]:
+        """Give each node id its {"listeners": [...], "clusters": [...], ...}. Without
+        `change` the types whose content changed are pushed; with it (ConfigKeys: kind,
+        namespace, name) the change goes through the debounce and Istio's push decision,
+        which needs `meta` (role, namespace, services, egress) of every node, given once.
+        Nodes sharing one config object (the same Python object) are sent as one group, so
+        a config shared by 500 proxies crosses the socket and is converted once. Returns
+        {"version", "changed", "queued", "convert_s", ...}."""
         by_id: dict[int, tuple[Mapping[str, Any], list[str]]] = {}
         for node, cfg in snapshots.items():
             by_id.setdefault(id(cfg), (cfg, []))[1].append(node)
         groups = [{"nodes": nodes, "snapshot": cfg} for cfg, nodes in by_id.values()]
-        return self.call({"cmd": "snapshot", "groups": groups})  # type: ignore[no-any-return]
+        req: dict[str, Any] = {"cmd": "snapshot", "groups": groups}
+        if meta is not None:
+            req["meta"] = {n: dict(m) for n, m in meta.items()}
+        if change is not None:
+            req["change"] = [dict(k) for k in change]
+        return self.call(req)  # type: ignore[no-any-return]
 
     def push(self, nodes: Iterable[str] | None = None, reason: str = "",
              types: Iterable[str] | None = None) -> dict[str, Any]:

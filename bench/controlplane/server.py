@@ -1,21 +1,28 @@
-"""The Aggregated Discovery Service, State of the World, for listeners and clusters.
+"""The Aggregated Discovery Service: State of the World and delta (incremental) xDS, for
+Envoy's listeners, clusters, routes and endpoints and ztunnel's WDS types.
 
 Protocol, as the xDS spec and Envoy's ADS client expect it:
 - The first request of a stream carries the node; its id picks the snapshot served. Envoy
-  subscribes CDS first and LDS once its clusters are warm; each type is answered when it is
-  requested, never before (a push for a type not yet requested waits for the request).
-- A request without response_nonce is a subscription: it is answered with the current
-  resources, also on a reconnect (when it carries the version the proxy already has).
-- A request whose response_nonce is the stream's newest for that type is an ACK when it
-  has no error_detail and version_info is the version sent; with error_detail it is a NACK
-  (Envoy's message is recorded; nothing is re-sent until the snapshot changes). A request
-  with an older nonce is stale: it changes no protocol state (accounting still records it).
-- Versions are one server-wide sequence ("1", "2", ...), like istiod's push version: each
-  set_snapshots() or push() call takes the next one; a type keeps its version until its
-  content changes or a push() forces a new one.
-- set_snapshots() sends only the types whose content changed; push() sends the current
-  resources even when unchanged (istiod's full push). Clusters go before listeners.
-Delta xDS is not served (Envoy gets UNIMPLEMENTED and the bootstrap asks for SotW).
+  subscribes CDS first and LDS once its clusters are warm, then RDS and EDS by name; each
+  type is answered when it is requested, never before.
+- SotW (StreamAggregatedResources): a request without response_nonce is a subscription,
+  answered with the current resources (also on a reconnect). A request whose response_nonce
+  is the stream's newest for that type is an ACK when it has no error_detail and
+  version_info is the version sent; with error_detail a NACK (Envoy's message is recorded;
+  nothing is re-sent until the snapshot changes). An older nonce is stale: it changes no
+  protocol state (accounting still records it). Every send holds all resources of the type.
+- Delta (DeltaAggregatedResources, Envoy's DELTA_GRPC, ztunnel's only protocol): a
+  request subscribes (wildcard when it names none, or "*") or adds/removes names; with a
+  response_nonce it is also an ACK or NACK. The server remembers per stream what the client
+  holds (name -> digest) and sends a type WHOLE (every subscribed resource, as istiod's
+  non-delta generators do over delta xDS: pilot/pkg/xds/delta.go pushDeltaXds) or
+  INCREMENTAL (only resources that differ from what the client holds, plus removals).
+- Versions are one server-wide sequence ("1", "2", ...), like istiod's push version.
+- set_snapshots() sends the types whose content changed (start-up, tests). change() is a
+  config change as istiod handles it: debounced (PILOT_DEBOUNCE_AFTER / _MAX), then for
+  every node Istio's push decision (pushrules.plan) picks the types and how, and the
+  concurrent sends are throttled (PILOT_PUSH_THROTTLE). push() re-sends whole (a forced
+  full push). Clusters go before endpoints, listeners and routes.
 
 Single-threaded: everything runs on one asyncio loop, so no locks.
 """
@@ -30,11 +37,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
+from bench.controlplane import pushrules
 from bench.controlplane.accounting import Event, Ledger
+from bench.controlplane.pushrules import CONTENT, INCREMENTAL, SKIP, WHOLE, ConfigKey, NodeMeta
 from bench.controlplane.resources import PUSH_ORDER
-from bench.controlplane.snapshot import Snapshot, encode_response
+from bench.controlplane.snapshot import Snapshot, encode_delta_response, encode_response
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 log = logging.getLogger("bench.controlplane")
@@ -47,6 +56,7 @@ class Push:
     type_url: str
     version: str
     reason: str
+    how: str = WHOLE  # delta streams: WHOLE or INCREMENTAL (SotW always sends whole)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,15 @@ class PushResult:
     changed: dict[str, list[str]]  # node -> type URLs given a new version
     queued: dict[str, list[str]]  # node -> type URLs queued to at least one open stream
     unknown: list[str] = field(default_factory=list)  # push(): nodes without a snapshot
+    # change(): the nodes Istio pushes, per node and type how it is sent, the types whose
+    # content changed although the decision skips them (sent anyway, counted: a model gap),
+    # and how long the debounce held the change
+    pushed: list[str] = field(default_factory=list)
+    plans: dict[str, dict[str, str]] = field(default_factory=dict)
+    unplanned: dict[str, list[str]] = field(default_factory=dict)
+    debounce_s: float = 0.0
+    merged: int = 1  # changes merged into this push by the debounce
+    differs: dict[str, list[str]] = field(default_factory=dict)  # types whose content changed
 
 
 @dataclass(eq=False)  # compared and hashed by identity: kept in sets per node
@@ -64,11 +83,17 @@ class Stream:
     """One ADS stream (one Envoy connection; a reconnect is a new Stream)."""
 
     id: int
-    queue: asyncio.Queue[DiscoveryRequest | Push | None]
+    queue: asyncio.Queue[Any]
     node: str = ""
+    delta: bool = False
     subscribed: set[str] = field(default_factory=set)
     nonce: dict[str, str] = field(default_factory=dict)  # type -> newest nonce sent
     version: dict[str, str] = field(default_factory=dict)  # type -> version sent with it
+    # delta only: per type, wildcard or the names subscribed, and what the client holds
+    wildcard: dict[str, bool] = field(default_factory=dict)
+    names: dict[str, set[str]] = field(default_factory=dict)
+    has: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> digest sent
+    nonce_version: dict[str, str] = field(default_factory=dict)  # nonce -> version
 
 
 def _as_int(version: str) -> int:
@@ -79,16 +104,33 @@ def _as_int(version: str) -> int:
 class XdsServer:
     """Serves snapshots per node id over ADS and accounts every send and answer."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, debounce_ms: float = 0.0,
+                 debounce_max_ms: float = 10_000.0, throttle: int = 0,
+                 root_namespace: str = pushrules.ROOT_NAMESPACE) -> None:
         self.ledger = ledger
         self.snapshots: dict[str, Snapshot] = {}
+        self.meta: dict[str, NodeMeta] = {}
         self.streams: dict[str, set[Stream]] = {}
+        self.debounce_s = debounce_ms / 1000.0
+        self.debounce_max_s = debounce_max_ms / 1000.0
+        self.root_namespace = root_namespace
+        # istiod's push throttle: sends in flight at once (0: no limit)
+        self._throttle = asyncio.Semaphore(throttle) if throttle > 0 else None
+        self.throttle = throttle
         self._seq = 0  # version sequence
         self._nonces = 0
         self._stream_ids = 0
         self._progress = asyncio.Event()
+        self._pending: list[tuple[dict[str, Snapshot], list[ConfigKey],
+                                  asyncio.Future[PushResult]]] = []
+        self._debouncer: asyncio.Task[None] | None = None
+        self._last_change = 0.0
 
     # ---- what the control API calls ----------------------------------------------------
+    def set_meta(self, meta: Mapping[str, NodeMeta]) -> None:
+        """What the push decision needs to know of each node (role, namespace, ...)."""
+        self.meta.update(meta)
+
     def set_snapshots(self, snapshots: Mapping[str, Snapshot]) -> PushResult:
         """Store each node's snapshot; send the types whose content changed."""
         version = self._next_version()
@@ -101,7 +143,96 @@ class XdsServer:
                 or old.by_type[t].digest != snap.by_type[t].digest)]
             if types:
                 changed[node] = types
-        return PushResult(version, changed, self._queue(changed, version, "snapshot"))
+        queued = self._queue({n: [(t, INCREMENTAL) for t in ts] for n, ts in changed.items()},
+                             version, "snapshot")
+        return PushResult(version, changed, queued)
+
+    async def change(self, snapshots: Mapping[str, Snapshot],
+                     keys: list[ConfigKey]) -> PushResult:
+        """A config change: the new snapshots and the ConfigKeys that changed. Debounced
+        (changes arriving within debounce_ms of each other are merged, up to
+        debounce_max_ms), then pushed by Istio's decision. Returns when it is queued."""
+        if self.debounce_s <= 0:
+            return self._apply_change(dict(snapshots), keys, 0.0, 1)
+        fut: asyncio.Future[PushResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((dict(snapshots), list(keys), fut))
+        self._last_change = time.monotonic()
+        if self._debouncer is None:
+            self._debouncer = asyncio.create_task(self._debounce())
+        return await fut
+
+    async def _debounce(self) -> None:
+        """istiod's debounce (pilot/pkg/xds/discovery.go debounce): push once no change has
+        come for debounce_s, or debounce_max_s after the first."""
+        first = time.monotonic()
+        while True:
+            now = time.monotonic()
+            quiet = self._last_change + self.debounce_s - now
+            left = first + self.debounce_max_s - now
+            if quiet <= 0 or left <= 0:
+                break
+            await asyncio.sleep(min(quiet, left))
+        batch, self._pending, self._debouncer = self._pending, [], None
+        snaps: dict[str, Snapshot] = {}
+        keys: list[ConfigKey] = []
+        for s, k, _ in batch:
+            snaps.update(s)
+            keys += [x for x in k if x not in keys]
+        try:
+            result = self._apply_change(snaps, keys, time.monotonic() - first, len(batch))
+        except Exception as e:  # noqa: BLE001 - handed to every waiting caller, not hidden
+            for _, _, fut in batch:
+                fut.set_exception(e)
+            return
+        for _, _, fut in batch:
+            fut.set_result(result)
+
+    def _apply_change(self, snapshots: dict[str, Snapshot], keys: list[ConfigKey],
+                      debounce_s: float, merged: int) -> PushResult:
+        version = self._next_version()
+        todo: dict[str, list[tuple[str, str]]] = {}
+        plans: dict[str, dict[str, str]] = {}
+        unplanned: dict[str, list[str]] = {}
+        differs_by: dict[str, list[str]] = {}
+        pushed: list[str] = []
+        for node in sorted(set(self.snapshots) | set(snapshots)):
+            old = self.snapshots.get(node)
+            new = snapshots.get(node, old)
+            if new is None:
+                continue
+            self.snapshots[node] = new
+            meta = self.meta.get(node)
+            if meta is None:
+                raise ValueError(f"no node metadata for {node}: the push decision needs it")
+            p = pushrules.plan(meta, keys, self.root_namespace)
+            if p.pushed:
+                pushed.append(node)
+            for t in PUSH_ORDER:
+                if t not in new.by_type and (old is None or t not in old.by_type):
+                    continue
+                differs = (old is None or t not in old.by_type or t not in new.by_type
+                           or old.by_type[t].digest != new.by_type[t].digest)
+                how = p.sends(t)
+                if differs:
+                    differs_by.setdefault(node, []).append(t)
+                if how == WHOLE and t in new.by_type:
+                    todo.setdefault(node, []).append((t, WHOLE))
+                elif how in (INCREMENTAL, CONTENT) and differs:
+                    todo.setdefault(node, []).append((t, INCREMENTAL))
+                elif how == SKIP and differs:
+                    # our rendering changed what Istio would not send: send it (the proxy
+                    # must hold what it is served), and count the gap
+                    unplanned.setdefault(node, []).append(t)
+                    todo.setdefault(node, []).append((t, INCREMENTAL))
+                    self.ledger.counts["unplanned"] += 1
+                    log.warning("%s: %s changed but Istio's decision skips it", node, t)
+            if p.pushed:
+                plans[node] = {t: h for t, h in p.types.items()}
+        changed = {n: [t for t, _ in ts] for n, ts in todo.items()}
+        queued = self._queue(todo, version, "change")
+        return PushResult(version, changed, queued, pushed=pushed, plans=plans,
+                          unplanned=unplanned, debounce_s=debounce_s, merged=merged,
+                          differs=differs_by)
 
     def push(self, nodes: Iterable[str] | None, reason: str,
              types: Iterable[str] | None = None) -> PushResult:
@@ -116,8 +247,9 @@ class XdsServer:
         changed = {n: [t for t in kinds if t in self.snapshots[n].by_type]
                    for n in wanted if n in self.snapshots}
         unknown = [n for n in wanted if n not in self.snapshots]
-        return PushResult(version, changed, self._queue(changed, version, f"push:{reason}"),
-                          unknown)
+        return PushResult(version, changed,
+                          self._queue({n: [(t, WHOLE) for t in ts] for n, ts in changed.items()},
+                                      version, f"push:{reason}"), unknown)
 
     def status(self) -> dict[str, Any]:
         """Connected nodes, per node and type the versions sent and ACKed, the last NACK,
@@ -189,7 +321,10 @@ class XdsServer:
         bytes (snapshot.encode_response), hence the identity serializer."""
         return grpc.method_handlers_generic_handler(ADS_SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self._serve_stream, request_deserializer=DiscoveryRequest.FromString,
+                self._serve_sotw, request_deserializer=DiscoveryRequest.FromString,
+                response_serializer=_identity),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._serve_delta, request_deserializer=DeltaDiscoveryRequest.FromString,
                 response_serializer=_identity),
         })
 
@@ -203,29 +338,42 @@ class XdsServer:
         self._progress.set()
         self._progress = asyncio.Event()
 
-    def _queue(self, types_by_node: dict[str, list[str]], version: str,
+    def _queue(self, types_by_node: Mapping[str, list[tuple[str, str]]], version: str,
                reason: str) -> dict[str, list[str]]:
         queued: dict[str, list[str]] = {}
         for node, types in types_by_node.items():
-            for t in types:
+            for t, _ in types:
                 self.ledger.type_state(node, t).version = version
             for stream in self.streams.get(node, ()):
-                for t in types:
-                    stream.queue.put_nowait(Push(t, version, reason))
+                for t, how in types:
+                    stream.queue.put_nowait(Push(t, version, reason, how))
                     queued.setdefault(node, []).append(t)
         return queued
 
-    async def _serve_stream(self, request_iterator: Any,
-                            context: grpc.aio.ServicerContext) -> None:
+    async def _serve_sotw(self, request_iterator: Any,
+                          context: grpc.aio.ServicerContext) -> None:
+        await self._serve_stream(context, delta=False)
+
+    async def _serve_delta(self, request_iterator: Any,
+                           context: grpc.aio.ServicerContext) -> None:
+        await self._serve_stream(context, delta=True)
+
+    async def _serve_stream(self, context: grpc.aio.ServicerContext, delta: bool) -> None:
         # requests are read by a task of their own and meet pushes in one queue, so this
         # coroutine is the stream's only writer and handles both in arrival order
         self._stream_ids += 1
-        stream = Stream(self._stream_ids, asyncio.Queue())
+        stream = Stream(self._stream_ids, asyncio.Queue(), delta=delta)
         reader = asyncio.create_task(self._read(context, stream.queue))
         try:
             while (item := await stream.queue.get()) is not None:
                 if isinstance(item, Push):
-                    await self._push(stream, context, item)
+                    if self._throttle is None:
+                        await self._push(stream, context, item)
+                    else:
+                        async with self._throttle:
+                            await self._push(stream, context, item)
+                elif delta:
+                    await self._on_delta_request(stream, context, item)
                 else:
                     await self._on_request(stream, context, item)
         finally:
@@ -238,8 +386,7 @@ class XdsServer:
                 self._notify()
 
     @staticmethod
-    async def _read(context: grpc.aio.ServicerContext,
-                    queue: asyncio.Queue[DiscoveryRequest | Push | None]) -> None:
+    async def _read(context: grpc.aio.ServicerContext, queue: asyncio.Queue[Any]) -> None:
         try:
             while (req := await context.read()) is not grpc.aio.EOF:
                 queue.put_nowait(req)
@@ -248,22 +395,28 @@ class XdsServer:
         finally:
             queue.put_nowait(None)
 
-    async def _on_request(self, stream: Stream, context: grpc.aio.ServicerContext,
-                          req: DiscoveryRequest) -> None:
+    async def _hello(self, stream: Stream, context: grpc.aio.ServicerContext,
+                     node_id: str) -> None:
         if not stream.node:
-            if not req.node.id:
+            if not node_id:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "the first request of a stream must carry node.id")
-            stream.node = req.node.id
+            stream.node = node_id
             self.streams.setdefault(stream.node, set()).add(stream)
             self.ledger.record(Event("connect", stream.node, stream=stream.id,
-                                     detail=context.peer()))
+                                     detail=context.peer(),
+                                     reason="delta" if stream.delta else "sotw"))
             self._notify()
+
+    async def _on_request(self, stream: Stream, context: grpc.aio.ServicerContext,
+                          req: DiscoveryRequest) -> None:
+        await self._hello(stream, context, req.node.id)
         t = req.type_url
         if t not in PUSH_ORDER:
             self.ledger.counts["unsupported_type"] += 1
             log.warning("%s asked for %s, which is not served", stream.node, t)
             return
+        self.ledger.type_state(stream.node, t).requests += 1
         if not req.response_nonce:
             stream.subscribed.add(t)
             reason = "reconnect" if req.version_info else "initial"
@@ -283,27 +436,100 @@ class XdsServer:
                              stale, stream.id)
         self._notify()
 
+    async def _on_delta_request(self, stream: Stream, context: grpc.aio.ServicerContext,
+                                req: DeltaDiscoveryRequest) -> None:
+        await self._hello(stream, context, req.node.id)
+        t = req.type_url
+        if t not in PUSH_ORDER:
+            self.ledger.counts["unsupported_type"] += 1
+            log.warning("%s asked for %s, which is not served", stream.node, t)
+            return
+        self.ledger.type_state(stream.node, t).requests += 1
+        first = t not in stream.subscribed
+        subscribe = set(req.resource_names_subscribe)
+        added: set[str] = set()
+        if first:
+            stream.subscribed.add(t)
+            stream.wildcard[t] = not subscribe or "*" in subscribe
+            stream.names[t] = subscribe - {"*"}
+        else:
+            if "*" in subscribe:
+                stream.wildcard[t] = True
+            added = subscribe - {"*"} - stream.names[t]
+            stream.names[t] |= added
+            stream.names[t] -= set(req.resource_names_unsubscribe)
+            for name in req.resource_names_unsubscribe:
+                stream.has.get(t, {}).pop(name, None)
+        if req.response_nonce:
+            stale = req.response_nonce != stream.nonce.get(t)
+            error = None
+            if req.HasField("error_detail"):
+                error = req.error_detail.message or f"grpc code {req.error_detail.code}"
+            version = stream.nonce_version.get(req.response_nonce, "")
+            self.ledger.answered(stream.node, t, req.response_nonce, version, error, stale,
+                                 stream.id)
+            self._notify()
+        if first:
+            reason = "reconnect" if req.initial_resource_versions else "initial"
+            await self._send(stream, context, t, reason)
+        elif added:
+            await self._send(stream, context, t, "subscribe", INCREMENTAL)
+
     async def _push(self, stream: Stream, context: grpc.aio.ServicerContext, push: Push) -> None:
         current = self.ledger.type_state(stream.node, push.type_url).version
         if push.version != current:
             return  # a newer version was queued behind this one: coalesce into it
         if stream.version.get(push.type_url) == current:
             return  # this stream already has it (its subscription was answered with it)
-        await self._send(stream, context, push.type_url, push.reason)
+        await self._send(stream, context, push.type_url, push.reason, push.how)
 
     async def _send(self, stream: Stream, context: grpc.aio.ServicerContext, type_url: str,
-                    reason: str) -> None:
+                    reason: str, how: str = WHOLE) -> None:
         snap = self.snapshots.get(stream.node)
-        if snap is None or type_url not in stream.subscribed or type_url not in snap.by_type:
+        if snap is None or type_url not in stream.subscribed:
             return  # sent when the proxy subscribes or the snapshot arrives
         version = self.ledger.type_state(stream.node, type_url).version
+        res = snap.by_type.get(type_url)
+        if stream.delta:
+            await self._send_delta(stream, context, type_url, reason, how, version)
+            return
+        if res is None:
+            return
         self._nonces += 1
         nonce = str(self._nonces)
-        res = snap.by_type[type_url]
         data = encode_response(version, res.body, type_url, nonce)
         stream.nonce[type_url], stream.version[type_url] = nonce, version
         self.ledger.sent(stream.node, type_url, version, nonce, len(data), len(res.names),
                          reason, stream.id)
+        await context.write(data)
+
+    async def _send_delta(self, stream: Stream, context: grpc.aio.ServicerContext,
+                          type_url: str, reason: str, how: str, version: str) -> None:
+        snap = self.snapshots[stream.node]
+        res = snap.by_type.get(type_url)
+        items = res.by_name if res is not None else {}
+        has = stream.has.setdefault(type_url, {})
+        wanted = (items.keys() if stream.wildcard.get(type_url)
+                  else [n for n in stream.names.get(type_url, ()) if n in items])
+        send = [(n, items[n]) for n in wanted if how == WHOLE or has.get(n) != items[n][1]]
+        removed = sorted(n for n in has if n not in items)
+        if not send and not removed:
+            # nothing this client lacks (e.g. a new endpoint set it has not subscribed to
+            # yet: its subscription will fetch it at this version)
+            return
+        self._nonces += 1
+        nonce = str(self._nonces)
+        data = encode_delta_response(version, [(n, packed) for n, (packed, _) in send],
+                                     type_url, nonce, removed)
+        for n, (_, digest) in send:
+            has[n] = digest
+        for n in removed:
+            del has[n]
+        stream.nonce[type_url], stream.version[type_url] = nonce, version
+        stream.nonce_version[nonce] = version
+        self.ledger.sent(stream.node, type_url, version, nonce, len(data), len(send),
+                         f"{reason}:{how}" if reason in ("change", "snapshot") else reason,
+                         stream.id)
         await context.write(data)
 
 

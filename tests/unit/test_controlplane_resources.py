@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from bench.backends.local import envoy_config
 from bench.backends.local.certs import CertFiles
 from bench.controlplane import resources
-from bench.controlplane.snapshot import Converter, Resources, encode_response
+from bench.controlplane.snapshot import Converter, Resources, encode_response, pack_any
 from bench.mesh import Mesh, build
 from bench.scenario import from_dict
 
@@ -76,15 +76,17 @@ def test_a_bad_field_is_named() -> None:
         resources.cluster({"name": "x", "no_such_field": 1})
 
 
-@pytest.mark.parametrize("internal", [False, True])
-def test_xds_bootstrap(internal: bool) -> None:
+@pytest.mark.parametrize("internal, delta", [(False, True), (True, False)])
+def test_xds_bootstrap(internal: bool, delta: bool) -> None:
     boot = resources.xds_bootstrap("sidecar-a", "sidecar", "/run/a.sock", "/run/xds.sock",
-                                   internal_listeners=internal, metadata={"pod": "a"})
+                                   internal_listeners=internal, metadata={"pod": "a"},
+                                   delta=delta)
     assert boot["node"] == {"id": "sidecar-a", "cluster": "sidecar",
                             "metadata": {"role": "sidecar", "pod": "a"}}
     assert boot["admin"]["address"]["pipe"]["path"] == "/run/a.sock"
     dyn = boot["dynamic_resources"]
-    assert dyn["ads_config"]["api_type"] == "GRPC"
+    # delta xDS as Istio bootstraps its proxies (DELTA_GRPC); SotW when asked
+    assert dyn["ads_config"]["api_type"] == ("DELTA_GRPC" if delta else "GRPC")
     assert dyn["ads_config"]["transport_api_version"] == "V3"
     assert dyn["ads_config"]["grpc_services"] == [
         {"envoy_grpc": {"cluster_name": resources.XDS_CLUSTER}}]
@@ -123,9 +125,11 @@ def test_snapshot_encodes_a_discovery_response() -> None:
         assert (msg.version_info, msg.type_url, msg.nonce) == ("7", type_url, "42")
         assert msg.ByteSize() == len(data)
         assert [r.type_url for r in msg.resources] == [type_url] * len(res.names)
-        dicts = cfg.listeners if type_url == resources.LISTENER_TYPE else cfg.clusters
-        direct = Resources.from_protos(type_url, [resources.from_dict(type_url, d)
-                                                  for d in dicts])
+        dicts = resources.snapshot_dict(cfg)[
+            next(k for k, v in resources.SNAPSHOT_KEYS.items() if v == type_url)]
+        direct = Resources.of(type_url, *zip(*[
+            (n, pack_any(type_url, m)) for n, m in (resources.from_dict(type_url, d)
+                                                    for d in dicts)], strict=True))
         assert direct.digest == res.digest
     assert snap.size == sum(r.size for r in snap.by_type.values())
 
@@ -140,4 +144,31 @@ def test_converter_reuses_and_detects_changes() -> None:
     s3 = conv.snapshot(resources.snapshot_dict(b))
     assert s3.by_type[resources.CLUSTER_TYPE].digest != s1.by_type[resources.CLUSTER_TYPE].digest
     with pytest.raises(ValueError, match="unknown snapshot keys"):
-        conv.snapshot({"routes": []})
+        conv.snapshot({"secrets": []})
+
+
+def test_split_serves_routes_by_rds_and_endpoints_by_eds() -> None:
+    """As istiod serves them: every HTTP connection manager names its route config (RDS),
+    every service cluster takes its endpoints from EDS; nothing is lost on the way."""
+    for name, cfg in _configs():
+        split = resources.snapshot_dict(cfg)
+        inline = resources.snapshot_dict(cfg, split=False)
+        assert len(split["listeners"]) == len(inline["listeners"])
+        assert len(split["clusters"]) == len(inline["clusters"])
+        text = str(split["listeners"])
+        assert "route_config'" not in text and ("rds" in text) == bool(split["routes"])
+        eds = [c for c in split["clusters"] if c["type"] == "EDS"]
+        assert sorted(c["name"] for c in eds) == sorted(e["cluster_name"]
+                                                        for e in split["endpoints"])
+        assert eds or name.startswith("ztunnel"), name  # service clusters: EDS
+        for e in split["endpoints"]:
+            orig = next(c for c in cfg.clusters if c["name"] == e["cluster_name"])
+            assert e["endpoints"] == orig["load_assignment"]["endpoints"]
+        # each converts to Envoy's protobufs
+        conv = Converter()
+        snap = conv.snapshot(split)
+        assert set(snap.by_type) == {resources.LISTENER_TYPE, resources.CLUSTER_TYPE,
+                                     resources.ROUTE_TYPE} | (
+            {resources.ENDPOINT_TYPE} if eds else set())
+        # the original config objects were not altered
+        assert "route_config" in str(cfg.listeners)

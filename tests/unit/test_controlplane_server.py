@@ -12,15 +12,21 @@ from typing import Any
 import grpc
 import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import (
+    DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse,
+    DiscoveryRequest,
+    DiscoveryResponse,
+)
 from google.rpc.status_pb2 import Status
 
 from bench.controlplane.accounting import Ledger
-from bench.controlplane.resources import CLUSTER_TYPE, LISTENER_TYPE
+from bench.controlplane.pushrules import ConfigKey, NodeMeta
+from bench.controlplane.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from bench.controlplane.server import XdsServer
 from bench.controlplane.snapshot import Converter
 
-CDS, LDS = CLUSTER_TYPE, LISTENER_TYPE
+CDS, LDS, EDS, RDS = CLUSTER_TYPE, LISTENER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE
 
 
 def _cluster(name: str, port: int = 9) -> dict[str, Any]:
@@ -240,3 +246,142 @@ def test_reconnect_is_answered_and_first_request_needs_a_node(tmp_path: Path) ->
     ev = _run(tmp_path, scenario)
     assert [e["event"] for e in ev] == ["connect", "send", "disconnect"]
     assert ev[1]["reason"] == "reconnect"
+
+
+# ---- delta xDS ------------------------------------------------------------------------------
+class DeltaClient:
+    """A scripted delta ADS client (Envoy's DELTA_GRPC, ztunnel's protocol)."""
+
+    def __init__(self, channel: grpc.aio.Channel, node: str) -> None:
+        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel) \
+            .DeltaAggregatedResources()
+        self.node = node
+        self.first = True
+        self.received: asyncio.Queue[Any] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for resp in self.call:
+                self.received.put_nowait(resp)
+        except grpc.aio.AioRpcError as e:
+            self.received.put_nowait(e)
+
+    async def request(self, type_url: str, subscribe: list[str] | None = None,
+                      nonce: str = "", error: str | None = None) -> None:
+        req = DeltaDiscoveryRequest(type_url=type_url, response_nonce=nonce,
+                                    resource_names_subscribe=subscribe or [])
+        if self.first:
+            req.node.id = self.node
+            self.first = False
+        if error is not None:
+            req.error_detail.CopyFrom(Status(code=3, message=error))
+        await self.call.write(req)
+
+    async def response(self, timeout_s: float = 2.0) -> DeltaDiscoveryResponse:
+        got = await asyncio.wait_for(self.received.get(), timeout_s)
+        if isinstance(got, BaseException):
+            raise got
+        return got  # type: ignore[no-any-return]
+
+    async def nothing(self, within_s: float = 0.2) -> bool:
+        await asyncio.sleep(within_s)
+        return self.received.empty()
+
+    async def ack(self, resp: DeltaDiscoveryResponse) -> None:
+        await self.request(resp.type_url, nonce=resp.nonce)
+
+
+def _split_snap(conv: Converter, clusters: list[str], timeout: str = "15s") -> Any:
+    """Clusters with their endpoints over EDS and one listener with its route over RDS."""
+    cds = [{"name": c, "type": "EDS", "connect_timeout": "1s",
+            "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}}}
+           for c in clusters]
+    eds = [_cluster(c)["load_assignment"] for c in clusters]
+    rds = [{"name": "r1", "virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": clusters[0], "timeout": timeout}}]}]}]
+    return conv.snapshot({"clusters": cds, "endpoints": eds, "routes": rds,
+                          "listeners": [_listener("l1", 10001)]})
+
+
+def test_delta_subscriptions_increments_and_istios_decision(tmp_path: Path) -> None:
+    """Wildcard CDS/LDS, RDS/EDS by name; a Service change sends the new cluster only
+    (incremental), a route change re-sends every cluster and route (whole, as istiod's CDS
+    for a VirtualService), an unrelated policy in another namespace pushes nothing."""
+    async def scenario(xds: XdsServer, ch: grpc.aio.Channel, conv: Converter) -> None:
+        xds.set_meta({"n1": NodeMeta("sidecar", "bench")})
+        v1 = xds.set_snapshots({"n1": _split_snap(conv, ["c1", "c2"])}).version
+        c = DeltaClient(ch, "n1")
+        await c.request(CDS)
+        cds = await c.response()
+        assert sorted(r.name for r in cds.resources) == ["c1", "c2"]
+        assert cds.system_version_info == v1 and not cds.removed_resources
+        await c.ack(cds)
+        await c.request(EDS, ["c1", "c2"])
+        eds = await c.response()
+        assert sorted(r.name for r in eds.resources) == ["c1", "c2"]
+        await c.ack(eds)
+        await c.request(LDS)
+        await c.ack(await c.response())
+        await c.request(RDS, ["r1"])
+        await c.ack(await c.response())
+        assert (await xds.wait_acked({"n1": v1}, 2))["acked"]
+
+        svc = [ConfigKey("ServiceEntry", "bench", "c3")]
+        r = await xds.change({"n1": _split_snap(conv, ["c1", "c2", "c3"])}, svc)
+        assert r.pushed == ["n1"] and r.plans["n1"][CDS] == "incremental"
+        cds = await c.response()
+        assert [x.name for x in cds.resources] == ["c3"]  # only the new cluster
+        lds = await c.response()
+        assert lds.type_url == LDS and len(lds.resources) == 1  # listeners whole
+        rds = await c.response()
+        assert rds.type_url == RDS and [x.name for x in rds.resources] == ["r1"]
+        await c.ack(cds)
+        await c.ack(lds)
+        await c.ack(rds)
+        await c.request(EDS, ["c3"])  # Envoy subscribes to the new cluster's endpoints
+        eds = await c.response()
+        assert [x.name for x in eds.resources] == ["c3"]
+        await c.ack(eds)
+        assert (await xds.wait_acked({"n1": r.version}, 2))["acked"]
+
+        route = [ConfigKey("VirtualService", "bench", "c1")]
+        r = await xds.change({"n1": _split_snap(conv, ["c1", "c2", "c3"], "7s")}, route)
+        got = [await c.response() for _ in range(3)]
+        assert [g.type_url for g in got] == [CDS, LDS, RDS]  # no EDS for a route
+        assert sorted(x.name for x in got[0].resources) == ["c1", "c2", "c3"]  # unchanged
+        for g in got:
+            await c.ack(g)
+        assert await c.nothing()
+        assert (await xds.wait_acked({"n1": r.version}, 2))["acked"]
+
+        elsewhere = [ConfigKey("AuthorizationPolicy", "other", "p")]
+        r = await xds.change({"n1": _split_snap(conv, ["c1", "c2", "c3"], "7s")}, elsewhere)
+        assert r.pushed == [] and r.changed == {} and r.unplanned == {}
+        assert await c.nothing()
+
+    ev = _run(tmp_path, scenario)
+    sends = [e for e in ev if e["event"] == "send"]
+    assert [e["reason"] for e in sends[-3:]] == ["change:whole"] * 3
+    assert all(e["bytes"] > 0 for e in sends)
+    acks = [e for e in ev if e["event"] == "ack"]
+    assert len(acks) == len(sends) and not any(a["stale"] for a in acks)
+
+
+def test_debounce_merges_changes_and_delays_the_push(tmp_path: Path) -> None:
+    async def scenario(xds: XdsServer, ch: grpc.aio.Channel, conv: Converter) -> None:
+        xds.debounce_s = 0.1
+        xds.set_meta({"n1": NodeMeta("sidecar", "bench")})
+        xds.set_snapshots({"n1": _split_snap(conv, ["c1"])})
+        a = asyncio.create_task(xds.change({"n1": _split_snap(conv, ["c1", "c2"])},
+                                           [ConfigKey("ServiceEntry", "bench", "c2")]))
+        await asyncio.sleep(0.03)
+        b = asyncio.create_task(xds.change({"n1": _split_snap(conv, ["c1", "c2"], "3s")},
+                                           [ConfigKey("VirtualService", "bench", "c1")]))
+        ra, rb = await a, await b
+        assert ra is rb and ra.merged == 2  # one push for both
+        assert ra.debounce_s >= 0.1 + 0.03 * 0.9
+        # merged kinds: the VirtualService makes CDS whole
+        assert ra.plans["n1"][CDS] == "whole"
+
+    _run(tmp_path, scenario)

@@ -80,30 +80,42 @@ def _names_altered(mesh: Mesh, after: Mesh) -> set[str]:
 
 
 def test_l4_policy_changes_only_the_selected_sidecars_but_istio_pushes_the_namespace() -> None:
-    from bench.experiments import istio_scope
+    from bench.backends.local.backend import LocalBackend
+    from bench.controlplane.pushrules import ConfigKey, NodeMeta, plan
+    from bench.experiments import change_keys
 
-    mesh = build(from_dict({"name": "t", "topology": {"services": 3, "pods_per_service": 2}}),
-                 "sidecar")
+    scenario = from_dict({"name": "t", "topology": {"services": 3, "pods_per_service": 2}})
+    mesh = build(scenario, "sidecar")
+    meta = LocalBackend(scenario).node_meta(mesh)
+
+    def istio_scope(experiment: str) -> set[str]:
+        keys = [ConfigKey.of(k) for k in change_keys(mesh, experiment)]
+        return {n for n, m in meta.items() if plan(NodeMeta.of(m), keys).pushed}
+
     after = changed_mesh(mesh, "l4_authz")
     (policy,) = after.policies
     assert policy.selector == mesh.target.name and policy.action == "DENY"
     # rendered: only the two sidecars of the selected service's pods carry it
     assert _names_altered(mesh, after) == {"sidecar-svc-0-0", "sidecar-svc-0-1"}
     # Istio's push decision: every sidecar of the namespace, changed or not
-    assert set(istio_scope(mesh, after, "l4_authz")) == {p.name for p in mesh.proxies}
-    assert istio_scope(mesh, after, "l7_route") == ()
+    assert istio_scope("l4_authz") == {p.name for p in mesh.proxies}
+    # a route (VirtualService) reaches every sidecar too: none has a Sidecar resource
+    assert istio_scope("l7_route") == {p.name for p in mesh.proxies}
+    scoped = LocalBackend(from_dict({"name": "t", "proxy": {"sidecar_egress": ["./*"]}}))
+    elsewhere = [ConfigKey("ServiceEntry", "other", "x.other.svc.cluster.local")]
+    assert not any(plan(NodeMeta.of(m), elsewhere).pushed
+                   for m in scoped.node_meta(mesh).values())
     inbound = next(lst for lst in envoy_config.build(after, after.proxies[1], _certs).listeners
                    if lst["name"] == "virtualInbound")
-    first = inbound["filter_chains"][0]["filters"][0]
+    hcm = inbound["filter_chains"][0]["filters"][0]["typed_config"]
+    first = hcm["http_filters"][0]  # RBAC as an HTTP filter on an HTTP chain, as Istio's
     rules = first["typed_config"]["rules"]
-    assert first["name"] == "envoy.filters.network.rbac" and rules["action"] == "DENY"
+    assert first["name"] == "envoy.filters.http.rbac" and rules["action"] == "DENY"
     assert rules["policies"][policy.key]["principals"] == [
         {"authenticated": {"principal_name": {"exact": policy.principals[0]}}}]
 
 
 def test_every_ztunnel_holds_every_l4_policy_matched_on_the_destination_pod() -> None:
-    from bench.experiments import istio_scope
-
     mesh = build(from_dict({"name": "t", "topology": {"nodes": 3, "services": 2,
                                                       "pods_per_service": 2}}), "waypoint")
     after = changed_mesh(changed_mesh(mesh, "l4_authz"), "l4_authz")  # two policies
@@ -121,7 +133,6 @@ def test_every_ztunnel_holds_every_l4_policy_matched_on_the_destination_pod() ->
             prefixes = {r["header"]["string_match"]["prefix"]
                         for r in pol["permissions"][0]["or_rules"]["rules"]}
             assert prefixes == {f"{ip}:" for ip in selected}
-    assert set(istio_scope(mesh, after, "l4_authz")) == {z.name for z in mesh.proxies_of("ztunnel")}
     # the waypoint enforces policies attached to it (targetRefs), not workload selectors
     assert _names_altered(mesh, after) == {z.name for z in mesh.proxies_of("ztunnel")}
 
@@ -195,6 +206,7 @@ def test_push_report_lists_where_the_views_disagree() -> None:
 
 def test_exposure_bytes_are_the_control_planes_snapshot_bytes() -> None:
     """Without the control plane's sizes, exposure computes the same measure it serves."""
+    from bench.controlplane import wds
     from bench.controlplane.resources import snapshot_dict
     from bench.controlplane.snapshot import Converter
     from bench.experiments import exposure_samples
@@ -205,4 +217,9 @@ def test_exposure_bytes_are_the_control_planes_snapshot_bytes() -> None:
     rows = exposure_samples(mesh, configs, Cell(1, "waypoint", 0))
     got = {r.entity: r.value for r in rows if r.metric == "config_bytes"}
     served = {n: Converter().snapshot(snapshot_dict(c)).size for n, c in configs.items()}
-    assert got == {n: float(v) for n, v in served.items()} and all(v > 0 for v in got.values())
+    # a ztunnel's config is its WDS (Istio's shapes); its Envoy data path is reported apart
+    wds_size = Converter().snapshot(wds.ztunnel_snapshot(mesh)).size
+    want = {n: float(wds_size if n.startswith("ztunnel") else v) for n, v in served.items()}
+    assert got == want and all(v > 0 for v in got.values())
+    datapath = {r.entity: r.value for r in rows if r.metric == "datapath_config_bytes"}
+    assert datapath == {n: float(v) for n, v in served.items() if n.startswith("ztunnel")}

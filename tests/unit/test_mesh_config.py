@@ -105,7 +105,33 @@ def test_fault_delay_goes_into_the_named_proxy_only() -> None:
     opts = envoy_config.Options(fault_delay_ms={"sidecar-client-0": 2.0})
     a = json.dumps(envoy_config.build(mesh, mesh.proxies[0], _certs, opts).listeners)
     b = json.dumps(envoy_config.build(mesh, mesh.proxies[1], _certs, opts).listeners)
-    assert "0.002000s" in a and "envoy.filters.http.fault" not in b
+    # every sidecar has Istio's (empty) fault filter; only the named one delays
+    assert "0.002000s" in a and "fixed_delay" not in b and "envoy.filters.http.fault" in b
+
+
+def test_istio_http_filter_chain_on_sidecars_and_waypoints() -> None:
+    """The upstream part of Istio's chain, in Istio's order (listener_builder.go), on every
+    HTTP chain of a sidecar and a waypoint; the HBONE terminations (our emulation of
+    ztunnel and of the waypoint's CONNECT) keep the router only."""
+    want = [n for n, upstream, _ in envoy_config.ISTIO_HTTP_FILTERS
+            if upstream and n not in ("envoy.filters.http.ext_authz",
+                                      "envoy.filters.http.rbac")]
+    for mode in ("sidecar", "waypoint"):
+        mesh = build(_scenario(), mode)
+        for p in mesh.proxies:
+            for lst in envoy_config.build(mesh, p, _certs).listeners:
+                for chain in lst.get("filter_chains", []):
+                    for f in chain["filters"]:
+                        tc = f["typed_config"]
+                        if "http_filters" not in tc:
+                            continue
+                        names = [h["name"] for h in tc["http_filters"]]
+                        if lst["name"] in ("ztunnel_inbound", "connect_terminate"):
+                            assert names[-1:] == ["envoy.filters.http.router"]
+                            assert "envoy.filters.http.cors" not in names
+                        else:
+                            assert [n for n in names if n != "envoy.filters.http.rbac"] == \
+                                want, (p.name, lst["name"])
 
 
 def test_node_rules_capture_before_kube_proxy_dnat() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -31,13 +32,31 @@ RUNTIME = Path("/run/meshbench")
 SIMPLIFICATIONS = (
     "Proxies are Envoy 1.40 in network namespaces, not Istio: the ztunnel role is an Envoy, "
     "not the Rust ztunnel, so its memory and per-hop cost differ from a real one.",
-    "Configs are served by the harness's Python control plane over State-of-the-World ADS "
-    "(listeners and clusters; no delta xDS, no RDS/EDS: routes and endpoints are inline), "
-    "or, with proxy.config_source: static, written as bootstrap files.",
-    "Push fan-out follows this harness's implementation of Istio's documented scoping and "
-    "push decision; L4 AuthorizationPolicies (DENY or ALLOW by peer principal) are modelled "
-    "as Envoy RBAC (sidecar: network RBAC on its own workload's inbound; ztunnel: every "
+    "Configs are served by the harness's Python control plane, not istiod: delta xDS "
+    "(proxy.xds: sotw for State of the World) with LDS, RDS, CDS and EDS apart, or, with "
+    "proxy.config_source: static, bootstrap files. Who is pushed, which types and whether "
+    "whole or incremental follow our reading of istiod 1.27.3's push decision "
+    "(bench/controlplane/pushrules.py, each rule citing its Istio source), with istiod's "
+    "debounce (100 ms) and push throttle; a change's ConfigKeys are our model of what istiod "
+    "would see (in the ambient modes a Service or policy change also carries the addresses "
+    "it alters, merged by the debounce).",
+    "The ztunnel role's config is accounted in Istio's shapes: a WDS client per node (one "
+    "process, delta, ACKing) receives istio.workload.Address and istio.security."
+    "Authorization built from ztunnel's .proto field numbers; push bytes, fan-out and "
+    "exposure of the ztunnel role use it. The Envoy carrying ztunnel traffic gets its own "
+    "data-path config beside it, reported apart (datapath_*).",
+    "Istiod's incremental sends are modelled as 'resources whose content changed' (delta "
+    "CDS/EDS for a Service, WDS deltas): istiod sends the changed service's resources even "
+    "when equal; an empty increment sends nothing here.",
+    "L4 AuthorizationPolicies (DENY or ALLOW by peer principal) are modelled as Envoy RBAC "
+    "(sidecar: HTTP RBAC on its own workload's inbound HTTP chain; ztunnel data path: every "
     "policy of the mesh, matched on the CONNECT authority), L7 policies are not.",
+    "Istio's HTTP filter chain is present as far as upstream Envoy has it (grpc_stats, "
+    "fault, cors, rbac, router); Istio's own filters (metadata exchange, istio_authn, "
+    "istio.alpn, istio.stats) are missing, so a sidecar's per-request cost is a lower bound "
+    "(manifest: istio_http_filters).",
+    "The ztunnel Envoy runs with proxy.concurrency workers like the sidecars and waypoints "
+    "(Istio's ztunnel: 2 worker threads).",
     "ztunnel captures in the node namespace (PREROUTING REDIRECT, Istio before 1.21) rather "
     "than in-pod, and HBONE uses the node ztunnel's identity instead of each workload's.",
     "Ambient pods do not capture plaintext inbound traffic (no 15006 in ambient).",
@@ -45,6 +64,25 @@ SIMPLIFICATIONS = (
     "endpoint (a user-space hop inside the same Envoy).",
     "Services are reached by VIP in every mode; baseline uses kube-proxy-like iptables DNAT.",
 )
+
+
+def istio_fidelity() -> dict[str, Any]:
+    """For the manifest: Istio's HTTP filters present and missing, and the push decision
+    table the control plane applies (with its sources)."""
+    from bench.controlplane import pushrules
+
+    return {"istio_version_modelled": pushrules.ISTIO_VERSION,
+            "istio_http_filters": {
+                "present": [n for n, up, _ in envoy_config.ISTIO_HTTP_FILTERS if up],
+                "missing": [n for n, up, _ in envoy_config.ISTIO_HTTP_FILTERS if not up],
+                "where": {n: w for n, _, w in envoy_config.ISTIO_HTTP_FILTERS}},
+            "push_decision": pushrules.table()}
+
+
+def istio_push_throttle(cores: int | None = None) -> int:
+    """istiod's default PILOT_PUSH_THROTTLE: min(15 + 5 x GOMAXPROCS, 100)
+    (pilot/pkg/features/tuning.go)."""
+    return min(15 + 5 * (cores or os.cpu_count() or 1), 100)
 
 
 def envoy_binary() -> Path:
@@ -71,11 +109,13 @@ class LocalBackend:
                  options: envoy_config.Options | None = None) -> None:
         self.scenario = scenario
         self.runtime = runtime
-        self.options = options or envoy_config.Options()
+        self.options = dataclasses.replace(options or envoy_config.Options(),
+                                           sidecar_egress=scenario.proxy.sidecar_egress)
         self.sup = Supervisor()
         self._lock_fd: int | None = None
         self._held_for_run = False  # hold_lock(): kept across modes until release_lock()
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
+        self.wds_client: Any = None  # the ztunnel role's WDS client process (Popen)
         self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
 
     # ---- checks ---------------------------------------------------------------------------
@@ -162,6 +202,7 @@ class LocalBackend:
         """Stop what we started (by PID), then delete our namespaces and runtime files."""
         self.sup.stop_all()
         self.configs = {}
+        self._stop_wds_client()
         if self.controlplane is not None:
             self.controlplane.stop()
             self.controlplane = None
@@ -264,22 +305,87 @@ class LocalBackend:
         directory = self.runtime / "xds"
         directory.mkdir(exist_ok=True)
         directory.chmod(0o755)  # the proxies (uid 1337) must reach the xDS socket
-        self.controlplane = ControlPlane.in_dir(directory).start()
+        p = self.scenario.proxy
+        self.controlplane = ControlPlane.in_dir(
+            directory, debounce_ms=p.debounce_ms,
+            push_throttle=p.push_throttle or istio_push_throttle()).start()
         (self.runtime / "controlplane.pid").write_text(str(self.controlplane.pid))
+
+    def _start_wds_client(self, mesh: Mesh) -> None:
+        """The ztunnels' WDS client (one process, a delta stream per node), in the root
+        namespace: the xDS socket is a Unix socket, reachable from anywhere."""
+        import subprocess
+
+        nodes = [p.name for p in mesh.proxies_of("ztunnel")]
+        if not nodes or self.controlplane is None:
+            return
+        state = self.runtime / "xds" / "wds"
+        log = self.runtime / "logs" / "wds-client.log"
+        with open(log, "ab") as out:
+            self.wds_client = subprocess.Popen(
+                [sys.executable, "-m", "bench.controlplane.wds_client", "--xds-socket",
+                 str(self.controlplane.xds_socket), "--nodes", ",".join(nodes),
+                 "--state", str(state)], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        (self.runtime / "wds-client.pid").write_text(str(self.wds_client.pid))
+
+    def _stop_wds_client(self) -> None:
+        popen, self.wds_client = self.wds_client, None
+        if popen is not None and popen.poll() is None:
+            kill_pids([popen.pid])
+            popen.wait(timeout=10)
+
+    def wds_state(self) -> dict[str, Any]:
+        """Per ztunnel node, what its WDS client holds and has ACKed (wds_client.py)."""
+        out = {}
+        for f in sorted((self.runtime / "xds" / "wds").glob("*.json")):
+            out[f.stem] = json.loads(f.read_text())
+        return out
+
+    def node_meta(self, mesh: Mesh) -> dict[str, dict[str, Any]]:
+        """What the push decision needs to know of each proxy (istiod's model.Proxy)."""
+        from bench.controlplane.pushrules import ROOT_NAMESPACE
+
+        out: dict[str, dict[str, Any]] = {}
+        for p in mesh.proxies:
+            if p.role == "ztunnel":
+                out[p.name] = {"role": "ztunnel", "namespace": ROOT_NAMESPACE}
+                continue
+            pod = mesh.pod(p.pod)
+            out[p.name] = {
+                "role": p.role, "namespace": pod.namespace,
+                "services": [s.fqdn for s in mesh.services if pod.name in s.endpoints],
+                "egress": list(self.scenario.proxy.sidecar_egress)
+                if p.role == "sidecar" else []}
+        return out
+
+    def _snapshots(self, mesh: Mesh) -> dict[str, Any]:
+        """Every proxy's xDS snapshot: its Envoy config (RDS/EDS apart), and for a ztunnel
+        the WDS resources istiod would send it (the same for every ztunnel)."""
+        from bench.controlplane import wds
+        from bench.controlplane.resources import snapshot_dict
+
+        shared = wds.ztunnel_snapshot(mesh) if mesh.proxies_of("ztunnel") else {}
+        out: dict[str, Any] = {}
+        for name, cfg in self.configs.items():
+            snap = snapshot_dict(cfg)
+            if name.startswith("ztunnel-"):
+                snap = {**snap, **shared}
+            out[name] = snap
+        return out
 
     def _start_proxies(self, mesh: Mesh) -> None:
         binary = self.runtime / "bin" / "envoy"
-        snapshots: dict[str, Any] = {}
         self.configs = {}
+        delta = self.scenario.proxy.xds == "delta"
         for proxy in mesh.proxies:
             cfg = envoy_config.build(mesh, proxy, self.ca.issue, self.options)
             self.configs[proxy.name] = cfg
             if self.controlplane is not None:
-                from bench.controlplane.resources import proxy_bootstrap, snapshot_dict
+                from bench.controlplane.resources import proxy_bootstrap
 
                 boot = proxy_bootstrap(proxy, cfg, self._admin(proxy.name),
-                                       self.controlplane.xds_socket)
-                snapshots[proxy.name] = snapshot_dict(cfg)
+                                       self.controlplane.xds_socket, delta=delta)
             else:
                 boot = envoy_config.bootstrap(proxy, cfg, self._admin(proxy.name))
             path = self.runtime / "config" / f"{proxy.name}.json"
@@ -292,29 +398,31 @@ class LocalBackend:
                  "--log-level", self.scenario.proxy.log_level, "--drain-time-s", "1"],
                 self._proxy_ns(mesh, proxy), self.runtime / "logs" / f"{proxy.name}.log",
                 uid=PROXY_UID, pod=proxy.pod, node=proxy.node)
-        if snapshots:
-            self.controlplane.set_snapshots(snapshots)
+        if self.controlplane is not None and mesh.proxies:
+            self.controlplane.set_snapshots(self._snapshots(mesh), meta=self.node_meta(mesh))
+            self._start_wds_client(mesh)
 
     def proxy_pids(self) -> dict[str, int]:
         """The running proxies' PIDs by proxy name."""
         return {n: m.pid for n, m in self.sup.procs.items()
                 if m.role in ("sidecar", "ztunnel", "waypoint")}
 
-    def reconfigure(self, mesh: Mesh) -> dict[str, Any]:
+    def reconfigure(self, mesh: Mesh, change: list[dict[str, str]] | None = None,
+                    ) -> dict[str, Any]:
         """Serve a changed mesh (same proxies) to the running proxies through the control
-        plane; only proxies whose resources changed are pushed. Returns its answer
-        ({"version", "changed", ...})."""
+        plane. With `change` (the ConfigKeys istiod would see: pushrules.change_keys) the
+        control plane debounces it and pushes by Istio's decision; without, it pushes the
+        types whose content changed. Returns its answer ({"version", "changed", ...})."""
         if self.controlplane is None:
             raise ProvisionError("a config change needs the xDS control plane",
                                  hint="set proxy.config_source: xds in the scenario")
-        from bench.controlplane.resources import snapshot_dict
-
         t0 = time.perf_counter()
         self.configs = {p.name: envoy_config.build(mesh, p, self.ca.issue, self.options)
                         for p in mesh.proxies}
-        snapshots = {name: snapshot_dict(cfg) for name, cfg in self.configs.items()}
+        snapshots = self._snapshots(mesh)
         render_s = time.perf_counter() - t0  # the harness's stand-in for istiod's generation
-        return {**self.controlplane.set_snapshots(snapshots), "render_s": render_s}
+        return {**self.controlplane.set_snapshots(snapshots, change=change),
+                "render_s": render_s}
 
     def _fail_if_dead(self) -> None:
         dead = self.sup.dead()
@@ -398,12 +506,12 @@ def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]
     """Teardown of everything with the harness prefix: processes inside our namespaces
     (by PID), the namespaces, and the runtime directory. Returns what was removed."""
     removed = []
-    pidfile = runtime / "controlplane.pid"
-    if pidfile.exists():
-        pid = int(pidfile.read_text().strip() or 0)
-        if pid and _is_controlplane(pid):
-            kill_pids([pid])
-            removed.append(f"control plane pid {pid}")
+    for pidfile in (runtime / "controlplane.pid", runtime / "wds-client.pid"):
+        if pidfile.exists():
+            pid = int(pidfile.read_text().strip() or 0)
+            if pid and _is_controlplane(pid):
+                kill_pids([pid])
+                removed.append(f"{pidfile.stem} pid {pid}")
     for ns in netns.list_ours():
         kill_pids(netns.pids_in(ns))
         netns.delete(ns)
@@ -426,4 +534,4 @@ def _is_controlplane(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"bench.controlplane" in cmdline
+    return b"bench.controlplane" in cmdline or b"bench.controlplane.wds_client" in cmdline

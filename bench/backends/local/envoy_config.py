@@ -39,6 +39,8 @@ ROUTER = T + "extensions.filters.http.router.v3.Router"
 NETWORK_RBAC = T + "extensions.filters.network.rbac.v3.RBAC"
 HTTP_RBAC = T + "extensions.filters.http.rbac.v3.RBAC"
 FAULT = T + "extensions.filters.http.fault.v3.HTTPFault"
+CORS = T + "extensions.filters.http.cors.v3.Cors"
+GRPC_STATS = T + "extensions.filters.http.grpc_stats.v3.FilterConfig"
 ORIGINAL_DST = T + "extensions.filters.listener.original_dst.v3.OriginalDst"
 TLS_INSPECTOR = T + "extensions.filters.listener.tls_inspector.v3.TlsInspector"
 DOWNSTREAM_TLS = T + "extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -65,6 +67,8 @@ class Options:
     """Knobs that change a proxy's config but not the mesh (tests use fault delays)."""
 
     fault_delay_ms: dict[str, float] = field(default_factory=dict)  # proxy name -> fixed delay
+    # a Sidecar resource's egress hosts for every sidecar (empty: none, every service)
+    sidecar_egress: tuple[str, ...] = ()
 
 
 # ---- small builders -------------------------------------------------------------------------
@@ -149,17 +153,6 @@ def _principals(policy: AuthorizationPolicy) -> list[dict[str, Any]]:
     return [{"authenticated": {"principal_name": {"exact": p}}} for p in policy.principals]
 
 
-def _network_rbac(policies: list[AuthorizationPolicy]) -> dict[str, Any]:
-    """A sidecar's inbound L4 authorization: the policies that select its own workload, as
-    istiod renders an L4 AuthorizationPolicy (envoy.filters.network.rbac before the HCM).
-    Envoy's RBAC holds one action per filter: one filter per action present."""
-    return {"name": "envoy.filters.network.rbac", "typed_config": {
-        "@type": NETWORK_RBAC, "stat_prefix": "tcp.",
-        "rules": {"action": policies[0].action, "policies": {
-            p.key: {"permissions": [{"any": True}], "principals": _principals(p)}
-            for p in policies}}}}
-
-
 def _ztunnel_rbac(mesh: Mesh) -> list[dict[str, Any]]:
     """Every L4 policy of the mesh, as istiod sends every Authorization to every ztunnel:
     each applies to the connections tunnelled to its selected pods (the CONNECT :authority
@@ -183,27 +176,53 @@ def _ztunnel_rbac(mesh: Mesh) -> list[dict[str, Any]]:
     return out
 
 
+# Istio 1.27's HTTP filter chain of a sidecar and a waypoint
+# (pilot/pkg/networking/core/listener_builder.go buildHTTPConnectionManager), in order, and
+# whether upstream Envoy has it: Istio's own filters are missing from this emulation.
+ISTIO_HTTP_FILTERS = (
+    ("istio.metadata_exchange", False, "sidecar only; Istio's own filter"),
+    ("envoy.filters.http.ext_authz", True, "only with CUSTOM AuthorizationPolicies: none here"),
+    ("istio_authn", False, "sidecar inbound only; Istio's own filter"),
+    ("envoy.filters.http.rbac", True, "sidecar, on HTTP chains with policies that select it"),
+    ("envoy.filters.http.grpc_stats", True, "every HTTP chain"),
+    ("istio.alpn", False, "sidecar outbound only; Istio's own filter"),
+    ("envoy.filters.http.fault", True, "every HTTP chain (empty unless a VirtualService "
+     "injects faults)"),
+    ("envoy.filters.http.cors", True, "every HTTP chain (empty)"),
+    ("istio.stats", False, "sidecar only (Telemetry); Istio's own filter"),
+    ("envoy.filters.http.router", True, "every HTTP chain"),
+)
+
+
 def _http_filters(delay_ms: float | None,
-                  before: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                  before: list[dict[str, Any]] | None = None,
+                  istio: bool = True) -> list[dict[str, Any]]:
+    """`before` (authorization) first, then, with `istio`, the upstream part of Istio's
+    chain (grpc_stats, fault, cors: ISTIO_HTTP_FILTERS), then the router. A fault delay
+    (tests' per-hop attribution) configures the fault filter; without `istio` it is the
+    only filter besides the router."""
     filters = list(before or [])
+    if istio:
+        # as xdsfilters.GrpcStats: filter state on, no per-method stats
+        filters.append({"name": "envoy.filters.http.grpc_stats", "typed_config": {
+            "@type": GRPC_STATS, "emit_filter_state": True,
+            "stats_for_all_methods": False}})
+    fault: dict[str, Any] = {"@type": FAULT}
     if delay_ms:
         # a fixed, known delay on every request: how the tests check per-hop attribution
-        filters.append({
-            "name": "envoy.filters.http.fault",
-            "typed_config": {
-                "@type": FAULT,
-                "delay": {
-                    "fixed_delay": f"{delay_ms / 1000:.6f}s",
-                    "percentage": {"numerator": 100, "denominator": "HUNDRED"},
-                },
-            },
-        })
+        fault["delay"] = {"fixed_delay": f"{delay_ms / 1000:.6f}s",
+                          "percentage": {"numerator": 100, "denominator": "HUNDRED"}}
+    if istio or delay_ms:
+        filters.append({"name": "envoy.filters.http.fault", "typed_config": fault})
+    if istio:
+        filters.append({"name": "envoy.filters.http.cors", "typed_config": {"@type": CORS}})
     filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}})
     return filters
 
 
 def _hcm(stat_prefix: str, routes: list[dict[str, Any]], delay_ms: float | None = None,
-         filters: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+         filters: list[dict[str, Any]] | None = None, istio: bool = True,
+         **extra: Any) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -215,7 +234,7 @@ def _hcm(stat_prefix: str, routes: list[dict[str, Any]], delay_ms: float | None 
                 "name": stat_prefix,
                 "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
             },
-            "http_filters": _http_filters(delay_ms, filters),
+            "http_filters": _http_filters(delay_ms, filters, istio),
             **extra,
         },
     }
@@ -255,7 +274,7 @@ def _hbone_terminate_listener(name: str, certs: CertFiles, cluster: str, stat_pr
             "route": {"cluster": cluster, "upgrade_configs": [
                 {"upgrade_type": "CONNECT", "connect_config": {}}]},
         }],
-        filters=filters,
+        filters=filters, istio=False,
         http2_protocol_options={"allow_connect": True},
         upgrade_configs=[{"upgrade_type": "CONNECT"}],
     )
@@ -290,13 +309,20 @@ def _hbone_originate(target_ip: str, target_port: int, peer_ip: str, certs: Cert
 # ---- roles -----------------------------------------------------------------------------------
 
 def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
-    """Istio sidecar without a Sidecar resource: outbound config for every service of the mesh."""
+    """Istio sidecar: outbound config for every service of the mesh, or, with a Sidecar
+    resource (opts.sidecar_egress), for the services its egress hosts see
+    (pushrules.egress_sees, as SidecarScope does)."""
+    from bench.controlplane.pushrules import NodeMeta, egress_sees
+
     pod = mesh.pod(proxy.pod)
+    scope = NodeMeta("sidecar", pod.namespace, egress=opts.sidecar_egress)
     mine = certs(pod.spiffe)
     delay = opts.fault_delay_ms.get(proxy.name)
     cfg = ProxyConfig()
     chains = []
     for svc in mesh.services:
+        if not egress_sees(scope, svc.namespace, svc.fqdn):
+            continue
         cname = _outbound_cluster_name(svc)
         eps = mesh.endpoints(svc)
         cfg.clusters.append(_static_cluster(
@@ -335,8 +361,9 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
             ],
             "filter_chains": [{
                 "filter_chain_match": {"destination_port": APP_PORT, "transport_protocol": "tls"},
-                "filters": [*_sidecar_rbac(mesh.policies_for(pod)),
-                            _hcm("inbound_app", _route_to(inbound), delay)],
+                # Istio renders policies as HTTP RBAC on an HTTP chain (authz BuildHTTP)
+                "filters": [_hcm("inbound_app", _route_to(inbound), delay,
+                                 filters=_sidecar_rbac(mesh.policies_for(pod)))],
                 "transport_socket": _downstream_tls(mine, ["istio-http/1.1", "http/1.1"]),
             }],
         })
@@ -344,8 +371,17 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
 
 
 def _sidecar_rbac(policies: list[AuthorizationPolicy]) -> list[dict[str, Any]]:
-    return [_network_rbac([p for p in policies if p.action == action])
-            for action in ("DENY", "ALLOW") if any(p.action == action for p in policies)]
+    """A sidecar's inbound authorization: the policies that select its own workload, as
+    HTTP RBAC filters (one per action present; DENY first, as istiod orders them)."""
+    out = []
+    for action in ("DENY", "ALLOW"):
+        chosen = [p for p in policies if p.action == action]
+        if chosen:
+            out.append({"name": "envoy.filters.http.rbac", "typed_config": {
+                "@type": HTTP_RBAC, "rules": {"action": action, "policies": {
+                    p.key: {"permissions": [{"any": True}], "principals": _principals(p)}
+                    for p in chosen}}}})
+    return out
 
 
 def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
