@@ -177,7 +177,9 @@ def test_fault_delay_shows_in_kernel_timed_latency_and_its_hop_at_4_connections(
     """The default run's load (Locust, 4 users on spread schedules), timed in the kernel at
     Locust's sockets: a 5 ms fault delay in the client sidecar appears in the end-to-end
     figure and in that hop, the requests of the 4 connections are matched to their hops,
-    and what lies outside the fault hop stays well under it."""
+    and what lies outside the fault hop stays well under it. 100 rps: one request every
+    10 ms, so with spread schedules the 5 ms delays do not overlap (at 200 rps they would,
+    and overlapping requests on one Envoy thread are the matcher's known limit)."""
     from bench.load.driver import run_locust
     from bench.load.hdr import read_intervals, steady_window
     from bench.probes.client_latency import ClientLatencyProbe
@@ -187,7 +189,7 @@ def test_fault_delay_shows_in_kernel_timed_latency_and_its_hop_at_4_connections(
         assert dep.load_netns
         with HopProbe(targets_for(dep)) as hops, \
                 ClientLatencyProbe(dep.mesh.target.port) as client:
-            run = run_locust(netns=dep.load_netns, url=dep.url + "/", target_rps=200, users=4,
+            run = run_locust(netns=dep.load_netns, url=dep.url + "/", target_rps=100, users=4,
                              processes=1, duration_s=8, hdr_out=tmp_path / "cell.jsonl",
                              log_path=tmp_path / "locust.log", timeout_s=60)
             client.watch(run.pid)
@@ -198,11 +200,13 @@ def test_fault_delay_shows_in_kernel_timed_latency_and_its_hop_at_4_connections(
             t0, t1 = steady_window(read_intervals(run.hdr_paths()), trim_s=1.5)
             req = client.requests(t0, t1)
             hists = _by(hops.read())
-    assert len(req) >= 0.9 * 200 * (t1 - t0), len(req)
+    assert len(req) >= 0.9 * 100 * (t1 - t0), len(req)
     e2e_p50 = float(np.median(req.latency_us))
     fault = hists[("sidecar-client-0", "request")]
-    # the matcher keeps up with 4 overlapping-free connections: (almost) every request
+    # the matcher keeps up with 4 connections whose requests do not overlap: (almost) every
+    # request of the run is matched, and none is left unmatched
     assert fault.matched >= 0.95 * (fault.matched + fault.unmatched), fault
+    assert fault.matched >= 0.9 * len(req), (fault.matched, len(req))
     assert 4000 <= fault.percentile(0.5) <= 10000, fault.percentile(0.5)
     assert e2e_p50 >= 5000, e2e_p50
     assert hists[("sidecar-svc-0-0", "request")].percentile(0.5) < 1000
