@@ -5,55 +5,29 @@ from intended send times charges a server stall to every request it delayed."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback_app import loopback_app
 
 from bench.load.driver import run_locust
 from bench.load.hdr import read_intervals, steady_window, summarize
 from bench.probes.client_latency import ClientLatencyProbe, schedule_spread
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _app(*extra: str) -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "bench.apps.http_server", "--bind",
-                             "127.0.0.1", "--port", str(port), "--payload-bytes", "1024",
-                             *extra], cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
 
 @pytest.fixture
 def app_port() -> Iterator[int]:
-    yield from _app()
+    with loopback_app() as port:
+        yield port
 
 
 @pytest.fixture
 def stalling_app_port() -> Iterator[int]:
     # the first request after every 2 s waits 300 ms
-    yield from _app("--stall-ms", "300", "--stall-period-s", "2")
+    with loopback_app("--stall-ms", "300", "--stall-period-s", "2") as port:
+        yield port
 
 
 def _load(port: int, tmp_path: Path, *, rate: float, users: int, processes: int = 1,

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback_app import loopback_app
 
 from bench.load import reference
 from bench.probes import client_latency
 from bench.probes.client_latency import Requests, schedule_spread, summarize_requests
 from bench.store import Cell
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_bpf_has_every_placeholder_filled() -> None:
@@ -79,26 +75,8 @@ def refclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def app_port() -> Iterator[int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "bench.apps.http_server", "--bind",
-                             "127.0.0.1", "--port", str(port), "--payload-bytes", "1024"],
-                            cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with loopback_app() as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("model", ["uniform", "poisson"])
