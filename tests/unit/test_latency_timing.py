@@ -87,3 +87,18 @@ def test_agreement_with_the_reference_flags_modes_outside_15_percent(tmp_path: P
 def test_no_reference_no_agreement_section(tmp_path: Path) -> None:
     run = load_run(_make(tmp_path, reference=False))
     assert agreement(run) == [] and reference_section(run) == []
+
+
+def test_order_counts_only_where_the_reference_separates_modes() -> None:
+    def row(mode: str, ref: float, harness: float) -> dict:
+        return {"mode": mode, "level": 500, "reference_us": ref, "harness_us": harness}
+
+    # sidecar and waypoint 3 % apart in the reference: a tie, their order is noise
+    close = [row("ambient", 400, 380), row("sidecar", 900, 950), row("waypoint", 870, 980)]
+    assert same_order(close, "harness_us") == {500: True}
+    # ambient clearly below sidecar in the reference but above it in the harness
+    swapped = [row("ambient", 400, 990), row("sidecar", 900, 950)]
+    assert same_order(swapped, "harness_us") == {500: False}
+    # a saturated cell is left out
+    swapped[0]["saturated"] = True
+    assert same_order(swapped, "harness_us") == {500: True}
