@@ -17,9 +17,9 @@ from bench import scenario as scen
 from bench import store as store_mod
 from bench.backends.base import Deployment
 from bench.errors import StorageError
-from bench.experiments import PushOutcome
 from bench.load import hdr
 from bench.mesh import build
+from bench.outcomes import PushOutcome
 from bench.runner import Runner
 from bench.store import RunStore, read_jsonl_table
 

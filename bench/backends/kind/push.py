@@ -29,6 +29,8 @@ from typing import Any
 from bench.backends.kind import manifests as mf
 from bench.errors import UserError
 from bench.mesh import Mesh
+from bench.outcomes import PushOutcome
+from bench.probes.pushwire import KernelPush
 
 POLL_S = 0.2
 QUIET_S = 2.0  # istiod debounces 100 ms by default, up to 10 s under a burst of changes
@@ -125,8 +127,6 @@ def run(backend: Any, mesh: Mesh, experiment: str, timeout_s: float, wire: Any,
         keep: Callable[[str], bool] = lambda proxy: True) -> Any:
     """Apply the change and watch istiod until every moved proxy `keep` accepts ACKed;
     a PushOutcome."""
-    from bench.experiments import PushOutcome
-    from bench.probes.pushwire import KernelPush
 
     before = backend.istiod_metrics()
     sync0 = parse_syncz(fetch_syncz(), keep)
