@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from analysis.headline import FAMILIES, KEY, headline, select_families
 from analysis.load import Run, load_run
 from analysis.metadata import describe_differences, differing_keys
 from analysis.stats import ALPHA, MIN_EFFECT, RatioCI, bootstrap_ratio_ci, significance
-from bench.errors import BenchError, UserError
+from bench.errors import BenchError, UserError, fail
 
 WORSE, BETTER = "worse", "better"
 NOT_SIGNIFICANT, N_TOO_SMALL, UNDEFINED = "not significant", "n too small", "undefined"
@@ -218,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                           run_b=b.run_id, threshold_pct=args.threshold,
                           differing_keys=[k for k, _, _ in diffs])
     except BenchError as e:
-        print(f"meshbench compare: error: {e.one_line()}", file=sys.stderr)
+        code = fail(e, "meshbench compare")
         if outcome is None:
             outcome = summary([], "error", e.exit_code, message=e.one_line())
-        code = e.exit_code
     if args.json:
         args.json.write_text(json.dumps(outcome, indent=2) + "\n")
     return code

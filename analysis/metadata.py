@@ -92,7 +92,39 @@ def metadata_section(run: Run) -> list[str]:
                   for r, modes in zip(names, order)]
     else:
         lines += [f"- Mode order per repetition: {NOT_RECORDED}"]
-    return lines + [""]
+    return lines + [""] + phases_lines(m) + path_lines(m)
+
+
+def phases_lines(m: dict[str, Any]) -> list[str]:
+    """Where the run's time went: seconds per phase, summed over (repetition, mode)."""
+    phases = m.get("phases")
+    if not isinstance(phases, dict) or not phases:
+        return []
+    totals: dict[str, float] = {}
+    for per in phases.values():
+        for phase, sec in per.items():
+            totals[phase] = totals.get(phase, 0.0) + float(sec)
+    whole = sum(totals.values())
+    shown = ", ".join(f"{k} {v:.0f} s ({v / whole:.0%})"
+                      for k, v in sorted(totals.items(), key=lambda kv: -kv[1]))
+    return [f"Time by phase over {len(phases)} (repetition, mode) units, {whole:.0f} s in all: "
+            f"{shown}.", ""]
+
+
+def path_lines(m: dict[str, Any]) -> list[str]:
+    """The proxies' own counters over each mode's cells, by role: proof that the load
+    crossed every role of the mode's data plane (independent of the harness's timing)."""
+    checks = m.get("path_checks")
+    if not checks:
+        return []
+    lines = ["## Path check", "",
+             "Connections the proxies themselves counted over each mode's cells (Envoy's "
+             "listener counters, or Istio's metrics on kube backends), summed by role. A "
+             "role at 0 means the load bypassed it.", ""]
+    rows = [[f"r{c.get('repetition')}", str(c.get("mode")),
+             ", ".join(f"{r} {v:.0f}" for r, v in sorted((c.get("counters") or {}).items())),
+             ", ".join(c.get("bypassed") or []) or "none"] for c in checks]
+    return lines + table(["repetition", "mode", "counted by role", "bypassed"], rows) + [""]
 
 
 def simplifications_section(run: Run) -> list[str]:

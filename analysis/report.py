@@ -12,7 +12,6 @@ bench-ambient` answers sidecar vs ambient); with --runs, exactly the runs given;
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from analysis.push import exposure_figure, push_section
 from analysis.resources import resource_cv_checks, resources_section
 from analysis.runset import RunSet, discover, explicit, single, sources_section
 from analysis.smp import write_smp
-from bench.errors import BenchError, UserError
+from bench.errors import BenchError, UserError, fail
 from bench.store import latest_run
 
 LOCAL_NOTE = ("Local backend: Envoy 1.40 in network namespaces on one host; these figures "
@@ -175,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_outputs(run_dir, args.runs, not args.single).all():
             print(path)
     except BenchError as e:
-        print(f"error: {e.one_line()}", file=sys.stderr)
-        return e.exit_code
+        return fail(e, "meshbench report")
     return 0
 
 

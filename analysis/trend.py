@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from analysis.fmt import spread, table
 from analysis.headline import FAMILIES, headline
 from analysis.load import Run, load_run
 from analysis.metadata import differing_keys
-from bench.errors import BenchError, UserError
+from bench.errors import BenchError, UserError, fail
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -181,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if png:
             print(f"\nwrote {png}")
     except BenchError as e:
-        print(f"meshbench trend: error: {e.one_line()}", file=sys.stderr)
-        return e.exit_code
+        return fail(e, "meshbench trend")
     return 0
 
 

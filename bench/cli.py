@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenario as scen
-from bench.errors import BenchError, UserError
+from bench.errors import BenchError, UserError, fail
 from bench.store import DEFAULT_ROOT, latest_run
 
 
@@ -66,7 +66,7 @@ RUN_OVERRIDES = ("scenario", "backend", "modes", "levels", "repetitions", "windo
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.execute import execute, resume
+    from bench.run.execute import execute, resume
 
     if args.resume:
         # the run's own scenario; one given as well must be the same (hash checked)
@@ -99,8 +99,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import json
 
     from analysis.scaling import write_scaling
-    from bench.execute import execute
-    from bench.runner import log
+    from bench.run.execute import execute
+    from bench.run.runner import log
     from bench.store import new_run_id
 
     s = _scenario(args)
@@ -174,9 +174,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from analysis.latency import AGREEMENT_TOLERANCE, agreement, same_order
     from analysis.load import load_run
-    from bench.execute import execute
     from bench.load.reference import refclient_path
-    from bench.runner import log
+    from bench.run.execute import execute
+    from bench.run.runner import log
     from bench.store import new_run_id
 
     refclient_path()  # one clear line now rather than a failure in every cell
@@ -271,7 +271,7 @@ class _MemWatch:
 def cmd_plan(args: argparse.Namespace) -> int:
     s = _scenario(args)
     modes = scen.parse_modes(args.mode) if args.mode else s.modes
-    from bench.execute import make_backend
+    from bench.run.execute import make_backend
 
     backend = make_backend(s)
     print(f"# scenario {s.name} ({s.hash}), backend {s.backend}")
@@ -438,8 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except BenchError as e:
-        print(f"meshbench: error: {e.one_line()}", file=sys.stderr)
-        return e.exit_code
+        return fail(e)
     except KeyboardInterrupt:
         print("meshbench: interrupted", file=sys.stderr)
         return 130

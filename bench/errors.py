@@ -1,6 +1,9 @@
-"""One exception hierarchy. The CLI turns a UserError into one line and an exit code."""
+"""One exception hierarchy, and the one error path of every command line: `fail` turns a
+BenchError into one line on stderr and its exit code (a UserError: 2)."""
 
 from __future__ import annotations
+
+import sys
 
 
 class BenchError(Exception):
@@ -47,3 +50,11 @@ class StorageError(BenchError):
 class ModeBroken(BenchError):
     """A process of a mode's deployment died: that mode's remaining cells and experiments
     of this repetition are skipped; the run goes on with the next mode."""
+
+
+def fail(e: BenchError, prog: str = "meshbench") -> int:
+    """The one error path of every command line (meshbench and its subcommands, the
+    analysis modules run alone): "<prog>: error: <what is wrong> (hint: <how to fix it>)"
+    on stderr; returns the exit code of the error's kind."""
+    print(f"{prog}: error: {e.one_line()}", file=sys.stderr)
+    return e.exit_code

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.backends.base import Abilities, ServesXds
 from bench.controlplane.resources import (
     ADDRESS_TYPE,
     AUTHORIZATION_TYPE,
@@ -92,10 +93,10 @@ def change_keys(mesh: Mesh, experiment: str) -> list[dict[str, str]]:
 
 
 
-def _counters(backend: Any, proxies: tuple[str, ...]) -> dict[str, float]:
+def _counters(backend: ServesXds, proxies: tuple[str, ...]) -> dict[str, float]:
     """Per proxy, the sum of its applied-update counters (APPLIED); for a ztunnel, the ACKs
     of its WDS client (what the ztunnel role applied)."""
-    wds = backend.wds_state() if hasattr(backend, "wds_state") else {}
+    wds = backend.wds_state()
     out = {}
     for name in proxies:
         if name in wds:
@@ -136,7 +137,7 @@ def _wait_acked(cp: Any, timeout_s: float, broken: Callable[[], list[str]] | Non
             raise ModeBroken(f"process died during the push: {dead[0]}")
 
 
-def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
+def run_push(abilities: Abilities, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
              wire: PushWireProbe | None = None, wire_skip: str = "",
              broken: Callable[[], list[str]] | None = None) -> PushOutcome:
     """Apply `experiment` to the running deployment of `mesh` (config source xds) and wait
@@ -144,9 +145,12 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     control plane's process), also the kernel's view, from the change to the last ACK.
     With `broken` (the backend's check of the deployment), a process dying while the
     ACKs are awaited raises ModeBroken at once instead of waiting out timeout_s."""
-    if hasattr(backend, "push_experiment"):  # kind / cluster: real istiod
-        return backend.push_experiment(mesh, experiment, timeout_s=timeout_s,  # type: ignore[no-any-return]
-                                       wire=wire)
+    if abilities.istiod is not None:  # kind / cluster: real istiod
+        return abilities.istiod.push_experiment(mesh, experiment, timeout_s=timeout_s, wire=wire)
+    backend = abilities.xds
+    if backend is None:
+        raise UserError("this backend cannot push config changes",
+                        hint="remove `experiments` from the scenario")
     cp = backend.controlplane
     if cp is None:
         raise UserError("push experiments need proxy.config_source: xds",
@@ -154,7 +158,7 @@ def run_push(backend: Any, mesh: Mesh, experiment: str, timeout_s: float = 60.0,
     proxies = tuple(p.name for p in mesh.proxies)
     before = _counters(backend, proxies)
     cursor = cp.event_cursor()
-    pids = backend.proxy_pids() if hasattr(backend, "proxy_pids") else {}
+    pids = backend.proxy_pids()
     proxy_cpu0 = _cpu_seconds(pids)
     cpu0 = cp.cpu_seconds()
     after_mesh = changed_mesh(mesh, experiment)

@@ -1,11 +1,19 @@
-"""What every backend offers the runner: build a mode, say where load goes, tear down."""
+"""What every backend offers the runner: build a mode, say where load goes, tear down;
+and, typed, the optional abilities some backends have (`Abilities`), declared by each
+backend once, so that the runner and the experiments never probe a backend by name."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.mesh import Mesh
+
+if TYPE_CHECKING:
+    from bench.outcomes import PushOutcome
+    from bench.store import Cell, Sample
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,105 @@ class Backend(Protocol):
     def check(self, deployment: Deployment) -> list[str]:
         """Reasons the deployment is broken now (a proxy died); empty when healthy."""
 
-    def path_counters(self, deployment: Deployment) -> dict[str, float]:
-        """Counters from the proxies that prove which path requests took."""
+    def abilities(self) -> Abilities:
+        """What else this backend can do (declared, not probed)."""
 
     def teardown(self) -> None:
         """Remove everything provision created; safe to call twice or after a failure."""
+
+
+# ---- optional abilities ----------------------------------------------------------------------
+class ServesXds(Protocol):
+    """The local backend: the harness's own xDS control plane serves every proxy; a config
+    change is rendered by the harness and pushed by that control plane (bench/experiments.py
+    measures it from the control plane's accounting, Envoy's counters and the ztunnel WDS
+    client's ACKs)."""
+
+    controlplane: Any  # a started bench.controlplane.client.ControlPlane, or None
+    configs: dict[str, Any]  # proxy name -> the config it was given (ProxyConfig)
+
+    def reconfigure(self, mesh: Mesh, change: list[dict[str, str]] | None = None,
+                    ) -> dict[str, Any]: ...
+
+    def wds_state(self) -> dict[str, Any]: ...
+
+    def proxy_pids(self) -> dict[str, int]: ...
+
+    def stats(self, name: str, filter: str = "") -> dict[str, float]: ...
+
+    def config_dump_bytes(self, name: str) -> int: ...
+
+
+class PushesThroughIstiod(Protocol):
+    """The kube backends: a config change is applied to the cluster and measured from
+    istiod's metrics and /debug/syncz (bench/backends/kind/push.py)."""
+
+    def push_experiment(self, mesh: Mesh, experiment: str, timeout_s: float,
+                        wire: Any = None) -> PushOutcome: ...
+
+    def controlplane_pid(self) -> int | None:
+        """istiod's host PID when the host sees the pods (the kernel view of pushes)."""
+
+
+class LoadHandle(Protocol):
+    """A running load generator of one cell (bench.load.driver.LocustRun, or its
+    in-cluster twin)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def check(self) -> str: ...
+
+    def wait(self) -> int: ...
+
+    def stop(self) -> None: ...
+
+    def hdr_paths(self) -> list[Path]: ...
+
+    cpu_missing: str  # why cpu_percent_max found nothing
+
+    def cpu_percent_max(self, t0: float, t1: float) -> float | None: ...
+
+
+class RunsLoadInCluster(Protocol):
+    """Locust runs in the cluster's pods (the host cannot reach the pods' network)."""
+
+    def start_load(self, *, cell: str, target_rps: int, duration_s: float, hdr_out: Path,
+                   log_path: Path, timeout_s: float) -> Any: ...
+
+
+class ReadsApiResources(Protocol):
+    """CPU and memory from the Kubernetes metrics API, where the host sampler sees none of
+    the pods' processes."""
+
+    def window_resources(self, cell: Cell) -> Sequence[Sample]: ...
+
+
+class HoldsLock(Protocol):
+    """One run at a time on this host's backend (the local backend's lock file)."""
+
+    def hold_lock(self, run_id: str, wait_s: float = 0.0) -> None: ...
+
+    def release_lock(self) -> None: ...
+
+
+class ProvesPath(Protocol):
+    """Counters from the proxies that show which path requests took."""
+
+    def path_counters(self, deployment: Deployment) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Abilities:
+    """The optional abilities of one backend, each the backend itself or None."""
+
+    xds: ServesXds | None = None
+    istiod: PushesThroughIstiod | None = None
+    in_cluster_load: RunsLoadInCluster | None = None
+    api_resources: ReadsApiResources | None = None
+    lock: HoldsLock | None = None
+    path: ProvesPath | None = None
+
+    @property
+    def pushes(self) -> bool:
+        return self.xds is not None or self.istiod is not None

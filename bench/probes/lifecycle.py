@@ -1,19 +1,26 @@
 """Probe lifecycles of a run, and the one place that writes their status to the manifest.
 
-ProbeBook holds the manifest's `probes` section. ModeProbe runs one probe that is attached
-per mode (the per-hop BPF probe; a new one of the same shape is one more ModeProbe): attach
-before the load, reset at a window's start, read at its end, detach at teardown, every
-failure on record and nothing retried silently.
+ProbeBook holds the manifest's `probes` section. Three lifecycles, every failure on record
+and nothing retried silently:
+- RunProbe: the resource sampler, one process for the whole run, restarted between cells
+  when it died;
+- ModeProbe: a probe attached per mode (the per-hop BPF probe, the kernel-timed latency at
+  the load generator's sockets): attach before the load, reset at a window's start, read at
+  its end, detach at teardown;
+- ExperimentProbe: the kernel view of config pushes, attached at a mode's first experiment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from bench.errors import StorageError
+from bench.errors import BenchError, StorageError
 from bench.faults import inject
-from bench.store import Cell, RunStore
+from bench.probes.processes import Target, write_targets
+from bench.probes.resources import ResourceSampler, summarize_window
+from bench.store import Cell, RunStore, Sample
 
 
 def one_line(e: BaseException) -> str:
@@ -154,6 +161,150 @@ class ModeProbe:
             return None
 
     def detach(self) -> None:
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe = None
+
+
+class RunProbe:
+    """The resource sampler: one process for the whole run, told per mode and cell which
+    PIDs to watch (a targets file). A sampler that died is started again before the next
+    cell, on record; a cell it did not cover is on record as missing resources."""
+
+    name = "resources"
+
+    def __init__(self, book: ProbeBook, targets_path: Path, out_path: Path,
+                 interval_s: float, pss_interval_s: float) -> None:
+        self.book = book
+        self.targets_path = targets_path
+        self.out_path = out_path
+        self.interval_s = interval_s
+        self.pss_interval_s = pss_interval_s
+        self.sampler: ResourceSampler | None = None
+        self.down = ""  # why the sampler is gone for good (a restart failed)
+
+    def start(self) -> None:
+        write_targets(self.targets_path, [])
+        self.sampler = ResourceSampler(self.targets_path, self.out_path,
+                                       interval=self.interval_s,
+                                       pss_interval=self.pss_interval_s)
+        self.sampler.start()
+        self.book.set(self.name, {"status": "ok", "reason": "", "interval_s": self.interval_s,
+                                  "pss_interval_s": self.pss_interval_s,
+                                  "pid": self.sampler.pid})
+
+    def dead(self) -> str:
+        """Why the sampler is not running ("" while it is)."""
+        if self.sampler is None or self.sampler.proc is None:
+            return ""
+        code = self.sampler.proc.poll()
+        return "" if code is None else f"resource sampler (pid {self.sampler.pid}) exited with {code}"
+
+    def ensure(self, before: str) -> None:
+        """Between cells: a sampler that died is started again, on record."""
+        dead = self.dead()
+        if not dead or self.sampler is None:
+            return
+        self.book.failed(self.name, dead)
+        self.sampler.stop()
+        try:
+            self.sampler.start()
+        except BenchError as e:  # no sampler from here on: every later cell says so
+            self.sampler = None
+            self.down = f"restart before {before} failed: {e.one_line()}"
+            self.book.failed(self.name, self.down)
+            return
+        self.book.restarted(self.name, f"before {before}: {dead}; new pid {self.sampler.pid}",
+                            pid=self.sampler.pid)
+
+    def watch(self, targets: Sequence[Target]) -> None:
+        """The processes to sample from now on (replacing the last set)."""
+        if self.sampler is not None:
+            write_targets(self.targets_path, targets)
+
+    def window(self, cell: Cell, t0: float, t1: float) -> list[Sample] | None:
+        """The window's rows, or None when the sampler did not run through it (on record:
+        the cell is missing resources). Processes it could not measure are on record too,
+        so that the report says which have no data instead of showing a zero."""
+        if self.sampler is None:
+            if self.down:
+                self.book.missing(self.name, cell.id, self.down)
+            return None
+        dead = self.dead()
+        if dead:
+            self.book.missing(self.name, cell.id, dead)
+            return None
+        res = summarize_window(self.out_path, t0, t1, cell)
+        self.book.skipped_entities(self.name, cell.id, res.skipped)
+        return list(res.samples)
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+
+
+class ExperimentProbe:
+    """The kernel view of config pushes (bench/probes/pushwire.py): a BCC probe on the
+    control plane's process, attached at a mode's first experiment and kept for the next;
+    a failed read is on record and the probe is attached anew for the next experiment; a
+    failed attach leaves the rest of that (repetition, mode) without it, on record.
+    `pid()` is the control plane's PID now (None: not visible from this host)."""
+
+    name = "push_kernel"
+
+    def __init__(self, book: ProbeBook, pid: Callable[[], int | None]) -> None:
+        self.book = book
+        self.pid = pid
+        self.probe: Any = None
+        self._down: dict[tuple[int, str], str] = {}  # (repetition, mode): attach failed
+        self._restart = ""  # why the probe is being attached again
+
+    def for_experiment(self, rep: int, mode: str, experiment: str) -> Any:
+        """The attached probe for this experiment, or None (then on record as missing)."""
+        where = f"r{rep}-{mode} {experiment}"
+        if self.probe is None and (rep, mode) not in self._down:
+            restart, self._restart = self._restart, ""
+            self.probe, failed = self._attach(mode)
+            if failed:
+                self._down[(rep, mode)] = failed
+            elif self.probe is not None and restart:
+                self.book.restarted(self.name, f"before {where}: {restart}")
+        down = self._down.get((rep, mode))
+        if down:
+            self.book.missing(self.name, where, down)
+        return self.probe
+
+    def lost(self, rep: int, mode: str, experiment: str, why: str) -> None:
+        """The read for this experiment failed: on record, and attached anew for the next."""
+        self.book.missing(self.name, f"r{rep}-{mode} {experiment}", why)
+        self.stop()
+        self._restart = f"after {why}"
+
+    def _attach(self, mode: str) -> tuple[Any, str]:
+        from bench.probes.pushwire import PushWireProbe, check
+
+        if not self.book.get(self.name):
+            missing = check()
+            self.book.set(self.name, {"status": "skipped", "reason": missing[0],
+                                      "hint": missing[1]} if missing else
+                          {"status": "ok", "reason": ""})
+        pid = self.pid()
+        if not self.book.ok(self.name) or pid is None:
+            return None, ""
+        probe = PushWireProbe(pid)
+        try:
+            inject(f"{self.name}.attach", mode)
+            return probe.start(), ""
+        except StorageError:
+            raise
+        except Exception as e:  # compile or attach failed: recorded, experiments go on
+            probe.stop()
+            failed = f"{mode}: attach failed: {one_line(e)}"
+            self.book.failed(self.name, failed)
+            return None, failed
+
+    def stop(self) -> None:
         if self.probe is not None:
             self.probe.stop()
             self.probe = None

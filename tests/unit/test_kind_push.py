@@ -117,14 +117,14 @@ def test_syncz_of_istio_1_27_reads_ztunnel_nonces_under_resources() -> None:
 
 def test_ambient_fan_out_counts_the_ztunnels(tmp_path: Path) -> None:
     backend, fake, dep = _world(tmp_path, "ambient", affected={"ztunnel-0.istio-system"})
-    o = run_push(backend, dep.mesh, "new_service", timeout_s=30)
+    o = run_push(backend.abilities(), dep.mesh, "new_service", timeout_s=30)
     assert o.updated == ("ztunnel-0.istio-system",) and not o.stragglers
 
 
 def test_push_on_kind_waits_for_every_moved_proxy_to_ack(tmp_path: Path) -> None:
     backend, fake, dep = _world(tmp_path, "sidecar",
                                 affected={"client-0.mb-bench", "svc-0-0.mb-bench"})
-    o = run_push(backend, dep.mesh, "l4_authz", timeout_s=30)  # dispatches to istiod's view
+    o = run_push(backend.abilities(), dep.mesh, "l4_authz", timeout_s=30)  # dispatches to istiod's view
     assert o.view == "istiod"
     assert set(o.updated) == {"client-0.mb-bench", "svc-0-0.mb-bench"}
     # the ingress gateway and team-a's sidecar are istiod's, not the run's
@@ -144,7 +144,7 @@ def test_a_proxy_that_never_acks_is_a_straggler_after_the_timeout(tmp_path: Path
     backend, fake, dep = _world(tmp_path, "ambient", affected={"ztunnel-0.istio-system",
                                                                "client-0.mb-bench"},
                                 stuck=frozenset({"ztunnel-0.istio-system"}))
-    o = run_push(backend, dep.mesh, "new_service", timeout_s=5)
+    o = run_push(backend.abilities(), dep.mesh, "new_service", timeout_s=5)
     assert set(o.stragglers) == {"ztunnel-0.istio-system"}
     assert o.stragglers["ztunnel-0.istio-system"] == {"address": "sent n2, acked n1"}
     assert set(o.converge_ms) == {"client-0.mb-bench"}
@@ -157,4 +157,4 @@ def test_no_istiod_means_a_clear_error(tmp_path: Path) -> None:
     dep = w.backend.provision("sidecar")
     w.backend._istiod_port = 0
     with pytest.raises(ProvisionError, match="/debug/syncz"):
-        run_push(w.backend, dep.mesh, "l7_route", timeout_s=5)
+        run_push(w.backend.abilities(), dep.mesh, "l7_route", timeout_s=5)

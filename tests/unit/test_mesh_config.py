@@ -10,7 +10,7 @@ import pytest
 from bench.backends.local import envoy_config, topology
 from bench.backends.local.certs import CertFiles
 from bench.mesh import build
-from bench.runner import mode_orders
+from bench.run.runner import mode_orders
 from bench.scenario import from_dict
 
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from bench import runner as runner_mod
 from bench import scenario as scen
 from bench import store as store_mod
-from bench.backends.base import Deployment
+from bench.backends.base import Abilities, Deployment
 from bench.errors import StorageError
 from bench.load import hdr
 from bench.mesh import build
 from bench.outcomes import PushOutcome
-from bench.runner import Runner
+from bench.run import cell as cell_mod
+from bench.run.runner import Runner
 from bench.store import RunStore, read_jsonl_table
 
 
@@ -59,6 +59,8 @@ class FakeLoad:
     def cpu_percent_max(self, t0: float, t1: float) -> float:
         return 1.0
 
+    cpu_missing = ""
+
 
 @dataclass
 class FakeBackend:
@@ -82,6 +84,12 @@ class FakeBackend:
 
     def check(self, dep: Deployment) -> list[str]:
         return list(self.dead)
+
+    def abilities(self) -> Abilities:
+        return Abilities(istiod=self)
+
+    def controlplane_pid(self) -> int | None:
+        return None
 
     def teardown(self) -> None:
         self.torn_down += 1
@@ -112,10 +120,10 @@ def fake_load(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeLoad]:
         return hdr.LatencySummary(1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 1200.0, 100, 0,
                                   100.0, t0, t1, t1 - t0)
 
-    monkeypatch.setattr(runner_mod, "run_locust", run_locust)
-    monkeypatch.setattr(runner_mod, "LOCUST_START_S", 0.0)
-    monkeypatch.setattr(runner_mod.hdr, "summarize", summarize)
-    monkeypatch.setattr(runner_mod.hdr, "read_intervals", lambda paths, field="hist": [])
+    monkeypatch.setattr(cell_mod, "run_locust", run_locust)
+    monkeypatch.setattr(cell_mod, "LOCUST_START_S", 0.0)
+    monkeypatch.setattr(cell_mod.hdr, "summarize", summarize)
+    monkeypatch.setattr(cell_mod.hdr, "read_intervals", lambda paths, field="hist": [])
     return loads
 
 
@@ -210,7 +218,7 @@ def test_a_lost_load_generator_worker_fails_its_cell_but_not_the_mode(
         made.append(load)
         return load
 
-    monkeypatch.setattr(runner_mod, "run_locust", run_locust)
+    monkeypatch.setattr(cell_mod, "run_locust", run_locust)
     backend = FakeBackend(s)
     r, m = _run(tmp_path, backend)
     cells = _by_cell(m)
@@ -284,9 +292,9 @@ class InterruptingBackend(FakeBackend):
 
 def test_resume_runs_what_was_not_finished_and_counts_no_row_twice(
         tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
-    from bench import resume as rs
     from bench.errors import UserError
-    from bench.execute import EXIT_INTERRUPTED, EXIT_OK, _execute
+    from bench.run import resume as rs
+    from bench.run.execute import EXIT_INTERRUPTED, EXIT_OK, _execute
 
     s = _scenario(levels=[100, 200])
     first = InterruptingBackend(s)
@@ -332,7 +340,7 @@ def test_resume_runs_what_was_not_finished_and_counts_no_row_twice(
 
 def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
         tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.execute import _execute
+    from bench.run.execute import _execute
 
     s = _scenario(levels=[100, 200])
     backend = InterruptingBackend(s)
@@ -357,3 +365,61 @@ def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
     df = read_jsonl_table(tmp_path / "run")  # the first cell's rows, whole
     assert set(df["level"]) == {100} and len(df) > 0
     assert (tmp_path / "run" / "samples.parquet").exists()  # the kept rows, as a table
+
+
+class CountingBackend(FakeBackend):
+    """Proxies' own connection counters: each cell's load moves them by 10 for every role
+    except those in `bypass` (traffic that skipped them)."""
+
+    bypass: frozenset[str] = frozenset()
+
+    def abilities(self) -> Abilities:
+        return Abilities(istiod=self, path=self)
+
+    def path_counters(self, dep: Deployment) -> dict[str, float]:
+        n = sum(1 for s in fake_starts if s.startswith(f"r1-{self.mode}"))
+        return {f"{p.role}/{p.name}:cx": 0.0 if p.role in self.bypass else 10.0 * n
+                for p in dep.mesh.proxies}
+
+
+fake_starts: list[str] = []
+
+
+def test_the_path_check_names_a_role_the_load_bypassed(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_starts.clear()
+    run_locust = cell_mod.run_locust
+
+    def counted(**kw: Any) -> FakeLoad:
+        fake_starts.append(kw["hdr_out"].stem)
+        return run_locust(**kw)  # type: ignore[return-value]
+
+    monkeypatch.setattr(cell_mod, "run_locust", counted)
+    s = _scenario(modes=["sidecar", "ambient"], levels=[100, 200])
+    backend = CountingBackend(s)
+    backend.bypass = frozenset({"ztunnel"})
+    _, m = _run(tmp_path, backend)
+    checks = {c["mode"]: c for c in m["path_checks"]}
+    assert checks["sidecar"]["counters"]["sidecar"] > 0
+    assert checks["sidecar"]["bypassed"] == []
+    assert checks["ambient"]["bypassed"] == ["ztunnel"]
+    assert checks["ambient"]["ok_cells"] == 2
+    from analysis.metadata import path_lines
+
+    text = "\n".join(path_lines(m))
+    assert "| r1 | ambient |" in text and "ztunnel 0" in text
+
+
+def test_every_phase_of_every_mode_has_its_time_in_the_manifest(
+        tmp_path: Path, fake_load: dict[str, FakeLoad]) -> None:
+    s = _scenario(modes=["sidecar", "ambient"], repetitions=2)
+    _, m = _run(tmp_path, FakeBackend(s))
+    assert set(m["phases"]) == {"r1-sidecar", "r1-ambient", "r2-sidecar", "r2-ambient"}
+    for unit, per in m["phases"].items():
+        assert {"provisioning", "warm-up", "window", "collect", "experiment",
+                "teardown"} <= set(per), unit
+        assert per["window"] >= s.timing.window_s * 0.9  # the window's own sleep
+        assert all(v >= 0 for v in per.values())
+    from analysis.metadata import phases_lines
+
+    assert "window" in phases_lines(m)[0]

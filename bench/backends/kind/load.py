@@ -128,6 +128,15 @@ class InClusterLoad:
         self._copy_results()
         return 0
 
+    def check(self) -> str:
+        """Why the run failed already ("" while the master and workers live or ended
+        cleanly): a `kubectl exec` that exited with an error before the window's end."""
+        for name, b in [(MASTER, self._master), *zip(self.spec.workers, self._workers)]:
+            code = b.poll() if b is not None else None
+            if code:
+                return f"kubectl exec of {name} exited with {code} (see {self._log(name)})"
+        return ""
+
     def _copy_results(self) -> None:
         for i, pod in enumerate(self.spec.workers):
             tmp = Path(tempfile.mkdtemp(prefix="mb-cp-", dir=self.hdr_out.parent))

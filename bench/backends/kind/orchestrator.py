@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import PREFIX
-from bench.backends.base import Deployment
+from bench.backends.base import Abilities, Deployment
 from bench.backends.kind import manifests as mf
 from bench.backends.kind import measure
 from bench.backends.kind import versions as v
@@ -157,6 +157,11 @@ class KubeBackend:
     """Shared by KindBackend and ClusterBackend; not used directly."""
 
     name = "kube"
+
+    def abilities(self) -> Abilities:
+        """Pushes measured from istiod, Locust in the cluster's pods, CPU and memory from
+        the metrics API where the host sees no pod process, and the proxies' counters."""
+        return Abilities(istiod=self, in_cluster_load=self, api_resources=self, path=self)
     placement: mf.Placement = mf.NODE_LABELS
 
     def __init__(self, scenario: Scenario, *, run_id: str, context: str, commands: Commands,

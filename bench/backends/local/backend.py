@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import PREFIX
-from bench.backends.base import Deployment, ProcessRef
+from bench.backends.base import Abilities, Deployment, ProcessRef
 from bench.backends.local import envoy_config, netns, topology
 from bench.backends.local.certs import LocalCA
 from bench.backends.local.processes import Supervisor, kill_pids
@@ -119,6 +119,11 @@ class LocalBackend:
         self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
 
     # ---- checks ---------------------------------------------------------------------------
+    def abilities(self) -> Abilities:
+        """Its own xDS control plane (pushes measured from its accounting), one run at a
+        time on this host (the lock), and the proxies' counters."""
+        return Abilities(xds=self, lock=self, path=self)
+
     def preflight(self) -> None:
         if os.geteuid() != 0:
             raise PrerequisiteError(
@@ -495,10 +500,14 @@ class LocalBackend:
         return len(text.encode() if isinstance(text, str) else text)
 
     def path_counters(self, deployment: Deployment) -> dict[str, float]:
+        """Connections each proxy accepted ("<role>/<proxy>:downstream_cx_total": Envoy's
+        listener counters, its admin listener and per-worker copies left out)."""
         out: dict[str, float] = {}
         for p in deployment.mesh.proxies:
-            for k, v in self.stats(p.name).items():
-                out[f"{p.name}:{k}"] = v
+            stats = self.stats(p.name, filter=r"^listener\..*downstream_cx_total$")
+            out[f"{p.role}/{p.name}:downstream_cx_total"] = sum(
+                v for k, v in stats.items()
+                if not k.startswith("listener.admin.") and ".worker_" not in k)
         return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import scenario as scen
 from bench.errors import UserError
-from bench.runner import mode_orders, unit_done
+from bench.run.runner import mode_orders, unit_done
 from bench.store import Cell, RunStore
 
 

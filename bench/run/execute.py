@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import meta
+from bench.backends.base import Backend
 from bench.errors import StorageError
-from bench.runner import Runner, log
+from bench.run.runner import Runner, log
 from bench.scenario import Scenario
 from bench.store import RunStore, new_run_id
 
 
-def make_backend(s: Scenario) -> Any:
+def make_backend(s: Scenario) -> Backend:
     if s.backend == "local":
         from bench.backends.local.backend import LocalBackend
 
@@ -39,9 +40,9 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
     on an error, 130 interrupted (torn down, results so far kept)."""
     backend = make_backend(s)
     run_id = run_id or new_run_id(s.name)
-    hold = getattr(backend, "hold_lock", None)
-    if hold is not None:  # before preflight: a second run is told who holds the backend
-        hold(run_id, wait_lock_s)
+    lock = backend.abilities().lock
+    if lock is not None:  # before preflight: a second run is told who holds the backend
+        lock.hold_lock(run_id, wait_lock_s)
     def create() -> RunStore:
         local = s.backend == "local"
         fidelity: dict[str, Any] = {}
@@ -68,23 +69,22 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
     try:
         return _execute(s, backend, create, report)
     finally:
-        release = getattr(backend, "release_lock", None)
-        if release is not None:
-            release()
+        if lock is not None:
+            lock.release_lock()
 
 
 def resume(run_dir: Path, given: Scenario | None = None, report: bool = True,
            wait_lock_s: float = 0.0) -> tuple[Path, int]:
-    """Run what the run in run_dir did not finish (see bench.resume), in the same directory,
+    """Run what the run in run_dir did not finish (see bench.run.resume), in the same directory,
     then rebuild its report from all of its cells; exit codes as execute()."""
-    from bench import resume as rs
+    from bench.run import resume as rs
 
     manifest = rs.load_manifest(run_dir)
     s = rs.scenario_of(run_dir, manifest, given)
     backend = make_backend(s)
-    hold = getattr(backend, "hold_lock", None)
-    if hold is not None:  # also keeps a second resume of the same run out
-        hold(manifest["run_id"], wait_lock_s)
+    lock = backend.abilities().lock
+    if lock is not None:  # also keeps a second resume of the same run out
+        lock.hold_lock(manifest["run_id"], wait_lock_s)
     try:
         manifest = rs.load_manifest(run_dir)  # as the lock's previous holder left it
         todo = rs.unfinished(s, manifest)
@@ -94,12 +94,11 @@ def resume(run_dir: Path, given: Scenario | None = None, report: bool = True,
             "rebuilding the report"))
         return _execute(s, backend, lambda: rs.prepare(run_dir, s, manifest), report)
     finally:
-        release = getattr(backend, "release_lock", None)
-        if release is not None:
-            release()
+        if lock is not None:
+            lock.release_lock()
 
 
-def _execute(s: Scenario, backend: Any, make_store: Any, report: bool) -> tuple[Path, int]:
+def _execute(s: Scenario, backend: Backend, make_store: Any, report: bool) -> tuple[Path, int]:
     backend.preflight()
     store: RunStore = make_store()
     log(f"run {store.run_id}: scenario {s.name} ({s.hash}), modes {', '.join(s.modes)}, "

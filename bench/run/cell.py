@@ -1,0 +1,280 @@
+"""One measurement cell: a load level on a running mode. Locust starts, warms up, then the
+window runs with every probe (its boundaries recorded); at its end the cell's rows are
+collected from every source: Locust's and the kernel's timing, the hop probe, the resource
+sampler (or the metrics API), and, when the scenario asks, the independent reference
+client right before or after on the same deployment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.backends.base import Deployment, LoadHandle
+from bench.errors import BenchError, CellFailed, StorageError
+from bench.load import hdr
+from bench.load.driver import run_locust
+from bench.load.reference import SOURCE_KERNEL as REFERENCE_KERNEL
+from bench.load.reference import reference_cell
+from bench.load.reference import to_samples as reference_to_samples
+from bench.probes import client_latency
+from bench.probes.lifecycle import NothingToProbe, one_line
+from bench.probes.processes import Target
+from bench.probes.resources import per_krps
+from bench.run.context import RunContext
+from bench.store import Cell, Sample
+
+LOCUST_START_S = 2.0  # Locust's own start-up, before its first request
+IN_CLUSTER_START_S = 5.0
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str
+    reason: str = ""
+    window: dict[str, float] | None = None
+    summary: hdr.LatencySummary | None = None
+    loadgen_pid: int | None = None
+    kernel: hdr.LatencySummary | None = None
+    reference: hdr.LatencySummary | None = None
+
+
+def in_cluster(dep: Deployment) -> bool:
+    """Whether the load generator runs in the cluster's pods (a kube backend)."""
+    return bool(dep.info.get("load", {}).get("where") == "in-cluster")
+
+
+def make_kernel_latency(ok: bool) -> Any:
+    """The factory of the kernel-timed latency probe (a ModeProbe's `make`)."""
+
+    def make(dep: Deployment) -> Any:
+        if not ok:
+            return None
+        if in_cluster(dep):
+            raise NothingToProbe("the load generator runs in the cluster: latency is "
+                                 "Locust's own timing there")
+        return client_latency.ClientLatencyProbe(url_port(dep.url))
+
+    return make
+
+
+def make_hops(ok: bool) -> Any:
+    """The factory of the per-hop probe (a ModeProbe's `make`)."""
+
+    def make(dep: Deployment) -> Any:
+        if not ok or not dep.mesh.proxies:
+            return None
+        from bench.probes.hops import HopProbe, targets_for
+
+        targets = targets_for(dep)
+        if not targets:  # a kube backend whose host cannot see the pods' processes
+            raise NothingToProbe("no proxy process of the mesh is visible from this host, "
+                                 "so there is no per-hop data")
+        return HopProbe(targets)
+
+    return make
+
+
+def guarded(ctx: RunContext, cell: Cell, dep: Deployment) -> CellOutcome:
+    """run(), with any error of the harness or the OS recorded as the cell's failure (a
+    full results disk still stops the run)."""
+    try:
+        return run(ctx, cell, dep)
+    except StorageError:
+        raise
+    except (BenchError, OSError) as e:
+        return CellOutcome(cell, "failed", one_line(e))
+
+
+def _start_load(ctx: RunContext, cell: Cell, dep: Deployment, duration: float,
+                hdr_out: Any, log_path: Any) -> LoadHandle:
+    s = ctx.s
+    if in_cluster(dep):
+        pods = ctx.abilities.in_cluster_load
+        if pods is None:
+            raise CellFailed(f"the {ctx.backend.name} backend put the load generator in the "
+                             "cluster but cannot start it there")
+        return pods.start_load(  # type: ignore[no-any-return]
+            cell=cell.id, target_rps=cell.level, duration_s=duration, hdr_out=hdr_out,
+            log_path=log_path, timeout_s=duration + 60)
+    load = run_locust(
+        netns=dep.load_netns, url=dep.url + "/", target_rps=cell.level,
+        users=s.load.connections, processes=s.load.processes, duration_s=duration,
+        hdr_out=hdr_out, log_path=log_path, timeout_s=duration + 30,
+        arrivals=s.load.arrivals, seed=s.seed)
+    klat = ctx.kernel_latency.probe if ctx.kernel_latency else None
+    if klat is not None:
+        klat.watch(load.pid)  # Locust is still importing: no socket is open yet
+    return load
+
+
+def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> CellOutcome:
+    s = ctx.s
+    hdr_out = ctx.store.hdr_path(cell)
+    if twin:
+        hdr_out = hdr_out.with_name(f"{cell.id}-probes-off.jsonl")
+    pods = in_cluster(dep)
+    with_ref = s.load.reference and not pods and not twin
+    # the reference runs before Locust in even repetitions, after it in odd ones, so that
+    # drift within a cell does not always favour the same client
+    ref_first = with_ref and cell.repetition % 2 == 0
+    early_ref = reference(ctx, cell, dep) if ref_first else None
+    # Locust in pods starts through `kubectl exec` and waits for workers: give it longer
+    start_s = IN_CLUSTER_START_S if pods else LOCUST_START_S
+    duration = start_s + s.timing.warmup_s + s.timing.window_s + 1.0
+    log_path = ctx.store.dir / "logs" / f"locust-{hdr_out.stem}.log"
+    load = _start_load(ctx, cell, dep, duration, hdr_out, log_path)
+    ctx.phase(cell.repetition, cell.mode, "warm-up", cell=cell.id, loadgen_pid=load.pid)
+    try:
+        # in a cluster, load.pid is the local kubectl, not Locust: not a loadgen target
+        extra = [] if pods else [Target(pid=load.pid, role="loadgen", entity="locust",
+                                        mode=cell.mode)]
+        ctx.watch(dep, cell.mode, extra)
+        ctx.sleep_checking(dep, start_s + s.timing.warmup_s, load)
+        if ctx.hops is not None:
+            ctx.hops.reset()
+        ctx.phase(cell.repetition, cell.mode, "window", cell=cell.id, loadgen_pid=load.pid)
+        w0 = (time.time(), time.monotonic())
+        ctx.sleep_checking(dep, s.timing.window_s, load)
+        w1 = (time.time(), time.monotonic())
+        ctx.phase(cell.repetition, cell.mode, "collect", cell=cell.id)
+        hop_hists = ctx.hops.read(cell) if ctx.hops is not None else None
+        if pods:
+            load.wait()
+        else:  # the window is recorded: Locust's last second and shutdown are not needed
+            load.finish_after(w1[0], processes=s.load.processes)  # type: ignore[attr-defined]
+    except CellFailed as e:
+        return CellOutcome(cell, "failed", e.one_line(), loadgen_pid=load.pid)
+    finally:
+        load.stop()
+        ctx.watch(dep, cell.mode)
+    window = {"start": w0[0], "end": w1[0], "start_mono": w0[1], "end_mono": w1[1]}
+    paths = load.hdr_paths()
+    summary = hdr.summarize(hdr.read_intervals(paths), w0[0], w1[0])
+    cpu = load.cpu_percent_max(w0[0], w1[0])
+    missing = "" if cpu is not None else load.cpu_missing
+    if missing and not twin:
+        ctx.book.failed("loadgen_cpu", f"{cell.id}: saturation not checked on CPU: {missing}")
+    rows = hdr.to_samples(cell, summary, cell.level, cpu, cpu_missing=missing)
+    intended = hdr.read_intervals(paths, "hist_intended")
+    if intended:
+        rows += hdr.to_latency_samples(cell, hdr.summarize(intended, w0[0], w1[0]),
+                                       source=hdr.SOURCE_INTENDED)
+        rows += hdr.to_latency_samples(
+            cell, hdr.summarize(hdr.read_intervals(paths, "hist_lag"), w0[0], w1[0]),
+            source=hdr.SOURCE_INTENDED, prefix="send_lag")
+    kernel = kernel_rows(ctx, cell, w0[0], w1[0], summary.errors)
+    if kernel is not None:
+        rows += kernel[1]
+    if twin:
+        ctx.store.append([replace(r, source=r.source + "_probes_off") for r in rows])
+        return CellOutcome(cell, "ok" if summary.count else "failed", "", window, summary,
+                           load.pid, kernel=kernel[0] if kernel else None)
+    if hop_hists is not None:
+        from bench.probes.hops import summarize as hop_rows
+
+        rows += hop_rows(hop_hists, cell, ts=w1[0])
+    res = ctx.resources.window(cell, w0[0], w1[0]) if ctx.resources is not None else None
+    if res is not None:
+        res_rows = with_label(res, phase="load")
+        rows += res_rows + with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
+    api_rows = with_label(api_resources(ctx, cell), phase="load")
+    rows += api_rows + with_label(per_krps(api_rows, summary.achieved_rps), phase="load")
+    ctx.store.append(rows)
+    if summary.count == 0:
+        return CellOutcome(cell, "failed", "no request completed in the window", window,
+                           loadgen_pid=load.pid)
+    if with_ref and not ref_first:
+        ctx.phase(cell.repetition, cell.mode, "reference", cell=cell.id)
+    ref = early_ref if ref_first else reference(ctx, cell, dep) if with_ref else None
+    return CellOutcome(cell, "ok", "", window, summary, load.pid,
+                       kernel=kernel[0] if kernel else None, reference=ref)
+
+
+def api_resources(ctx: RunContext, cell: Cell) -> list[Sample]:
+    """The metrics-API rows of a kube backend whose host cannot see the pods' processes
+    ([] elsewhere: the host sampler has them)."""
+    api = ctx.abilities.api_resources
+    return list(api.window_resources(cell)) if api is not None else []
+
+
+def kernel_rows(ctx: RunContext, cell: Cell, t0: float, t1: float,
+                errors: int) -> tuple[hdr.LatencySummary, list[Sample]] | None:
+    """The window's kernel-timed requests as rows of source load_kernel; the probe is
+    emptied for the next cell. None (and on record) when it has nothing to say."""
+    if ctx.kernel_latency is None:
+        return None
+    got = ctx.kernel_latency.read(cell)  # None: this cell is on record as missing it
+    probe = ctx.kernel_latency.probe
+    if probe is not None:
+        probe.clear()
+        probe.unwatch_all()
+    if got is None:
+        return None
+    req, lost = client_latency.window(got[0], t0, t1), got[1]
+    if not len(req):
+        ctx.book.missing("kernel_latency", cell.id,
+                         "no request seen at the load generator's sockets")
+        return None
+    ksum = client_latency.summarize_requests(req, t0, t1, errors)
+    spread = client_latency.schedule_spread(req.t_send, cell.level)
+    return ksum, client_latency.to_samples(cell, ksum, spread, lost)
+
+
+def reference(ctx: RunContext, cell: Cell, dep: Deployment) -> hdr.LatencySummary | None:
+    """The independent reference client at the cell's rate and connections on the same
+    deployment (source "reference"; timed by the kernel probe too: "reference_kernel")."""
+    s = ctx.s
+    probe = ctx.kernel_latency.probe if ctx.kernel_latency else None
+    try:
+        ref, rows, (t0, t1) = reference_cell(
+            cell=cell, netns=dep.load_netns, url=dep.url + "/",
+            connections=s.load.connections, warmup_s=s.timing.warmup_s,
+            window_s=s.timing.window_s, arrivals=s.load.arrivals, seed=s.seed,
+            out=ctx.store.dir / "logs" / f"reference-{cell.id}.bin",
+            on_start=probe.watch if probe is not None else None)
+        if probe is not None:
+            req = probe.requests(t0, t1)
+            if len(req):
+                ksum = client_latency.summarize_requests(req, t0, t1)
+                rows += reference_to_samples(cell, ksum, cell.level, {},
+                                             source=REFERENCE_KERNEL)
+    except BenchError as e:
+        ctx.book.failed("reference", f"{cell.id}: {e.one_line()}")
+        return None
+    finally:
+        if probe is not None:
+            probe.clear()
+            probe.unwatch_all()
+    ctx.store.append(rows)
+    return ref
+
+
+def probe_overhead_twin(ctx: RunContext, cell: Cell, dep: Deployment) -> None:
+    """The same cell again right after, with the hop probe detached: its load rows go
+    under source "load_probes_off", so the report can show what the probe costs."""
+    hops = ctx.hops
+    if hops is None:
+        return
+    hops.detach()
+    try:
+        outcome = run(ctx, cell, dep, twin=True)
+        timed = outcome.kernel or outcome.summary
+        ctx.progress(f"probe-off twin of {cell.id}: {outcome.status} "
+                     + (f"p50 {timed.p50_us:.0f} us" if timed else outcome.reason))
+    finally:
+        hops.attach(dep)
+
+
+def url_port(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"deployment URL without a port: {url!r}")
+    return port
+
+
+def with_label(samples: Sequence[Sample], **labels: Any) -> list[Sample]:
+    return [replace(s, labels={**(s.labels or {}), **labels}) for s in samples]
