@@ -173,9 +173,6 @@ class Scenario:
         canon = json.dumps(raw, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
-    def with_overrides(self, **changes: Any) -> Scenario:
-        return dataclasses.replace(self, **changes)
-
 
 _LATER_SECTIONS: dict[str, Any] = {"kind": Kind()}
 
@@ -377,8 +374,6 @@ def _check(s: Scenario, source: str) -> None:
     if s.kind != Kind() and s.backend != "kind":
         raise ScenarioError(f"{source}: kind.cni is for backend kind, not {s.backend}",
                             hint="set backend: kind, or remove the kind section")
-    if "waypoint" in s.modes and s.backend == "local" and t.services < 1:
-        raise ScenarioError(f"{source}: mode waypoint needs at least one service")
 
 
 def parse_modes(text: str) -> tuple[str, ...]:

@@ -86,10 +86,6 @@ def iptables_restore(ns: str, rules: str) -> None:
     run(["ip", "netns", "exec", ns, "iptables-restore", "--noflush"], input=rules)
 
 
-def iptables_save(ns: str) -> str:
-    return run(["ip", "netns", "exec", ns, "iptables-save"])
-
-
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
