@@ -137,6 +137,12 @@ class LocustRun:
                 hint=f"see {self.log_path}")
         return 0
 
+    def started(self, processes: int = 1) -> bool:
+        """Whether every load-generating process has started its test: each creates its
+        HDR file when its test starts (workloads/locustfiles/hdr_recorder.py), before its
+        users send."""
+        return len(self.hdr_paths()) >= processes
+
     def finish_after(self, t: float, processes: int = 1, timeout_s: float = 5.0) -> None:
         """End the run early once every load-generating process has written its histogram
         interval that contains wall-clock time `t` (the recorder writes one per whole

@@ -26,7 +26,8 @@ from bench.probes.resources import per_krps
 from bench.run.context import RunContext
 from bench.store import Cell, Sample
 
-LOCUST_START_S = 2.0  # Locust's own start-up, before its first request
+LOCUST_START_S = 2.0  # Locust's own start-up, before its first request (an upper guess)
+LOCUST_START_TIMEOUT_S = 30.0  # a busy machine imports gevent slowly; a hang is not that
 IN_CLUSTER_START_S = 5.0
 
 
@@ -133,7 +134,13 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
         extra = [] if pods else [Target(pid=load.pid, role="loadgen", entity="locust",
                                         mode=cell.mode)]
         ctx.watch(dep, cell.mode, extra)
-        ctx.sleep_checking(dep, start_s + s.timing.warmup_s, load)
+        if pods:  # the pods' files are copied at the end: Locust's start is not visible
+            ctx.sleep_checking(dep, start_s + s.timing.warmup_s, load)
+        else:  # warm-up counts from Locust's test start, not from a guess of it
+            local: Any = load
+            ctx.wait_checking(dep, lambda: bool(local.started(s.load.processes)),
+                              LOCUST_START_TIMEOUT_S, "Locust's test start", load)
+            ctx.sleep_checking(dep, s.timing.warmup_s, load)
         if ctx.hops is not None:
             ctx.hops.reset()
         ctx.phase(cell.repetition, cell.mode, "window", cell=cell.id, loadgen_pid=load.pid)

@@ -86,16 +86,36 @@ class RunContext:
                    node=p.node, mode=mode) for p in dep.processes]
         self.resources.watch([*targets, *extra])
 
+    def wait_checking(self, dep: Deployment, ready: Callable[[], bool], timeout_s: float,
+                      what: str, load: LoadHandle | None = None) -> float:
+        """Wait until `ready()` (polled every 50 ms), noticing a dead process or load
+        generator as sleep_checking does; the seconds it took. CellFailed after timeout_s."""
+        t0 = time.monotonic()
+        next_check = t0
+        while not ready():
+            now = time.monotonic()
+            if now - t0 > timeout_s:
+                raise CellFailed(f"{what} did not happen within {timeout_s:.0f} s")
+            if now >= next_check:
+                self.sleep_checking(dep, 0.0, load)
+                next_check = now + 0.5
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
     def sleep_checking(self, dep: Deployment, seconds: float,
                        load: LoadHandle | None = None) -> None:
         """Sleep, but notice within ~0.5 s when a process of the mode has died, or the
         load generator (its leader or a worker)."""
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(0.5, left))
+        while True:
+            left = end - time.monotonic()
+            if left > 0:
+                time.sleep(min(0.5, left))
             broken = self.backend.check(dep)
             if broken:
                 raise CellFailed(f"process died mid-cell: {broken[0]}")
             lost = load.check() if load is not None else ""
             if lost:
                 raise CellFailed(f"load generator failed mid-cell: {lost}")
+            if end - time.monotonic() <= 0:
+                return

@@ -44,6 +44,9 @@ class FakeLoad:
     def check(self) -> str:
         return self.lost
 
+    def started(self, processes: int = 1) -> bool:
+        return True
+
     def wait(self) -> int:
         return 0
 
@@ -423,3 +426,25 @@ def test_every_phase_of_every_mode_has_its_time_in_the_manifest(
     from analysis.metadata import phases_lines
 
     assert "window" in phases_lines(m)[0]
+
+
+def test_waiting_for_an_event_notices_a_dead_process_and_times_out(tmp_path: Path) -> None:
+    from bench.errors import CellFailed
+    from bench.probes.lifecycle import ProbeBook
+    from bench.run.context import PhaseClock, RunContext
+
+    s = _scenario()
+    backend = FakeBackend(s)
+    store = _store(tmp_path)
+    ctx = RunContext(s=s, backend=backend, abilities=backend.abilities(), store=store,  # type: ignore[arg-type]
+                     book=ProbeBook(store, lambda m: None), progress=lambda m: None,
+                     clock=PhaseClock(store))
+    dep = backend.provision("sidecar")
+    calls = []
+    assert ctx.wait_checking(dep, lambda: len(calls) > 2 or bool(calls.append(1)), 10,
+                             "three polls") >= 0
+    with pytest.raises(CellFailed, match="never did not happen within 0 s"):
+        ctx.wait_checking(dep, lambda: False, 0.2, "never")
+    backend.dead = ["sidecar-client-0 (pid 7) exited with 1"]
+    with pytest.raises(CellFailed, match="process died mid-cell: sidecar-client-0"):
+        ctx.wait_checking(dep, lambda: False, 10, "never")

@@ -106,6 +106,10 @@ class _Recorder:
     def start(self) -> None:
         if self.ts_start is not None:
             return
+        if self.out is None:
+            # created at once: the harness takes the file's appearance as "this process's
+            # test has started" (bench.load.driver.LocustRun.wait_started)
+            self.out = open(f"{_OUT_PREFIX}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115
         self._reset_hists()
         self.ts_start = time.time()
         self.cpu_start = time.process_time()
