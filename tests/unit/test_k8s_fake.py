@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.k8s import KubeError, WaitSpec, WaitTimeout, delete_by_label, kubectl, selector, wait_for
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube, matches
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube, matches
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from bench.backends.kind import make
 from bench.backends.kind.backend import KindBackend
 from bench.errors import PrerequisiteError, ProvisionError, UserError
 from bench.k8s import KubeError
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "cluster"})
 

@@ -10,7 +10,7 @@ import pytest
 from bench import scenario as scen
 from bench.backends.kind import measure
 from bench.k8s import KubeError
-from bench.k8s_fake import FakeKube
+from tests.support.k8s_fake import FakeKube
 
 ISTIOD_TEXT = """\
 # HELP pilot_xds_pushes Pilot build and send errors for lds, rds, cds and eds.

@@ -17,9 +17,9 @@ from bench.backends.kind.backend import KindBackend, delete_clusters
 from bench.backends.kind.load import InClusterLoadError
 from bench.backends.kind.orchestrator import CHECK_INTERVAL_S, delete_all_runs
 from bench.errors import PrerequisiteError, ProvisionError
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube, simulate_kind
 from bench.load.hdr import hdr_files
 from bench.store import Cell
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube, simulate_kind
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "kind", "load": {"processes": 2}})
 RUN_SELECTOR = "app.kubernetes.io/managed-by=meshbench,meshbench.io/run-id=r1"

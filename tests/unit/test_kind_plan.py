@@ -15,7 +15,7 @@ import yaml
 from bench import scenario as scen
 from bench.backends.cluster import ClusterBackend
 from bench.backends.kind.backend import KindBackend
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("MB_UPDATE_GOLDEN") == "1"
