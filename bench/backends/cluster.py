@@ -25,10 +25,11 @@ import tempfile
 from pathlib import Path
 
 from bench.backends.base import Deployment
-from bench.backends.kind import manifests as mf
-from bench.backends.kind import versions as v
-from bench.backends.kind.commands import Commands, SubprocessCommands
-from bench.backends.kind.orchestrator import (
+from bench.backends.kube import manifests as mf
+from bench.backends.kube import versions as v
+from bench.backends.kube.commands import Commands, SubprocessCommands
+from bench.backends.kube.k8s import Client, Clock, KubeError, SystemClock, WaitSpec
+from bench.backends.kube.orchestrator import (
     ISTIOD_SELECTOR,
     Fetch,
     KubeBackend,
@@ -37,9 +38,8 @@ from bench.backends.kind.orchestrator import (
     istio_state,
     kube_mesh,
 )
-from bench.backends.kind.steps import Check, Step, WaitFor
+from bench.backends.kube.steps import Check, Step, WaitFor
 from bench.errors import PrerequisiteError
-from bench.k8s import Client, Clock, KubeError, SystemClock, WaitSpec
 from bench.scenario import Scenario
 
 CONTEXT_ENV = "MB_CONTEXT"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.backends.kind.manifests import label_value
+from bench.backends.kube.manifests import label_value
 
 
 def gateway_problems(obj: Mapping[str, Any]) -> list[str]:

@@ -13,9 +13,9 @@ import yaml
 
 from bench import scenario as scen
 from bench.backends.kind import kindconfig
-from bench.backends.kind import manifests as mf
-from bench.backends.kind import versions as v
-from bench.backends.kind.orchestrator import kube_mesh
+from bench.backends.kube import manifests as mf
+from bench.backends.kube import versions as v
+from bench.backends.kube.orchestrator import kube_mesh
 from tests.support.gateway_schema import gateway_problems
 
 K8S = v.KUBERNETES_VERSION.lstrip("v")

@@ -25,9 +25,10 @@ import yaml
 
 from bench import PREFIX
 from bench.backends.kind import kindconfig
-from bench.backends.kind import versions as v
-from bench.backends.kind.commands import Commands, SubprocessCommands
-from bench.backends.kind.orchestrator import (
+from bench.backends.kube import versions as v
+from bench.backends.kube.commands import Commands, SubprocessCommands
+from bench.backends.kube.k8s import Client, Clock, SystemClock, WaitSpec, kubectl
+from bench.backends.kube.orchestrator import (
     CRD_API,
     ISTIOD_SELECTOR,
     Fetch,
@@ -38,9 +39,8 @@ from bench.backends.kind.orchestrator import (
     istio_state,
     kube_mesh,
 )
-from bench.backends.kind.steps import Check, Condition, Run, Step, WaitFor
+from bench.backends.kube.steps import Check, Condition, Run, Step, WaitFor
 from bench.errors import PrerequisiteError
-from bench.k8s import Client, Clock, SystemClock, WaitSpec, kubectl
 from bench.scenario import Scenario
 
 GATEWAY_CRD = "gateways.gateway.networking.k8s.io"

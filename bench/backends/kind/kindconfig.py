@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from bench.backends.kind import versions as v
+from bench.backends.kube import versions as v
 from bench.scenario import Scenario
 
 

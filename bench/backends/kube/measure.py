@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends.base import ProcessRef
-from bench.backends.kind import versions as v
-from bench.k8s import Kube, KubeError
+from bench.backends.kube import versions as v
+from bench.backends.kube.k8s import Kube, KubeError
 from bench.probes import discovery
 from bench.probes.processes import AGENT_SUFFIX, DATAPLANE_ROLES
 from bench.store import Cell

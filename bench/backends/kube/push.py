@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.backends.kind import manifests as mf
+from bench.backends.kube import manifests as mf
 from bench.errors import UserError
 from bench.mesh import Mesh
 from bench.outcomes import PushOutcome

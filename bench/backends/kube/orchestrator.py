@@ -22,12 +22,13 @@ from typing import Any
 
 from bench import PREFIX
 from bench.backends.base import Deployment
-from bench.backends.kind import manifests as mf
-from bench.backends.kind import measure
-from bench.backends.kind import versions as v
-from bench.backends.kind.commands import Background, Commands
-from bench.backends.kind.load import InClusterLoad, LoadSpec
-from bench.backends.kind.steps import (
+from bench.backends.kube import manifests as mf
+from bench.backends.kube import measure
+from bench.backends.kube import versions as v
+from bench.backends.kube.commands import Background, Commands
+from bench.backends.kube.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
+from bench.backends.kube.loadgen import InClusterLoad, LoadSpec
+from bench.backends.kube.steps import (
     Apply,
     Check,
     Condition,
@@ -40,7 +41,6 @@ from bench.backends.kind.steps import (
     render,
 )
 from bench.errors import BenchError, ProvisionError
-from bench.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
 from bench.mesh import Mesh, build
 from bench.scenario import Scenario
 from bench.store import Cell, Sample
@@ -313,7 +313,7 @@ class KubeBackend:
     def experiment_steps(self, mode: str) -> list[Step]:
         """Plan only: the config changes pushed once per mode after its cells, each applied
         on top of the previous one and watched through istiod's /debug/syncz and metrics."""
-        from bench.backends.kind import push
+        from bench.backends.kube import push
 
         if mode == "baseline" or not self.scenario.experiments:
             return []
@@ -646,8 +646,8 @@ class KubeBackend:
     def push_experiment(self, mesh: Mesh, experiment: str, timeout_s: float,
                         wire: Any = None) -> Any:
         """One config change applied to the running mesh, measured from istiod (see
-        bench/backends/kind/push.py); ProvisionError when istiod cannot be read."""
-        from bench.backends.kind import push
+        bench/backends/kube/push.py); ProvisionError when istiod cannot be read."""
+        from bench.backends.kube import push
 
         if not self._istiod_port:
             raise ProvisionError("push experiments need istiod's metrics and /debug/syncz, "

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from bench.backends.kind import versions as v
+from bench.backends.kube import versions as v
 from bench.mesh import APP_PORT, Mesh
 from bench.scenario import Scenario
 
