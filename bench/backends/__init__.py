@@ -43,7 +43,7 @@ def make(scenario: Scenario, *, run_id: str | None = None, context: str | None =
 
         return KindBackend(scenario, run_id=rid)
     if scenario.backend == "cluster":
-        from bench.backends.cluster import ClusterBackend, context_from
+        from bench.backends.cluster.backend import ClusterBackend, context_from
 
         return ClusterBackend(scenario, run_id=rid, context=context_from(scenario, context))
     raise UserError(f"backend {scenario.backend!r} is not a kube backend",

@@ -9,7 +9,7 @@ import pytest
 
 from bench import scenario as scen
 from bench.backends import make
-from bench.backends.cluster import ClusterBackend, context_from
+from bench.backends.cluster.backend import ClusterBackend, context_from
 from bench.backends.kind.backend import KindBackend
 from bench.backends.kube.k8s import KubeError
 from bench.errors import PrerequisiteError, ProvisionError, UserError

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bench import scenario as scen
-from bench.backends.cluster import ClusterBackend
+from bench.backends.cluster.backend import ClusterBackend
 from bench.backends.kind.backend import KindBackend
 from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
