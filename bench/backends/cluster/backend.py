@@ -31,6 +31,7 @@ from bench.backends.kube.commands import Commands, SubprocessCommands
 from bench.backends.kube.k8s import Client, Clock, KubeError, SystemClock, WaitSpec
 from bench.backends.kube.orchestrator import (
     ISTIOD_SELECTOR,
+    CheckFn,
     Fetch,
     KubeBackend,
     KubeFactory,
@@ -120,6 +121,10 @@ class ClusterBackend(KubeBackend):
             out.append(Step("istio", WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready",
                                                       ns, name="ztunnel", timeout_s=t))))
         return out
+
+    def checks(self) -> dict[str, CheckFn]:
+        return {**super().checks(), "context": self.check_context,
+                "istio-ready": self.check_istio_ready}
 
     def check_context(self) -> None:
         self._require_context()

@@ -31,6 +31,7 @@ from bench.backends.kube.k8s import Client, Clock, SystemClock, WaitSpec, kubect
 from bench.backends.kube.orchestrator import (
     CRD_API,
     ISTIOD_SELECTOR,
+    CheckFn,
     Fetch,
     KubeBackend,
     KubeFactory,
@@ -168,6 +169,10 @@ class KindBackend(KubeBackend):
                 "Istio is already installed at this version and profile",
                 lambda: istio_state(self.kube) == (v.ISTIO_VERSION, profile)),
         }
+
+    def checks(self) -> dict[str, CheckFn]:
+        return {**super().checks(), "cluster-matches": self.check_cluster_matches,
+                "istio-version": self.check_istio_version}
 
     def infra_steps(self, mode: str) -> list[Step]:
         t, ctx, n = self.timeouts, self.context, self.scenario.topology.nodes

@@ -52,6 +52,7 @@ ISTIOD_REF = "{istiod}"  # in a plan: the Deployment found by ISTIOD_SELECTOR
 CRD_API = "apiextensions.k8s.io/v1"
 CHECK_INTERVAL_S = 2.0  # the runner asks every 0.5 s; the API server need not answer that often
 KubeFactory = Callable[[str], Kube]
+CheckFn = Callable[[], None]
 Fetch = Callable[[str], str]
 
 
@@ -194,6 +195,20 @@ class KubeBackend:
     def conditions(self, mode: str) -> dict[str, Condition]:
         """Named run-time conditions that let steps be skipped (see Step.unless)."""
         return {}
+
+    def checks(self) -> dict[str, CheckFn]:
+        """The health checks the steps name (Check.name -> the function that runs it; each
+        raises a BenchError when it fails). A subclass adds the checks of its own steps."""
+        return {
+            "istiod-found": self.check_istiod_found,
+            "namespace-free": self.check_namespace_free,
+            "enrolment": self.check_enrolment,
+            "qos": self.check_qos,
+            "request-through": self.check_request_through,
+            "waypoint-in-path": self.check_waypoint_in_path,
+            "istiod-metrics": self.check_istiod_metrics,
+            "processes": self.check_processes,
+        }
 
     def header(self, mode: str) -> list[str]:
         raise NotImplementedError
@@ -347,14 +362,14 @@ class KubeBackend:
 
     # ---- execution -----------------------------------------------------------------------------
     def _execute(self, steps: list[Step]) -> None:
-        conds = self.conditions(self._mode)
+        conds, checks = self.conditions(self._mode), self.checks()
         for step in steps:
             if step.unless and conds[step.unless].holds():
                 self.log(f"{step.section}: skipped, {conds[step.unless].text}")
                 continue
-            self._do(step)
+            self._do(step, checks)
 
-    def _do(self, step: Step) -> None:
+    def _do(self, step: Step, checks: Mapping[str, CheckFn]) -> None:
         a = step.action
         if isinstance(a, Run):
             self.log(f"{step.section}: {' '.join(a.argv[:4])} ...")
@@ -365,7 +380,7 @@ class KubeBackend:
             self.log(f"{step.section}: waiting for {a.spec.describe()}")
             wait_for(self.kube, a.spec, self.clock)
         elif isinstance(a, Check):
-            getattr(self, "check_" + a.name.replace("-", "_"))()
+            checks[a.name]()
         elif isinstance(a, Start):
             self._stop_background(a.name)
             istiod = self._istiod.name if self._istiod is not None else "istiod"
@@ -415,7 +430,7 @@ class KubeBackend:
         if b is not None:
             b.stop()
 
-    # ---- checks (named by the steps) -------------------------------------------------------------
+    # ---- checks (named by the steps; the table is checks()) ---------------------------------
     def check_namespace_free(self) -> None:
         ns = self.kube.get("v1", "Namespace", self.namespace)
         if ns is None:
