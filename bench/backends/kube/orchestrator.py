@@ -22,9 +22,7 @@ from typing import Any
 
 from bench import PREFIX
 from bench.backends.base import Deployment
-from bench.backends.kube import manifests as mf
-from bench.backends.kube import measure
-from bench.backends.kube import versions as v
+from bench.backends.kube import manifests, measure, versions
 from bench.backends.kube.commands import Background, Commands
 from bench.backends.kube.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
 from bench.backends.kube.loadgen import InClusterLoad, LoadSpec
@@ -92,12 +90,12 @@ class Istiod:
 def find_istiods(kube: Kube) -> list[Istiod]:
     """Every istiod in istio-system, the default revision first, then by name."""
     out = []
-    for d in kube.list("apps/v1", "Deployment", v.ISTIO_NS, ISTIOD_SELECTOR):
+    for d in kube.list("apps/v1", "Deployment", versions.ISTIO_NS, ISTIOD_SELECTOR):
         md = d["metadata"]
         containers = d["spec"]["template"]["spec"]["containers"]
         image = next((c["image"] for c in containers if c["name"] == "discovery"),
                      containers[0]["image"])
-        version, variant = v.image_version(image)
+        version, variant = versions.image_version(image)
         out.append(Istiod(md["name"], md.get("labels", {}).get("istio.io/rev", "default"),
                           version or "unknown", variant, image))
     return sorted(out, key=lambda i: (i.revision != "default", i.name))
@@ -106,9 +104,9 @@ def find_istiods(kube: Kube) -> list[Istiod]:
 def istio_profile_of(kube: Kube) -> str:
     """"ambient" when ztunnel runs, "default" when the istio-ingressgateway does, else
     "minimal" (istiod alone; manifests/profiles/*.yaml)."""
-    if kube.list("apps/v1", "DaemonSet", v.ISTIO_NS, "app=ztunnel"):
+    if kube.list("apps/v1", "DaemonSet", versions.ISTIO_NS, "app=ztunnel"):
         return "ambient"
-    if kube.list("apps/v1", "Deployment", v.ISTIO_NS, "istio=ingressgateway"):
+    if kube.list("apps/v1", "Deployment", versions.ISTIO_NS, "istio=ingressgateway"):
         return "default"
     return "minimal"
 
@@ -127,15 +125,15 @@ def gateway_api_version(kube: Kube) -> str:
     crd = kube.get(CRD_API, "CustomResourceDefinition", "gateways.gateway.networking.k8s.io")
     if crd is None:
         return ""
-    return str(crd["metadata"].get("annotations", {}).get(v.GATEWAY_API_BUNDLE, "unknown"))
+    return str(crd["metadata"].get("annotations", {}).get(versions.GATEWAY_API_BUNDLE, "unknown"))
 
 
 def gateway_crds_pinned(kube: Kube) -> bool:
     """Every Gateway API CRD meshbench uses exists at the pinned bundle version."""
-    for name in v.GATEWAY_API_CRDS:
+    for name in versions.GATEWAY_API_CRDS:
         crd = kube.get(CRD_API, "CustomResourceDefinition", name)
         if crd is None or crd["metadata"].get("annotations", {}).get(
-                v.GATEWAY_API_BUNDLE) != v.GATEWAY_API_VERSION:
+                versions.GATEWAY_API_BUNDLE) != versions.GATEWAY_API_VERSION:
             return False
     return True
 
@@ -158,13 +156,13 @@ class KubeBackend:
     """Shared by KindBackend and ClusterBackend; not used directly."""
 
     name = "kube"
-    placement: mf.Placement = mf.NODE_LABELS
+    placement: manifests.Placement = manifests.NODE_LABELS
 
     def __init__(self, scenario: Scenario, *, run_id: str, context: str, commands: Commands,
                  kube_factory: KubeFactory, clock: Clock, workdir: Path,
-                 proc_root: Path = Path("/proc"), timeouts: v.Timeouts = v.DEFAULT_TIMEOUTS,
+                 proc_root: Path = Path("/proc"), timeouts: versions.Timeouts = versions.DEFAULT_TIMEOUTS,
                  fetch: Fetch = _fetch, log: Callable[[str], None] = _log) -> None:
-        self.scenario, self.run_id, self.context = scenario, mf.label_value(run_id), context
+        self.scenario, self.run_id, self.context = scenario, manifests.label_value(run_id), context
         self.commands, self.clock, self.workdir = commands, clock, workdir
         self.proc_root, self.timeouts, self.fetch, self.log = proc_root, timeouts, fetch, log
         self._kube_factory = kube_factory
@@ -228,7 +226,7 @@ class KubeBackend:
     # ---- the steps -----------------------------------------------------------------------------
     @property
     def selector(self) -> str:
-        return mf.run_selector(self.run_id)
+        return manifests.run_selector(self.run_id)
 
     def url(self, mesh: Mesh) -> str:
         return f"http://{mesh.target.fqdn}:{mesh.target.port}"
@@ -242,7 +240,7 @@ class KubeBackend:
         if mode == "baseline":
             return []
         return [Step("istio", Check("istiod-found",
-                                    f"the istiod Deployment in {v.ISTIO_NS} found by label "
+                                    f"the istiod Deployment in {versions.ISTIO_NS} found by label "
                                     f"{ISTIOD_SELECTOR} ({ISTIOD_REF} below: istiod, or "
                                     "istiod-<rev> on a revisioned install, whose istio.io/rev "
                                     "then labels the namespace and the waypoint); its version "
@@ -254,7 +252,7 @@ class KubeBackend:
 
     def workload_steps(self, mode: str) -> list[Step]:
         mesh = kube_mesh(self.scenario, mode)
-        objs = mf.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
+        objs = manifests.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
                             placement=self.placement, workers=len(self.workers),
                             revision=self.revision)
         t, ns, S = self.timeouts.workloads, self.namespace, "workloads"
@@ -262,9 +260,9 @@ class KubeBackend:
         out += [Step(S, Apply(o)) for o in objs]
         if mode == "waypoint":
             out.append(Step(S, WaitFor(WaitSpec(GATEWAY_API, "Gateway", "programmed", ns,
-                                                name=mf.WAYPOINT, timeout_s=t))))
+                                                name=manifests.WAYPOINT, timeout_s=t))))
             out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, timeout_s=t,
-                                                selector=f"{mf.WAYPOINT_POD_LABEL}={mf.WAYPOINT}"))))
+                                                selector=f"{manifests.WAYPOINT_POD_LABEL}={manifests.WAYPOINT}"))))
         pods = sum(1 for o in objs if o["kind"] == "Pod")
         out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, selector=self.selector,
                                             count=pods, timeout_s=t))))
@@ -288,7 +286,7 @@ class KubeBackend:
         if mode != "baseline":
             out.append(Step(S, Start(PORT_FORWARD, tuple(kubectl(
                 self.context, "port-forward", f"deployment/{ISTIOD_REF}",
-                f":{measure.ISTIOD_PORT}", namespace=v.ISTIO_NS)))))
+                f":{measure.ISTIOD_PORT}", namespace=versions.ISTIO_NS)))))
             out.append(Step(S, Check("istiod-metrics",
                                      "istiod's /metrics answers through the port-forward "
                                      "(local port from kubectl's 'Forwarding from' line); "
@@ -341,7 +339,7 @@ class KubeBackend:
                                     f"has ACKed and nothing moved for {push.QUIET_S:g} s; "
                                     "istiod metric deltas over the experiment")))
             out += [Step(S, Apply(obj)) for obj in push.experiment_objects(
-                mesh, name, self.namespace, mf.run_labels(self.run_id, mode))]
+                mesh, name, self.namespace, manifests.run_labels(self.run_id, mode))]
         return out
 
     def teardown_steps(self) -> list[Step]:
@@ -436,9 +434,10 @@ class KubeBackend:
         if ns is None:
             return
         labels = ns["metadata"].get("labels", {})
-        if labels.get(v.RUN_ID) == self.run_id:
+        if labels.get(versions.RUN_ID) == self.run_id:
             return
-        owner = (f"meshbench run {labels[v.RUN_ID]}" if labels.get(v.MANAGED_BY) == v.MANAGER
+        ours = labels.get(versions.MANAGED_BY) == versions.MANAGER
+        owner = (f"meshbench run {labels[versions.RUN_ID]}" if ours
                  else "someone else (no meshbench labels)")
         raise ProvisionError(f"namespace {self.namespace} already exists and belongs to {owner}",
                              hint="meshbench teardown --all removes meshbench's leftovers; "
@@ -446,26 +445,26 @@ class KubeBackend:
 
     def _run_pods(self) -> list[dict[str, Any]]:
         return [p for p in self.kube.list("v1", "Pod", self.namespace, self.selector)
-                if mf.WAYPOINT_POD_LABEL not in p["metadata"].get("labels", {})]
+                if manifests.WAYPOINT_POD_LABEL not in p["metadata"].get("labels", {})]
 
     def check_istiod_found(self) -> None:
         istiods = find_istiods(self.kube)
         if not istiods:
-            raise ProvisionError(f"no istiod Deployment ({ISTIOD_SELECTOR}) in {v.ISTIO_NS}")
+            raise ProvisionError(f"no istiod Deployment ({ISTIOD_SELECTOR}) in {versions.ISTIO_NS}")
         self._istiod = istiods[0]
         if len(istiods) > 1:
             self._probes["istiod_revisions"] = {
                 "used": istiods[0].revision, "found": [i.revision for i in istiods]}
 
     def check_enrolment(self) -> None:
-        problems = mf.enrolment_problems(self._mode, self._run_pods())
+        problems = manifests.enrolment_problems(self._mode, self._run_pods())
         if problems:
             raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
                                  hint="check the namespace labels and that Istio's "
                                       "webhook / istio-cni run")
 
     def check_qos(self) -> None:
-        problems = mf.qos_problems(self._run_pods())
+        problems = manifests.qos_problems(self._run_pods())
         if problems:
             raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
                                  hint="every container needs requests = limits; a sidecar "
@@ -477,9 +476,9 @@ class KubeBackend:
         the istiod in use. Not the rest of the cluster: gateways, other namespaces."""
         pods = list(self.kube.list("v1", "Pod", self.namespace, self.selector))
         if self._mode in ("ambient", "waypoint"):
-            pods += self.kube.list("v1", "Pod", v.ISTIO_NS, "app=ztunnel")
+            pods += self.kube.list("v1", "Pod", versions.ISTIO_NS, "app=ztunnel")
         if self._istiod is not None:
-            pods += self.kube.list("v1", "Pod", v.ISTIO_NS,
+            pods += self.kube.list("v1", "Pod", versions.ISTIO_NS,
                                    f"{ISTIOD_SELECTOR},istio.io/rev={self._istiod.revision}")
         return pods
 
@@ -510,7 +509,8 @@ class KubeBackend:
             self.clock.sleep(1.0)
 
     def _waypoint_pod(self) -> str:
-        pods = self.kube.list("v1", "Pod", self.namespace, f"{mf.WAYPOINT_POD_LABEL}={mf.WAYPOINT}")
+        pods = self.kube.list("v1", "Pod", self.namespace,
+                              f"{manifests.WAYPOINT_POD_LABEL}={manifests.WAYPOINT}")
         if not pods:
             raise ProvisionError(f"no waypoint pod in {self.namespace}")
         return str(pods[0]["metadata"]["name"])
@@ -597,7 +597,7 @@ class KubeBackend:
         names = measure.node_names(self.kube)
         load_nodes = {p.node for p in mesh.pods}
         out = {}
-        for p in self.kube.list("v1", "Pod", v.ISTIO_NS,
+        for p in self.kube.list("v1", "Pod", versions.ISTIO_NS,
                                 f"{ISTIOD_SELECTOR},istio.io/rev={self.revision}"):
             node = names.get(p.get("spec", {}).get("nodeName", ""), "")
             out[p["metadata"]["name"]] = node
@@ -635,9 +635,9 @@ class KubeBackend:
                     out[f"sidecar/{name}:istio_requests_total{{reporter={reporter}}}"] = \
                         measure.totals(text, "istio_requests_total", reporter=reporter)
         if mode in ("ambient", "waypoint"):
-            for zt in self.kube.list("v1", "Pod", v.ISTIO_NS, "app=ztunnel"):
+            for zt in self.kube.list("v1", "Pod", versions.ISTIO_NS, "app=ztunnel"):
                 name = zt["metadata"]["name"]
-                text = self.kube.proxy_get(v.ISTIO_NS, name, measure.ZTUNNEL_METRICS_PORT,
+                text = self.kube.proxy_get(versions.ISTIO_NS, name, measure.ZTUNNEL_METRICS_PORT,
                                            "metrics")
                 for metric in ("istio_tcp_connections_opened_total", "istio_tcp_sent_bytes_total"):
                     out[f"ztunnel/{zt['spec'].get('nodeName', name)}:{metric}"] = \
@@ -692,7 +692,7 @@ class KubeBackend:
                 "metrics_api", {}).get("status") != "ok":
             return []
         try:
-            usage = [u for ns in (self.namespace, v.ISTIO_NS)
+            usage = [u for ns in (self.namespace, versions.ISTIO_NS)
                      for u in measure.pod_usage(self.kube, ns)]
         except KubeError as e:
             self.log(f"metrics API: {e.message}")
@@ -733,7 +733,7 @@ def delete_all_runs(kube: Kube, clock: Clock, timeout_s: float = 180.0) -> list[
     """`meshbench teardown --all` for a kube backend: delete every namespace the harness
     made (label managed-by=meshbench and a name starting with mb-), of any run, and wait
     until they are gone. Returns their names."""
-    sel = f"{v.MANAGED_BY}={v.MANAGER}"
+    sel = f"{versions.MANAGED_BY}={versions.MANAGER}"
     gone = delete_by_label(kube, "v1", "Namespace", sel, name_prefix=PREFIX)
     for name in gone:
         wait_for(kube, WaitSpec("v1", "Namespace", "gone", name=name, timeout_s=timeout_s), clock)
