@@ -309,7 +309,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         raise UserError("teardown needs --all", hint="meshbench teardown --all")
     if args.backend == "kind":
         from bench.backends.kind.backend import delete_clusters
-        from bench.backends.kind.commands import SubprocessCommands
+        from bench.backends.kube.commands import SubprocessCommands
 
         gone = delete_clusters(SubprocessCommands())
         print("\n".join(f"kind cluster {c}" for c in gone) or "no kind cluster named mb-*")

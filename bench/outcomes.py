@@ -1,5 +1,5 @@
 """What a config-push experiment found, whichever backend ran it: the result type shared by
-bench/experiments.py (the local control plane's accounting) and bench/backends/kind/push.py
+bench/experiments.py (the local control plane's accounting) and bench/backends/kube/push.py
 (istiod's metrics and syncz), so that neither imports the other."""
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ import pytest
 
 # tests/fixtures/make_fixture.py fabricates run directories for the analysis tests
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+# the repository root, so `tests.support` (fakes and helpers) imports from any working directory
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

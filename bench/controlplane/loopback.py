@@ -2,15 +2,15 @@
 
 For tests and benchmarks of the control plane alone: no namespaces, no iptables, no uid
 switch; admin on a Unix socket under `directory`, listeners wherever the snapshot puts them
-(tests pick free 127.0.0.1 ports). Every Envoy runs with --disable-hot-restart, so many can
-share the host, and is stopped by its PID (stop_all in a finally).
+(tests pick free 127.0.0.1 ports, tests/support/ports.py). Every Envoy runs with
+--disable-hot-restart, so many can share the host, and is stopped by its PID (stop_all in a
+finally).
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -20,13 +20,6 @@ from pathlib import Path
 from bench.backends.local.backend import envoy_binary
 from bench.backends.local.netns import admin_get
 from bench.controlplane.resources import xds_bootstrap
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -46,16 +39,6 @@ class Envoy:
     def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
         """GET on this Envoy's admin endpoint."""
         return admin_get(self.admin, path, timeout=timeout_s)
-
-    def stats(self, pattern: str = "") -> dict[str, float | str]:
-        """Counters, gauges and text readouts (histograms left out), optionally filtered by
-        a regex as admin's `filter=` does."""
-        query = "/stats?format=json" + (f"&filter={pattern}" if pattern else "")
-        status, body = self.get(query)
-        if status != 200:
-            raise OSError(f"{self.node_id}: {query} answered {status}")
-        return {s["name"]: s["value"] for s in json.loads(body).get("stats", [])
-                if "value" in s}
 
     def log_tail(self, lines: int = 5) -> str:
         try:

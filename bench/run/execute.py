@@ -21,7 +21,7 @@ def make_backend(s: Scenario) -> Backend:
         from bench.backends.local.backend import LocalBackend
 
         return LocalBackend(s)
-    from bench.backends.kind import make
+    from bench.backends import make
 
     return make(s)
 

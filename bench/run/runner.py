@@ -251,7 +251,7 @@ class Runner:
                 "deployment_info", {}), f"r{rep}-{mode}": dep.info})
             found = dep.info.get("manifest_versions")
             if found:  # versions.istio, gateway_api, cni, kubernetes: compared by analysis
-                from bench.backends.kind.orchestrator import merge_versions
+                from bench.backends.kube.orchestrator import merge_versions
 
                 self.store.update(versions=merge_versions(
                     self.store.manifest.get("versions", {}), found))

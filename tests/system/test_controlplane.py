@@ -20,6 +20,8 @@ from bench.controlplane import loopback
 from bench.controlplane.client import ControlPlane
 from bench.controlplane.resources import CLUSTER_TYPE, LISTENER_TYPE
 from bench.mesh import PROXY_UID
+from tests.support.envoy_admin import admin_stats
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.root
 LDS = "listener_manager.lds."
@@ -100,7 +102,7 @@ def _check_counters(cp: ControlPlane, e: loopback.Envoy) -> dict[str, Any]:
     """Our sends, ACKs, NACKs and bytes agree with what the Envoy counted."""
     ours = _sent(cp, e.node_id)
     served = cp.status()["nodes"][e.node_id]["types"]
-    st = e.stats("lds|cds|control_plane|xds_cluster.upstream_cx_rx_bytes_total")
+    st = admin_stats(e, "lds|cds|control_plane|xds_cluster.upstream_cx_rx_bytes_total")
     assert st["control_plane.connected_state"] == 1
     for prefix, t in ((LDS, LISTENER_TYPE), (CDS, CLUSTER_TYPE)):
         assert st[prefix + "update_success"] == ours[t, "ack"], prefix
@@ -123,7 +125,7 @@ def _check_counters(cp: ControlPlane, e: loopback.Envoy) -> dict[str, Any]:
 
 
 def test_delivery_ack_and_update(cp: ControlPlane, envoys: list[loopback.Envoy]) -> None:
-    port = loopback.free_port()
+    port = free_port()
     first = cp.set_snapshots({"e1": {"listeners": [_listener(port, "one")],
                                      "clusters": [_cluster("c1")]}})
     e = _start(cp, envoys, "e1")  # snapshot first, proxy second: answered on subscription
@@ -151,7 +153,7 @@ def test_delivery_ack_and_update(cp: ControlPlane, envoys: list[loopback.Envoy])
 def test_forced_push_of_an_unchanged_snapshot(cp: ControlPlane,
                                               envoys: list[loopback.Envoy]) -> None:
     e = _start(cp, envoys, "e1")  # proxy first: it subscribes CDS and waits for a snapshot
-    port = loopback.free_port()
+    port = free_port()
     snap = {"listeners": [_listener(port, "same")], "clusters": [_cluster("c1")]}
     first = cp.set_snapshots({"e1": snap})
     assert cp.wait_acked(version=first["version"], timeout_s=30)["acked"]
@@ -172,7 +174,7 @@ def test_forced_push_of_an_unchanged_snapshot(cp: ControlPlane,
 
 
 def test_rejected_resources_are_nacked(cp: ControlPlane, envoys: list[loopback.Envoy]) -> None:
-    port = loopback.free_port()
+    port = free_port()
     good = _listener(port, "good")
     first = cp.set_snapshots({"e1": {"listeners": [good], "clusters": [_cluster("c1")]}})
     e = _start(cp, envoys, "e1")
@@ -216,7 +218,7 @@ def test_fan_out_to_twenty_envoys(cp: ControlPlane, envoys: list[loopback.Envoy]
             v["connected"] for v in cp.status()["nodes"].values()):
         assert time.monotonic() < deadline, "not every Envoy connected"
         time.sleep(0.1)
-    ports = {node: loopback.free_port() for node in nodes}
+    ports = {node: free_port() for node in nodes}
     t0 = time.monotonic()
     r = cp.set_snapshots({node: {"listeners": [_listener(ports[node], node)],
                                  "clusters": [_cluster(f"c-{node}"), _cluster("shared")]}

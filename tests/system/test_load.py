@@ -25,14 +25,9 @@ from bench.load.driver import (
     split_url,
 )
 from bench.load.hdr import merge, read_intervals, steady_window, summarize
+from tests.support.ports import free_port
 
 PAYLOAD = 1234
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_app(port: int, prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
@@ -61,7 +56,7 @@ def _wait_healthy(port: int, prefix: list[str] | None = None, timeout_s: float =
 
 @pytest.fixture
 def app_port() -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     proc = _start_app(port)
     try:
         _wait_healthy(port)

@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.k8s import KubeError, WaitSpec, WaitTimeout, delete_by_label, kubectl, selector, wait_for
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube, matches
+from bench.backends.kube.k8s import (
+    KubeError,
+    WaitSpec,
+    WaitTimeout,
+    delete_by_label,
+    kubectl,
+    selector,
+    wait_for,
+)
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube, matches
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +36,7 @@ def test_only_bench_k8s_imports_the_kubernetes_library() -> None:
     pattern = re.compile(r"^\s*(import kubernetes\b|from kubernetes\b)", re.MULTILINE)
     importers = [p.relative_to(REPO).as_posix() for p in (REPO / "bench").rglob("*.py")
                  if pattern.search(p.read_text())]
-    assert importers == ["bench/k8s.py"]
+    assert importers == ["bench/backends/kube/k8s.py"]
 
 
 @pytest.mark.parametrize("sel,ok", [

@@ -1,4 +1,4 @@
-"""bench.k8s.Client, the real wrapper, against a stub API server on 127.0.0.1: the requests
+"""bench.backends.kube.k8s.Client, the real wrapper, against a stub API server on 127.0.0.1: the requests
 it sends (server-side apply with our field manager, label selectors, pod proxy) and how it
 maps answers (404 -> None / False, other errors -> KubeError). No cluster needed."""
 
@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import yaml
 
-from bench.k8s import Client, KubeError
+from bench.backends.kube.k8s import Client, KubeError
 
 RESOURCES = {
     "/api/v1": [("namespaces", "Namespace", False), ("pods", "Pod", True),

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from bench import scenario as scen
-from bench.backends.cluster import ClusterBackend, context_from
-from bench.backends.kind import make
+from bench.backends import make
+from bench.backends.cluster.backend import ClusterBackend, context_from
 from bench.backends.kind.backend import KindBackend
+from bench.backends.kube.k8s import KubeError
 from bench.errors import PrerequisiteError, ProvisionError, UserError
-from bench.k8s import KubeError
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "cluster"})
 

@@ -13,9 +13,10 @@ import yaml
 
 from bench import scenario as scen
 from bench.backends.kind import kindconfig
-from bench.backends.kind import manifests as mf
-from bench.backends.kind import versions as v
-from bench.backends.kind.orchestrator import kube_mesh
+from bench.backends.kube import manifests as mf
+from bench.backends.kube import versions as v
+from bench.backends.kube.orchestrator import kube_mesh
+from tests.support.gateway_schema import gateway_problems
 
 K8S = v.KUBERNETES_VERSION.lstrip("v")
 MODES = scen.MODES
@@ -38,7 +39,7 @@ def validate(obj: dict) -> None:
         kv.validate(obj, K8S, strict=True)
     except kv.SchemaNotFoundError:
         assert obj["kind"] == "Gateway", f"no schema for {obj['kind']}"
-        assert mf.gateway_problems(obj) == []
+        assert gateway_problems(obj) == []
 
 
 @pytest.mark.parametrize("placement", [mf.NODE_LABELS, mf.ANTI_AFFINITY])
@@ -109,9 +110,9 @@ def test_locust_master_stays_out_of_the_mesh_and_the_waypoint(mode: str) -> None
 @pytest.mark.parametrize("mode", MODES)
 def test_every_pod_is_guaranteed_in_every_mode_sidecar_included(mode: str) -> None:
     """QoS as the API server computes it, after Istio's injector has done its part
-    (bench.k8s_fake follows injection-template.yaml's "resources" template): the app and
+    (tests.support.k8s_fake follows injection-template.yaml's "resources" template): the app and
     Locust pods are Guaranteed with and without a sidecar, with the same figures."""
-    from bench.k8s_fake import FakeKube, qos_class
+    from tests.support.k8s_fake import FakeKube, qos_class
 
     kube = FakeKube()
     kube.seed_istio("ambient" if mode in ("ambient", "waypoint") else "minimal")
@@ -137,7 +138,7 @@ def test_every_pod_is_guaranteed_in_every_mode_sidecar_included(mode: str) -> No
 def test_a_sidecar_without_the_annotations_makes_the_pod_burstable() -> None:
     """The defect the annotations fix: the chart's default sidecar resources (requests
     100m/128Mi, limits 2000m/1024Mi: global.proxy.resources) are unequal."""
-    from bench.k8s_fake import FakeKube, qos_class
+    from tests.support.k8s_fake import FakeKube, qos_class
 
     kube = FakeKube()
     kube.seed_istio("minimal")
@@ -181,7 +182,7 @@ def test_gateway_only_in_waypoint_mode_and_well_formed() -> None:
     for mode in ("baseline", "sidecar", "ambient"):
         assert not [o for o in objects(mode) if o["kind"] == "Gateway"]
     gw = next(o for o in objects("waypoint") if o["kind"] == "Gateway")
-    assert mf.gateway_problems(gw) == []
+    assert gateway_problems(gw) == []
     assert gw["spec"]["listeners"] == [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]
     assert gw["spec"]["infrastructure"]["labels"][v.RUN_ID] == "run-1"
     assert gw["spec"]["infrastructure"]["parametersRef"]["name"] == "waypoint-placement"
@@ -193,7 +194,7 @@ def test_gateway_structural_check_catches_mistakes() -> None:
     bad["spec"]["gatewayClassName"] = "istio"
     bad["spec"]["listeners"][0]["port"] = "15008"
     bad["metadata"]["labels"][v.RUN_ID] = "not valid!"
-    problems = mf.gateway_problems(bad)
+    problems = gateway_problems(bad)
     assert len(problems) == 4, problems  # class, port type, HBONE/15008, label value
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bench import scenario as scen
-from bench.backends.kind import measure
-from bench.k8s import KubeError
-from bench.k8s_fake import FakeKube
+from bench.backends.kube import measure
+from bench.backends.kube.k8s import KubeError
+from tests.support.k8s_fake import FakeKube
 
 ISTIOD_TEXT = """\
 # HELP pilot_xds_pushes Pilot build and send errors for lds, rds, cds and eds.
@@ -218,7 +218,7 @@ def test_discovered_kind_processes_become_hop_targets_in_path_order() -> None:
     """The per-hop probe on kind: host PIDs of the discovered proxies, sides from the mesh
     model's client pod and node (kind workers are labelled with the model's node names)."""
     from bench.backends.base import Deployment, ProcessRef
-    from bench.backends.kind.orchestrator import kube_mesh
+    from bench.backends.kube.orchestrator import kube_mesh
     from bench.probes.hops import path_order, targets_for
 
     s = scen.from_dict({"name": "t", "backend": "kind"})

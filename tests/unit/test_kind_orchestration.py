@@ -12,14 +12,15 @@ import pytest
 import yaml
 
 from bench import scenario as scen
-from bench.backends.kind import kindconfig, measure
+from bench.backends.kind import kindconfig
 from bench.backends.kind.backend import KindBackend, delete_clusters
-from bench.backends.kind.load import InClusterLoadError
-from bench.backends.kind.orchestrator import CHECK_INTERVAL_S, delete_all_runs
+from bench.backends.kube import measure
+from bench.backends.kube.loadgen import InClusterLoadError
+from bench.backends.kube.orchestrator import CHECK_INTERVAL_S, delete_all_runs
 from bench.errors import PrerequisiteError, ProvisionError
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube, simulate_kind
 from bench.load.hdr import hdr_files
 from bench.store import Cell
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube, simulate_kind
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "kind", "load": {"processes": 2}})
 RUN_SELECTOR = "app.kubernetes.io/managed-by=meshbench,meshbench.io/run-id=r1"
@@ -342,8 +343,8 @@ def test_istio_version_from_a_distroless_tag() -> None:
     ambient.yaml), so istiod's tag is 1.27.3-distroless: still Istio 1.27.3."""
     from istio_shapes import items
 
-    from bench.backends.kind import versions as v
-    from bench.backends.kind.orchestrator import find_istiods, istio_state
+    from bench.backends.kube import versions as v
+    from bench.backends.kube.orchestrator import find_istiods, istio_state
 
     kube = FakeKube()
     for obj in items("istiod-ambient.json"):
@@ -418,7 +419,7 @@ def test_gateway_crds_of_another_version_are_replaced_by_the_pinned_ones(world: 
 
 
 def test_versions_cni_and_istio_are_recorded_for_the_manifest(world: World) -> None:
-    from bench.backends.kind.orchestrator import merge_versions
+    from bench.backends.kube.orchestrator import merge_versions
 
     dep = world.backend.provision("ambient")
     found = dep.info["manifest_versions"]
@@ -431,7 +432,7 @@ def test_versions_cni_and_istio_are_recorded_for_the_manifest(world: World) -> N
 
 
 def test_calico_cluster_applies_the_pinned_manifest_and_waits_for_it(tmp_path: Path) -> None:
-    from bench.backends.kind import versions as v
+    from bench.backends.kube import versions as v
 
     s = scen.from_dict({"name": "t", "backend": "kind", "kind": {"cni": "calico"}})
     w = make_world(tmp_path, s)

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from bench import scenario as scen
-from bench.backends.cluster import ClusterBackend
+from bench.backends.cluster.backend import ClusterBackend
 from bench.backends.kind.backend import KindBackend
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
+from bench.backends.kube.steps import Check
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("MB_UPDATE_GOLDEN") == "1"
@@ -63,6 +64,18 @@ def test_kind_plan_matches_golden(mode: str) -> None:
 @pytest.mark.parametrize("mode", scen.MODES)
 def test_cluster_plan_matches_golden(mode: str) -> None:
     check_golden(f"cluster_plan_{mode}.txt", cluster().plan(mode))
+
+
+@pytest.mark.parametrize("make_backend", [kind, cluster])
+def test_every_check_a_step_names_is_in_the_check_table_and_none_is_unused(make_backend) -> None:
+    """provision runs a Check step through backend.checks(): a name missing there would fail
+    only midway through a real run, and a check no step names is dead code."""
+    b = make_backend()
+    named = set()
+    for mode in scen.MODES:
+        named |= {s.action.name for s in b.steps(mode) + b.teardown_steps()
+                  if isinstance(s.action, Check)}
+    assert named == set(b.checks())
 
 
 def test_plan_runs_nothing_and_touches_no_cluster() -> None:

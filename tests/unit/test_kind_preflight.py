@@ -13,7 +13,7 @@ import pytest
 from bench import scenario as scen
 from bench.backends.kind.backend import KindBackend
 from bench.errors import PrerequisiteError
-from bench.k8s_fake import CommandRecorder, FakeClock, FakeKube
+from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "kind"})
 NO_DAEMON = ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "

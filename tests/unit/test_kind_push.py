@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from istio_shapes import syncz_text
 
-from bench.backends.kind import push
 from bench.backends.kind.backend import KindBackend
+from bench.backends.kube import push
 from bench.experiments import run_push, to_samples
 from bench.store import Cell
 from tests.unit.test_kind_orchestration import SCENARIO, make_world
@@ -78,7 +78,7 @@ def _world(tmp_path: Path, mode: str, **istiod: object) -> tuple[KindBackend, Fa
 
 
 def test_experiment_objects_are_labelled_istio_objects() -> None:
-    from bench.backends.kind.orchestrator import kube_mesh
+    from bench.backends.kube.orchestrator import kube_mesh
 
     mesh = kube_mesh(SCENARIO, "sidecar")
     labels = {"meshbench.io/run-id": "r1"}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.backends.kind import versions
+from bench.backends.kube import versions
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"

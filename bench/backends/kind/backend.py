@@ -25,11 +25,13 @@ import yaml
 
 from bench import PREFIX
 from bench.backends.kind import kindconfig
-from bench.backends.kind import versions as v
-from bench.backends.kind.commands import Commands, SubprocessCommands
-from bench.backends.kind.orchestrator import (
+from bench.backends.kube import versions
+from bench.backends.kube.commands import Commands, SubprocessCommands
+from bench.backends.kube.k8s import Client, Clock, SystemClock, WaitSpec, kubectl
+from bench.backends.kube.orchestrator import (
     CRD_API,
     ISTIOD_SELECTOR,
+    CheckFn,
     Fetch,
     KubeBackend,
     KubeFactory,
@@ -38,9 +40,8 @@ from bench.backends.kind.orchestrator import (
     istio_state,
     kube_mesh,
 )
-from bench.backends.kind.steps import Check, Condition, Run, Step, WaitFor
+from bench.backends.kube.steps import Check, Condition, Run, Step, WaitFor
 from bench.errors import PrerequisiteError
-from bench.k8s import Client, Clock, SystemClock, WaitSpec, kubectl
 from bench.scenario import Scenario
 
 GATEWAY_CRD = "gateways.gateway.networking.k8s.io"
@@ -51,7 +52,7 @@ def istio_operator(profile: str) -> dict[str, object]:
     (values.pilot.nodeSelector: the istio-discovery chart's nodeSelector)."""
     return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
             "spec": {"profile": profile,
-                     "values": {"pilot": {"nodeSelector": {v.NODE: v.ISTIOD_NODE}}}}}
+                     "values": {"pilot": {"nodeSelector": {versions.NODE: versions.ISTIOD_NODE}}}}}
 
 
 def istioctl_binary() -> str:
@@ -60,7 +61,7 @@ def istioctl_binary() -> str:
 
 
 def cluster_name() -> str:
-    name = os.environ.get("MB_KIND_CLUSTER", v.DEFAULT_CLUSTER)
+    name = os.environ.get("MB_KIND_CLUSTER", versions.DEFAULT_CLUSTER)
     if not name.startswith(PREFIX):
         raise PrerequisiteError(f"MB_KIND_CLUSTER={name!r} must start with {PREFIX!r}",
                                 hint="the harness only creates and deletes clusters it owns")
@@ -73,7 +74,7 @@ class KindBackend(KubeBackend):
     def __init__(self, scenario: Scenario, *, run_id: str, commands: Commands | None = None,
                  kube_factory: KubeFactory | None = None, clock: Clock | None = None,
                  workdir: Path | None = None, proc_root: Path = Path("/proc"),
-                 cluster: str | None = None, timeouts: v.Timeouts = v.DEFAULT_TIMEOUTS,
+                 cluster: str | None = None, timeouts: versions.Timeouts = versions.DEFAULT_TIMEOUTS,
                  fetch: Fetch = _fetch) -> None:
         self.cluster = cluster or cluster_name()
         super().__init__(scenario, run_id=run_id, context=kindconfig.context(self.cluster),
@@ -98,16 +99,16 @@ class KindBackend(KubeBackend):
                                     f"(`docker info`: {r.first_error_line()})",
                                     hint="start it (sudo systemctl start docker) or point "
                                          "DOCKER_HOST at a running daemon")
-        self._need("kind", ["kind", "version"], v.KIND_VERSION.lstrip("v"), exact=True,
-                   fix=f"go install sigs.k8s.io/kind@{v.KIND_VERSION} (or the release binary "
+        self._need("kind", ["kind", "version"], versions.KIND_VERSION.lstrip("v"), exact=True,
+                   fix=f"go install sigs.k8s.io/kind@{versions.KIND_VERSION} (or the release binary "
                        "from https://kind.sigs.k8s.io/docs/user/quick-start/)")
         self._need("kubectl", ["kubectl", "version", "--client", "-o", "json"],
-                   v.KUBERNETES_VERSION.lstrip("v"), exact=False,
-                   fix=f"install kubectl within one minor version of {v.KUBERNETES_VERSION} "
+                   versions.KUBERNETES_VERSION.lstrip("v"), exact=False,
+                   fix=f"install kubectl within one minor version of {versions.KUBERNETES_VERSION} "
                        "(https://kubernetes.io/docs/tasks/tools/)")
-        self._need(self.istioctl, [self.istioctl, "version", "--remote=false"], v.ISTIO_VERSION,
+        self._need(self.istioctl, [self.istioctl, "version", "--remote=false"], versions.ISTIO_VERSION,
                    exact=True, fix=f"curl -L https://istio.io/downloadIstio | ISTIO_VERSION="
-                   f"{v.ISTIO_VERSION} sh - and put istio-{v.ISTIO_VERSION}/bin first on PATH "
+                   f"{versions.ISTIO_VERSION} sh - and put istio-{versions.ISTIO_VERSION}/bin first on PATH "
                    "(or set MB_ISTIOCTL to that istioctl)")
         if importlib.util.find_spec("kubernetes") is None:
             raise PrerequisiteError("the Python package `kubernetes` is not installed",
@@ -130,24 +131,24 @@ class KindBackend(KubeBackend):
     # ---- steps ---------------------------------------------------------------------------------
     def header(self, mode: str) -> list[str]:
         mesh = kube_mesh(self.scenario, mode)
-        profile = v.istio_profile(mode)
+        profile = versions.istio_profile(mode)
         placed = ", ".join(f"{p.name} on {p.node}" for p in mesh.pods)
-        istio = (f"Istio {v.ISTIO_VERSION} profile {profile}"
+        istio = (f"Istio {versions.ISTIO_VERSION} profile {profile}"
                  + (" (never used for sidecar mode: this profile turns on HBONE for "
                     "sidecars too)" if profile == "ambient" else
                     " (default without istio-ingressgateway)")) if profile else \
             "no mesh (an installed Istio is left as it is; pods are not enrolled)"
         cni = self.scenario.kind.cni
         return [f"# kind backend, mode {mode}: {istio}",
-                (f"# cluster {self.cluster} (context {self.context}): kind {v.KIND_VERSION}, "
+                (f"# cluster {self.cluster} (context {self.context}): kind {versions.KIND_VERSION}, "
                  f"1 control plane + {self.scenario.topology.nodes} workers + 1 worker for "
-                 f"istiod on {v.NODE_IMAGE}; CNI {cni}"
-                 + (f" {v.CALICO_VERSION}" if cni == "calico" else "")),
+                 f"istiod on {versions.NODE_IMAGE}; CNI {cni}"
+                 + (f" {versions.CALICO_VERSION}" if cni == "calico" else "")),
                 f"# mesh model: {placed}; load -> {self.url(mesh)}/",
-                f"# run id {self.run_id}: label {v.RUN_ID} on every object"]
+                f"# run id {self.run_id}: label {versions.RUN_ID} on every object"]
 
     def conditions(self, mode: str) -> dict[str, Condition]:
-        profile = v.istio_profile(mode) or ""
+        profile = versions.istio_profile(mode) or ""
         return {
             "cluster-ready": Condition(
                 f"kind cluster {self.cluster} exists with these nodes (`kind get clusters`, "
@@ -159,15 +160,19 @@ class KindBackend(KubeBackend):
                 is not None),
             "istio-compatible": Condition(
                 "no Istio is installed, or it is already the wanted version and profile",
-                lambda: istio_state(self.kube) in (("", ""), (v.ISTIO_VERSION, profile))),
+                lambda: istio_state(self.kube) in (("", ""), (versions.ISTIO_VERSION, profile))),
             "gateway-crds": Condition(
-                f"the Gateway API CRDs ({', '.join(c.split('.')[0] for c in v.GATEWAY_API_CRDS)}"
-                f") exist at {v.GATEWAY_API_BUNDLE}={v.GATEWAY_API_VERSION}",
+                f"the Gateway API CRDs ({', '.join(c.split('.')[0] for c in versions.GATEWAY_API_CRDS)}"
+                f") exist at {versions.GATEWAY_API_BUNDLE}={versions.GATEWAY_API_VERSION}",
                 lambda: gateway_crds_pinned(self.kube)),
             "istio-installed": Condition(
                 "Istio is already installed at this version and profile",
-                lambda: istio_state(self.kube) == (v.ISTIO_VERSION, profile)),
+                lambda: istio_state(self.kube) == (versions.ISTIO_VERSION, profile)),
         }
+
+    def checks(self) -> dict[str, CheckFn]:
+        return {**super().checks(), "cluster-matches": self.check_cluster_matches,
+                "istio-version": self.check_istio_version}
 
     def infra_steps(self, mode: str) -> list[Step]:
         t, ctx, n = self.timeouts, self.context, self.scenario.topology.nodes
@@ -183,24 +188,25 @@ class KindBackend(KubeBackend):
         if calico:
             out += [
                 Step("cluster", Run(tuple(kubectl(ctx, "apply", "--server-side", "-f",
-                                                  v.CALICO_URL)), timeout_s=t.crds),
+                                                  versions.CALICO_URL)), timeout_s=t.crds),
                      unless="calico-installed"),
                 Step("cluster", WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready",
                                                  "kube-system", name="calico-node",
                                                  timeout_s=t.cluster))),
             ]
         out += [
-            Step("cluster", WaitFor(WaitSpec("v1", "Node", "ready", selector=v.NODE,
+            Step("cluster", WaitFor(WaitSpec("v1", "Node", "ready", selector=versions.NODE,
                                              count=n + 1, timeout_s=t.cluster))),
             Step("cluster", Check("cluster-matches",
-                                  f"workers labelled {v.NODE}=node0..node{n - 1} and "
-                                  f"{v.NODE}={v.ISTIOD_NODE}, kubelet {v.KUBERNETES_VERSION}, "
+                                  f"workers labelled {versions.NODE}=node0..node{n - 1} and "
+                                  f"{versions.NODE}={versions.ISTIOD_NODE}, "
+                                  f"kubelet {versions.KUBERNETES_VERSION}, "
                                   f"CNI {self.scenario.kind.cni}")),
         ]
-        profile = v.istio_profile(mode)
+        profile = versions.istio_profile(mode)
         if profile is None:
             return out
-        S, ns = "istio", v.ISTIO_NS
+        S, ns = "istio", versions.ISTIO_NS
         out += [
             Step(S, Run((self.istioctl, "uninstall", "--context", ctx, "--purge",
                          "--skip-confirmation"), timeout_s=t.istio), unless="istio-compatible"),
@@ -208,12 +214,12 @@ class KindBackend(KubeBackend):
                                      selector=ISTIOD_SELECTOR, timeout_s=t.istio)),
                  unless="istio-compatible"),
             # before Istio, in every mode with a mesh: waypoints and HTTPRoutes need them
-            Step(S, Run(tuple(kubectl(ctx, "apply", "--server-side", "-f", v.GATEWAY_API_URL)),
+            Step(S, Run(tuple(kubectl(ctx, "apply", "--server-side", "-f", versions.GATEWAY_API_URL)),
                         timeout_s=t.crds), unless="gateway-crds"),
         ]
         out += [Step(S, WaitFor(WaitSpec(CRD_API, "CustomResourceDefinition", "established",
                                          name=crd, timeout_s=t.crds)))
-                for crd in v.GATEWAY_API_CRDS]
+                for crd in versions.GATEWAY_API_CRDS]
         out += [
             Step(S, Run((self.istioctl, "install", "--context", ctx, "-f", "-",
                          "--skip-confirmation"),
@@ -228,17 +234,17 @@ class KindBackend(KubeBackend):
                                              name=ds, timeout_s=t.istio)))
                     for ds in ("istio-cni-node", "ztunnel")]
         out.append(Step(S, Check("istio-version",
-                                 f"istiod runs {v.ISTIO_VERSION} (image tag without its "
+                                 f"istiod runs {versions.ISTIO_VERSION} (image tag without its "
                                  f"variant suffix), profile {profile}")))
         return out
 
     def pinned_versions(self) -> dict[str, str]:
-        return v.record(self.scenario.kind.cni)
+        return versions.record(self.scenario.kind.cni)
 
     def cni(self) -> str:
         found = kindconfig.cni_of(self.kube.list("apps/v1", "DaemonSet", "kube-system"))
         name = found or f"{self.scenario.kind.cni} (not seen in kube-system)"
-        return f"calico {v.CALICO_VERSION}" if found == "calico" else name
+        return f"calico {versions.CALICO_VERSION}" if found == "calico" else name
 
     def leftover_hint(self) -> str:
         return (f"the kind cluster {self.cluster} and its Istio stay for the next mode and run; "
@@ -262,7 +268,7 @@ class KindBackend(KubeBackend):
                                          "again to create it as this scenario needs")
 
     def check_istio_version(self) -> None:
-        want = (v.ISTIO_VERSION, v.istio_profile(self._mode))
+        want = (versions.ISTIO_VERSION, versions.istio_profile(self._mode))
         have = istio_state(self.kube)
         if have != want:
             raise PrerequisiteError(f"Istio in the cluster is {have[0] or 'absent'} profile "

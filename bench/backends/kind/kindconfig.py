@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from bench.backends.kind import versions as v
+from bench.backends.kube import versions
 from bench.scenario import Scenario
 
 
@@ -33,20 +33,20 @@ def node_role(scenario: Scenario, index: int) -> str:
 
 def worker_labels(scenario: Scenario) -> list[dict[str, str]]:
     """The labels of every worker, in order: the model's nodes, then istiod's."""
-    out = [{v.NODE: f"node{i}", v.NODE_ROLE: node_role(scenario, i)}
+    out = [{versions.NODE: f"node{i}", versions.NODE_ROLE: node_role(scenario, i)}
            for i in range(scenario.topology.nodes)]
-    return out + [{v.NODE: v.ISTIOD_NODE, v.NODE_ROLE: v.ISTIOD_NODE}]
+    return out + [{versions.NODE: versions.ISTIOD_NODE, versions.NODE_ROLE: versions.ISTIOD_NODE}]
 
 
 def config(scenario: Scenario, name: str) -> dict[str, Any]:
     """The kind.x-k8s.io/v1alpha4 Cluster for `kind create cluster --config`."""
-    nodes: list[dict[str, Any]] = [{"role": "control-plane", "image": v.NODE_IMAGE}]
-    nodes += [{"role": "worker", "image": v.NODE_IMAGE, "labels": labels}
+    nodes: list[dict[str, Any]] = [{"role": "control-plane", "image": versions.NODE_IMAGE}]
+    nodes += [{"role": "worker", "image": versions.NODE_IMAGE, "labels": labels}
               for labels in worker_labels(scenario)]
     out: dict[str, Any] = {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
                            "name": name, "nodes": nodes}
     if scenario.kind.cni == "calico":
-        out["networking"] = {"disableDefaultCNI": True, "podSubnet": v.POD_SUBNET}
+        out["networking"] = {"disableDefaultCNI": True, "podSubnet": versions.POD_SUBNET}
     return out
 
 
@@ -74,15 +74,15 @@ def mismatches(scenario: Scenario, nodes: Sequence[Mapping[str, Any]],
     out = []
     if cni and cni != scenario.kind.cni:
         out.append(f"it runs {cni}, the scenario wants kind.cni {scenario.kind.cni}")
-    want = {lab[v.NODE]: lab[v.NODE_ROLE] for lab in worker_labels(scenario)}
+    want = {lab[versions.NODE]: lab[versions.NODE_ROLE] for lab in worker_labels(scenario)}
     have: dict[str, str] = {}
     for n in nodes:
         labels = n.get("metadata", {}).get("labels", {})
         version = n.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
-        if version and version != v.KUBERNETES_VERSION:
-            out.append(f"node {n['metadata']['name']} runs {version}, not {v.KUBERNETES_VERSION}")
-        if v.NODE in labels:
-            have[labels[v.NODE]] = labels.get(v.NODE_ROLE, "")
+        if version and version != versions.KUBERNETES_VERSION:
+            out.append(f"node {n['metadata']['name']} runs {version}, not {versions.KUBERNETES_VERSION}")
+        if versions.NODE in labels:
+            have[labels[versions.NODE]] = labels.get(versions.NODE_ROLE, "")
     if have != want:
         out.append(f"worker labels {sorted(have.items())} differ from {sorted(want.items())}")
     return out

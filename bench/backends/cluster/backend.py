@@ -25,11 +25,12 @@ import tempfile
 from pathlib import Path
 
 from bench.backends.base import Deployment
-from bench.backends.kind import manifests as mf
-from bench.backends.kind import versions as v
-from bench.backends.kind.commands import Commands, SubprocessCommands
-from bench.backends.kind.orchestrator import (
+from bench.backends.kube import manifests, versions
+from bench.backends.kube.commands import Commands, SubprocessCommands
+from bench.backends.kube.k8s import Client, Clock, KubeError, SystemClock, WaitSpec
+from bench.backends.kube.orchestrator import (
     ISTIOD_SELECTOR,
+    CheckFn,
     Fetch,
     KubeBackend,
     KubeFactory,
@@ -37,9 +38,8 @@ from bench.backends.kind.orchestrator import (
     istio_state,
     kube_mesh,
 )
-from bench.backends.kind.steps import Check, Step, WaitFor
+from bench.backends.kube.steps import Check, Step, WaitFor
 from bench.errors import PrerequisiteError
-from bench.k8s import Client, Clock, KubeError, SystemClock, WaitSpec
 from bench.scenario import Scenario
 
 CONTEXT_ENV = "MB_CONTEXT"
@@ -57,12 +57,12 @@ def context_from(scenario: Scenario, explicit: str | None = None) -> str:
 
 class ClusterBackend(KubeBackend):
     name = "cluster"
-    placement = mf.ANTI_AFFINITY
+    placement = manifests.ANTI_AFFINITY
 
     def __init__(self, scenario: Scenario, *, run_id: str, context: str,
                  commands: Commands | None = None, kube_factory: KubeFactory | None = None,
                  clock: Clock | None = None, workdir: Path | None = None,
-                 proc_root: Path = Path("/proc"), timeouts: v.Timeouts = v.DEFAULT_TIMEOUTS,
+                 proc_root: Path = Path("/proc"), timeouts: versions.Timeouts = versions.DEFAULT_TIMEOUTS,
                  fetch: Fetch = _fetch) -> None:
         super().__init__(scenario, run_id=run_id, context=context,
                          commands=commands or SubprocessCommands(),
@@ -105,10 +105,10 @@ class ClusterBackend(KubeBackend):
                  "the cluster's own Istio is used as installed (nothing cluster-wide changes)"),
                 (f"# client and server pods on different nodes by pod anti-affinity; "
                  f"load -> {self.url(mesh)}/"),
-                f"# run id {self.run_id}: label {v.RUN_ID} on every object"]
+                f"# run id {self.run_id}: label {versions.RUN_ID} on every object"]
 
     def infra_steps(self, mode: str) -> list[Step]:
-        t, ns = self.timeouts.istio, v.ISTIO_NS
+        t, ns = self.timeouts.istio, versions.ISTIO_NS
         out = [Step("cluster", Check("context", f"context {self.context or '<MB_CONTEXT>'} "
                                      "answers; only namespaces mb-* are written to"))]
         if mode == "baseline":
@@ -121,6 +121,10 @@ class ClusterBackend(KubeBackend):
                                                       ns, name="ztunnel", timeout_s=t))))
         return out
 
+    def checks(self) -> dict[str, CheckFn]:
+        return {**super().checks(), "context": self.check_context,
+                "istio-ready": self.check_istio_ready}
+
     def check_context(self) -> None:
         self._require_context()
         self.kube.server_version()
@@ -129,7 +133,7 @@ class ClusterBackend(KubeBackend):
         version, profile = istio_state(self.kube)
         fix = "install Istio on the cluster yourself, or use backend: kind"
         if not version:
-            raise PrerequisiteError(f"mode {self._mode}: no istiod in {v.ISTIO_NS}", hint=fix)
+            raise PrerequisiteError(f"mode {self._mode}: no istiod in {versions.ISTIO_NS}", hint=fix)
         if self._mode == "sidecar":
             hooks = self.kube.list("admissionregistration.k8s.io/v1",
                                    "MutatingWebhookConfiguration", "", "app=sidecar-injector")
@@ -154,12 +158,12 @@ class ClusterBackend(KubeBackend):
                                     "API's HTTPRoute CRD, which the cluster lacks",
                                     hint="install the Gateway API CRDs (before istiod), or "
                                          "drop l7_route from the scenario's experiments")
-        if self.kube.list("apps/v1", "Deployment", v.ISTIO_NS, "istio=ingressgateway"):
+        if self.kube.list("apps/v1", "Deployment", versions.ISTIO_NS, "istio=ingressgateway"):
             self._notes.append("the cluster runs istio-ingressgateway: left out of process "
                                "discovery, the metrics-API rows and the syncz fan-out, which "
                                "count only this run's pods, its ztunnels and its istiod")
-        if version != v.ISTIO_VERSION:
-            self._notes.append(f"Istio {version} on the cluster; meshbench pins {v.ISTIO_VERSION}")
+        if version != versions.ISTIO_VERSION:
+            self._notes.append(f"Istio {version} on the cluster; meshbench pins {versions.ISTIO_VERSION}")
 
     def _serves_gateway_api(self) -> bool:
         return self.kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",

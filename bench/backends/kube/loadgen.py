@@ -17,9 +17,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.backends.kind.commands import Background, Commands
+from bench.backends.kube.commands import Background, Commands
+from bench.backends.kube.k8s import kubectl
 from bench.errors import CellFailed
-from bench.k8s import kubectl
 from bench.load.hdr import cpu_percent_max, hdr_files, read_intervals
 
 LOCUSTFILE = "/mb/locust/mesh_http.py"

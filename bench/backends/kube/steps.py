@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from bench.backends.kind.manifests import source_files
-from bench.k8s import WaitSpec, name_of
+from bench.backends.kube.k8s import WaitSpec, name_of
+from bench.backends.kube.manifests import source_files
 
 
 @dataclass(frozen=True)

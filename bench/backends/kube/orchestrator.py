@@ -22,12 +22,11 @@ from typing import Any
 
 from bench import PREFIX
 from bench.backends.base import Abilities, Deployment
-from bench.backends.kind import manifests as mf
-from bench.backends.kind import measure
-from bench.backends.kind import versions as v
-from bench.backends.kind.commands import Background, Commands
-from bench.backends.kind.load import InClusterLoad, LoadSpec
-from bench.backends.kind.steps import (
+from bench.backends.kube import manifests, measure, versions
+from bench.backends.kube.commands import Background, Commands
+from bench.backends.kube.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
+from bench.backends.kube.loadgen import InClusterLoad, LoadSpec
+from bench.backends.kube.steps import (
     Apply,
     Check,
     Condition,
@@ -40,7 +39,6 @@ from bench.backends.kind.steps import (
     render,
 )
 from bench.errors import BenchError, ProvisionError
-from bench.k8s import Clock, Kube, KubeError, WaitSpec, delete_by_label, kubectl, wait_for
 from bench.mesh import Mesh, build
 from bench.scenario import Scenario
 from bench.store import Cell, Sample
@@ -52,6 +50,7 @@ ISTIOD_REF = "{istiod}"  # in a plan: the Deployment found by ISTIOD_SELECTOR
 CRD_API = "apiextensions.k8s.io/v1"
 CHECK_INTERVAL_S = 2.0  # the runner asks every 0.5 s; the API server need not answer that often
 KubeFactory = Callable[[str], Kube]
+CheckFn = Callable[[], None]
 Fetch = Callable[[str], str]
 
 
@@ -91,12 +90,12 @@ class Istiod:
 def find_istiods(kube: Kube) -> list[Istiod]:
     """Every istiod in istio-system, the default revision first, then by name."""
     out = []
-    for d in kube.list("apps/v1", "Deployment", v.ISTIO_NS, ISTIOD_SELECTOR):
+    for d in kube.list("apps/v1", "Deployment", versions.ISTIO_NS, ISTIOD_SELECTOR):
         md = d["metadata"]
         containers = d["spec"]["template"]["spec"]["containers"]
         image = next((c["image"] for c in containers if c["name"] == "discovery"),
                      containers[0]["image"])
-        version, variant = v.image_version(image)
+        version, variant = versions.image_version(image)
         out.append(Istiod(md["name"], md.get("labels", {}).get("istio.io/rev", "default"),
                           version or "unknown", variant, image))
     return sorted(out, key=lambda i: (i.revision != "default", i.name))
@@ -105,9 +104,9 @@ def find_istiods(kube: Kube) -> list[Istiod]:
 def istio_profile_of(kube: Kube) -> str:
     """"ambient" when ztunnel runs, "default" when the istio-ingressgateway does, else
     "minimal" (istiod alone; manifests/profiles/*.yaml)."""
-    if kube.list("apps/v1", "DaemonSet", v.ISTIO_NS, "app=ztunnel"):
+    if kube.list("apps/v1", "DaemonSet", versions.ISTIO_NS, "app=ztunnel"):
         return "ambient"
-    if kube.list("apps/v1", "Deployment", v.ISTIO_NS, "istio=ingressgateway"):
+    if kube.list("apps/v1", "Deployment", versions.ISTIO_NS, "istio=ingressgateway"):
         return "default"
     return "minimal"
 
@@ -126,15 +125,15 @@ def gateway_api_version(kube: Kube) -> str:
     crd = kube.get(CRD_API, "CustomResourceDefinition", "gateways.gateway.networking.k8s.io")
     if crd is None:
         return ""
-    return str(crd["metadata"].get("annotations", {}).get(v.GATEWAY_API_BUNDLE, "unknown"))
+    return str(crd["metadata"].get("annotations", {}).get(versions.GATEWAY_API_BUNDLE, "unknown"))
 
 
 def gateway_crds_pinned(kube: Kube) -> bool:
     """Every Gateway API CRD meshbench uses exists at the pinned bundle version."""
-    for name in v.GATEWAY_API_CRDS:
+    for name in versions.GATEWAY_API_CRDS:
         crd = kube.get(CRD_API, "CustomResourceDefinition", name)
         if crd is None or crd["metadata"].get("annotations", {}).get(
-                v.GATEWAY_API_BUNDLE) != v.GATEWAY_API_VERSION:
+                versions.GATEWAY_API_BUNDLE) != versions.GATEWAY_API_VERSION:
             return False
     return True
 
@@ -157,18 +156,18 @@ class KubeBackend:
     """Shared by KindBackend and ClusterBackend; not used directly."""
 
     name = "kube"
+    placement: manifests.Placement = manifests.NODE_LABELS
 
     def abilities(self) -> Abilities:
         """Pushes measured from istiod, Locust in the cluster's pods, CPU and memory from
         the metrics API where the host sees no pod process, and the proxies' counters."""
         return Abilities(istiod=self, in_cluster_load=self, api_resources=self, path=self)
-    placement: mf.Placement = mf.NODE_LABELS
 
     def __init__(self, scenario: Scenario, *, run_id: str, context: str, commands: Commands,
                  kube_factory: KubeFactory, clock: Clock, workdir: Path,
-                 proc_root: Path = Path("/proc"), timeouts: v.Timeouts = v.DEFAULT_TIMEOUTS,
+                 proc_root: Path = Path("/proc"), timeouts: versions.Timeouts = versions.DEFAULT_TIMEOUTS,
                  fetch: Fetch = _fetch, log: Callable[[str], None] = _log) -> None:
-        self.scenario, self.run_id, self.context = scenario, mf.label_value(run_id), context
+        self.scenario, self.run_id, self.context = scenario, manifests.label_value(run_id), context
         self.commands, self.clock, self.workdir = commands, clock, workdir
         self.proc_root, self.timeouts, self.fetch, self.log = proc_root, timeouts, fetch, log
         self._kube_factory = kube_factory
@@ -200,6 +199,20 @@ class KubeBackend:
         """Named run-time conditions that let steps be skipped (see Step.unless)."""
         return {}
 
+    def checks(self) -> dict[str, CheckFn]:
+        """The health checks the steps name (Check.name -> the function that runs it; each
+        raises a BenchError when it fails). A subclass adds the checks of its own steps."""
+        return {
+            "istiod-found": self.check_istiod_found,
+            "namespace-free": self.check_namespace_free,
+            "enrolment": self.check_enrolment,
+            "qos": self.check_qos,
+            "request-through": self.check_request_through,
+            "waypoint-in-path": self.check_waypoint_in_path,
+            "istiod-metrics": self.check_istiod_metrics,
+            "processes": self.check_processes,
+        }
+
     def header(self, mode: str) -> list[str]:
         raise NotImplementedError
 
@@ -218,7 +231,7 @@ class KubeBackend:
     # ---- the steps -----------------------------------------------------------------------------
     @property
     def selector(self) -> str:
-        return mf.run_selector(self.run_id)
+        return manifests.run_selector(self.run_id)
 
     def url(self, mesh: Mesh) -> str:
         return f"http://{mesh.target.fqdn}:{mesh.target.port}"
@@ -232,7 +245,7 @@ class KubeBackend:
         if mode == "baseline":
             return []
         return [Step("istio", Check("istiod-found",
-                                    f"the istiod Deployment in {v.ISTIO_NS} found by label "
+                                    f"the istiod Deployment in {versions.ISTIO_NS} found by label "
                                     f"{ISTIOD_SELECTOR} ({ISTIOD_REF} below: istiod, or "
                                     "istiod-<rev> on a revisioned install, whose istio.io/rev "
                                     "then labels the namespace and the waypoint); its version "
@@ -244,7 +257,7 @@ class KubeBackend:
 
     def workload_steps(self, mode: str) -> list[Step]:
         mesh = kube_mesh(self.scenario, mode)
-        objs = mf.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
+        objs = manifests.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
                             placement=self.placement, workers=len(self.workers),
                             revision=self.revision)
         t, ns, S = self.timeouts.workloads, self.namespace, "workloads"
@@ -252,9 +265,9 @@ class KubeBackend:
         out += [Step(S, Apply(o)) for o in objs]
         if mode == "waypoint":
             out.append(Step(S, WaitFor(WaitSpec(GATEWAY_API, "Gateway", "programmed", ns,
-                                                name=mf.WAYPOINT, timeout_s=t))))
+                                                name=manifests.WAYPOINT, timeout_s=t))))
             out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, timeout_s=t,
-                                                selector=f"{mf.WAYPOINT_POD_LABEL}={mf.WAYPOINT}"))))
+                                                selector=f"{manifests.WAYPOINT_POD_LABEL}={manifests.WAYPOINT}"))))
         pods = sum(1 for o in objs if o["kind"] == "Pod")
         out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, selector=self.selector,
                                             count=pods, timeout_s=t))))
@@ -278,7 +291,7 @@ class KubeBackend:
         if mode != "baseline":
             out.append(Step(S, Start(PORT_FORWARD, tuple(kubectl(
                 self.context, "port-forward", f"deployment/{ISTIOD_REF}",
-                f":{measure.ISTIOD_PORT}", namespace=v.ISTIO_NS)))))
+                f":{measure.ISTIOD_PORT}", namespace=versions.ISTIO_NS)))))
             out.append(Step(S, Check("istiod-metrics",
                                      "istiod's /metrics answers through the port-forward "
                                      "(local port from kubectl's 'Forwarding from' line); "
@@ -318,7 +331,7 @@ class KubeBackend:
     def experiment_steps(self, mode: str) -> list[Step]:
         """Plan only: the config changes pushed once per mode after its cells, each applied
         on top of the previous one and watched through istiod's /debug/syncz and metrics."""
-        from bench.backends.kind import push
+        from bench.backends.kube import push
 
         if mode == "baseline" or not self.scenario.experiments:
             return []
@@ -331,7 +344,7 @@ class KubeBackend:
                                     f"has ACKed and nothing moved for {push.QUIET_S:g} s; "
                                     "istiod metric deltas over the experiment")))
             out += [Step(S, Apply(obj)) for obj in push.experiment_objects(
-                mesh, name, self.namespace, mf.run_labels(self.run_id, mode))]
+                mesh, name, self.namespace, manifests.run_labels(self.run_id, mode))]
         return out
 
     def teardown_steps(self) -> list[Step]:
@@ -352,14 +365,14 @@ class KubeBackend:
 
     # ---- execution -----------------------------------------------------------------------------
     def _execute(self, steps: list[Step]) -> None:
-        conds = self.conditions(self._mode)
+        conds, checks = self.conditions(self._mode), self.checks()
         for step in steps:
             if step.unless and conds[step.unless].holds():
                 self.log(f"{step.section}: skipped, {conds[step.unless].text}")
                 continue
-            self._do(step)
+            self._do(step, checks)
 
-    def _do(self, step: Step) -> None:
+    def _do(self, step: Step, checks: Mapping[str, CheckFn]) -> None:
         a = step.action
         if isinstance(a, Run):
             self.log(f"{step.section}: {' '.join(a.argv[:4])} ...")
@@ -370,7 +383,7 @@ class KubeBackend:
             self.log(f"{step.section}: waiting for {a.spec.describe()}")
             wait_for(self.kube, a.spec, self.clock)
         elif isinstance(a, Check):
-            getattr(self, "check_" + a.name.replace("-", "_"))()
+            checks[a.name]()
         elif isinstance(a, Start):
             self._stop_background(a.name)
             istiod = self._istiod.name if self._istiod is not None else "istiod"
@@ -420,15 +433,16 @@ class KubeBackend:
         if b is not None:
             b.stop()
 
-    # ---- checks (named by the steps) -------------------------------------------------------------
+    # ---- checks (named by the steps; the table is checks()) ---------------------------------
     def check_namespace_free(self) -> None:
         ns = self.kube.get("v1", "Namespace", self.namespace)
         if ns is None:
             return
         labels = ns["metadata"].get("labels", {})
-        if labels.get(v.RUN_ID) == self.run_id:
+        if labels.get(versions.RUN_ID) == self.run_id:
             return
-        owner = (f"meshbench run {labels[v.RUN_ID]}" if labels.get(v.MANAGED_BY) == v.MANAGER
+        ours = labels.get(versions.MANAGED_BY) == versions.MANAGER
+        owner = (f"meshbench run {labels[versions.RUN_ID]}" if ours
                  else "someone else (no meshbench labels)")
         raise ProvisionError(f"namespace {self.namespace} already exists and belongs to {owner}",
                              hint="meshbench teardown --all removes meshbench's leftovers; "
@@ -436,26 +450,26 @@ class KubeBackend:
 
     def _run_pods(self) -> list[dict[str, Any]]:
         return [p for p in self.kube.list("v1", "Pod", self.namespace, self.selector)
-                if mf.WAYPOINT_POD_LABEL not in p["metadata"].get("labels", {})]
+                if manifests.WAYPOINT_POD_LABEL not in p["metadata"].get("labels", {})]
 
     def check_istiod_found(self) -> None:
         istiods = find_istiods(self.kube)
         if not istiods:
-            raise ProvisionError(f"no istiod Deployment ({ISTIOD_SELECTOR}) in {v.ISTIO_NS}")
+            raise ProvisionError(f"no istiod Deployment ({ISTIOD_SELECTOR}) in {versions.ISTIO_NS}")
         self._istiod = istiods[0]
         if len(istiods) > 1:
             self._probes["istiod_revisions"] = {
                 "used": istiods[0].revision, "found": [i.revision for i in istiods]}
 
     def check_enrolment(self) -> None:
-        problems = mf.enrolment_problems(self._mode, self._run_pods())
+        problems = manifests.enrolment_problems(self._mode, self._run_pods())
         if problems:
             raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
                                  hint="check the namespace labels and that Istio's "
                                       "webhook / istio-cni run")
 
     def check_qos(self) -> None:
-        problems = mf.qos_problems(self._run_pods())
+        problems = manifests.qos_problems(self._run_pods())
         if problems:
             raise ProvisionError(f"{problems[0]} ({len(problems)} pods affected)",
                                  hint="every container needs requests = limits; a sidecar "
@@ -467,9 +481,9 @@ class KubeBackend:
         the istiod in use. Not the rest of the cluster: gateways, other namespaces."""
         pods = list(self.kube.list("v1", "Pod", self.namespace, self.selector))
         if self._mode in ("ambient", "waypoint"):
-            pods += self.kube.list("v1", "Pod", v.ISTIO_NS, "app=ztunnel")
+            pods += self.kube.list("v1", "Pod", versions.ISTIO_NS, "app=ztunnel")
         if self._istiod is not None:
-            pods += self.kube.list("v1", "Pod", v.ISTIO_NS,
+            pods += self.kube.list("v1", "Pod", versions.ISTIO_NS,
                                    f"{ISTIOD_SELECTOR},istio.io/rev={self._istiod.revision}")
         return pods
 
@@ -500,7 +514,8 @@ class KubeBackend:
             self.clock.sleep(1.0)
 
     def _waypoint_pod(self) -> str:
-        pods = self.kube.list("v1", "Pod", self.namespace, f"{mf.WAYPOINT_POD_LABEL}={mf.WAYPOINT}")
+        pods = self.kube.list("v1", "Pod", self.namespace,
+                              f"{manifests.WAYPOINT_POD_LABEL}={manifests.WAYPOINT}")
         if not pods:
             raise ProvisionError(f"no waypoint pod in {self.namespace}")
         return str(pods[0]["metadata"]["name"])
@@ -587,7 +602,7 @@ class KubeBackend:
         names = measure.node_names(self.kube)
         load_nodes = {p.node for p in mesh.pods}
         out = {}
-        for p in self.kube.list("v1", "Pod", v.ISTIO_NS,
+        for p in self.kube.list("v1", "Pod", versions.ISTIO_NS,
                                 f"{ISTIOD_SELECTOR},istio.io/rev={self.revision}"):
             node = names.get(p.get("spec", {}).get("nodeName", ""), "")
             out[p["metadata"]["name"]] = node
@@ -625,9 +640,9 @@ class KubeBackend:
                     out[f"sidecar/{name}:istio_requests_total{{reporter={reporter}}}"] = \
                         measure.totals(text, "istio_requests_total", reporter=reporter)
         if mode in ("ambient", "waypoint"):
-            for zt in self.kube.list("v1", "Pod", v.ISTIO_NS, "app=ztunnel"):
+            for zt in self.kube.list("v1", "Pod", versions.ISTIO_NS, "app=ztunnel"):
                 name = zt["metadata"]["name"]
-                text = self.kube.proxy_get(v.ISTIO_NS, name, measure.ZTUNNEL_METRICS_PORT,
+                text = self.kube.proxy_get(versions.ISTIO_NS, name, measure.ZTUNNEL_METRICS_PORT,
                                            "metrics")
                 for metric in ("istio_tcp_connections_opened_total", "istio_tcp_sent_bytes_total"):
                     out[f"ztunnel/{zt['spec'].get('nodeName', name)}:{metric}"] = \
@@ -651,8 +666,8 @@ class KubeBackend:
     def push_experiment(self, mesh: Mesh, experiment: str, timeout_s: float,
                         wire: Any = None) -> Any:
         """One config change applied to the running mesh, measured from istiod (see
-        bench/backends/kind/push.py); ProvisionError when istiod cannot be read."""
-        from bench.backends.kind import push
+        bench/backends/kube/push.py); ProvisionError when istiod cannot be read."""
+        from bench.backends.kube import push
 
         if not self._istiod_port:
             raise ProvisionError("push experiments need istiod's metrics and /debug/syncz, "
@@ -682,7 +697,7 @@ class KubeBackend:
                 "metrics_api", {}).get("status") != "ok":
             return []
         try:
-            usage = [u for ns in (self.namespace, v.ISTIO_NS)
+            usage = [u for ns in (self.namespace, versions.ISTIO_NS)
                      for u in measure.pod_usage(self.kube, ns)]
         except KubeError as e:
             self.log(f"metrics API: {e.message}")
@@ -723,7 +738,7 @@ def delete_all_runs(kube: Kube, clock: Clock, timeout_s: float = 180.0) -> list[
     """`meshbench teardown --all` for a kube backend: delete every namespace the harness
     made (label managed-by=meshbench and a name starting with mb-), of any run, and wait
     until they are gone. Returns their names."""
-    sel = f"{v.MANAGED_BY}={v.MANAGER}"
+    sel = f"{versions.MANAGED_BY}={versions.MANAGER}"
     gone = delete_by_label(kube, "v1", "Namespace", sel, name_prefix=PREFIX)
     for name in gone:
         wait_for(kube, WaitSpec("v1", "Namespace", "gone", name=name, timeout_s=timeout_s), clock)

@@ -1,6 +1,6 @@
 """The one door to the Kubernetes API: the only module that imports `kubernetes`.
 
-Everything else talks to a `Kube` (this module's `Client`, or `bench.k8s_fake.FakeKube`
+Everything else talks to a `Kube` (this module's `Client`, or `tests.support.k8s_fake.FakeKube`
 in tests) with plain dicts, the same shape `kubectl get -o json` prints:
 
     kube = Client(context="kind-mb-kind")

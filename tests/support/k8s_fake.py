@@ -1,4 +1,4 @@
-"""In-memory fakes for unit tests: `FakeKube` (a `bench.k8s.Kube`), `FakeClock`, and
+"""In-memory fakes for unit tests: `FakeKube` (a `bench.backends.kube.k8s.Kube`), `FakeClock`, and
 `CommandRecorder` (a `Commands` that records argv and runs no binary).
 
 FakeKube keeps objects as dicts and fills in the status a healthy cluster would show
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.backends.kind.commands import CommandResult
-from bench.k8s import KubeError
+from bench.backends.kube.commands import CommandResult
+from bench.backends.kube.k8s import KubeError
 
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 ISTIO_NS = "istio-system"

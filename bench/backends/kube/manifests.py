@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from bench.backends.kind import versions as v
+from bench.backends.kube import versions
 from bench.mesh import APP_PORT, Mesh
 from bench.scenario import Scenario
 
@@ -45,11 +45,11 @@ def label_value(text: str) -> str:
 
 
 def run_labels(run_id: str, mode: str) -> dict[str, str]:
-    return {v.RUN_ID: label_value(run_id), v.MANAGED_BY: v.MANAGER, v.MODE: mode}
+    return {versions.RUN_ID: label_value(run_id), versions.MANAGED_BY: versions.MANAGER, versions.MODE: mode}
 
 
 def run_selector(run_id: str) -> str:
-    return f"{v.MANAGED_BY}={v.MANAGER},{v.RUN_ID}={label_value(run_id)}"
+    return f"{versions.MANAGED_BY}={versions.MANAGER},{versions.RUN_ID}={label_value(run_id)}"
 
 
 # The Locust master only coordinates the workers: it stays out of the mesh in every mode
@@ -63,7 +63,7 @@ MASTER = "locust-master"
 def proxy_annotations() -> dict[str, str]:
     """The injector's resource annotations (injection-template.yaml, "resources"): an
     injected istio-proxy and istio-init get requests = limits = PROXY_RESOURCES."""
-    r = v.PROXY_RESOURCES
+    r = versions.PROXY_RESOURCES
     return {"sidecar.istio.io/proxyCPU": r["cpu"], "sidecar.istio.io/proxyCPULimit": r["cpu"],
             "sidecar.istio.io/proxyMemory": r["memory"],
             "sidecar.istio.io/proxyMemoryLimit": r["memory"]}
@@ -119,7 +119,7 @@ def _config_map(name: str, namespace: str, labels: Mapping[str, str],
 def _place(pod: Obj, mesh: Mesh, node: str, placement: Placement, kind: str) -> None:
     spec = pod["spec"]
     if placement == NODE_LABELS:
-        spec["nodeSelector"] = {v.NODE: node}
+        spec["nodeSelector"] = {versions.NODE: node}
         return
     # Without node labels: keep the load generator off every node that runs a server pod.
     if kind in ("client", "locust-master"):
@@ -130,7 +130,7 @@ def _place(pod: Obj, mesh: Mesh, node: str, placement: Placement, kind: str) -> 
 
 def _anti(kind: str) -> Obj:
     return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-        "labelSelector": {"matchLabels": {v.POD_KIND: kind}},
+        "labelSelector": {"matchLabels": {versions.POD_KIND: kind}},
         "topologyKey": "kubernetes.io/hostname"}]}}
 
 
@@ -138,7 +138,7 @@ def _resources(pod: Obj, main: Mapping[str, str]) -> None:
     """requests = limits on every container the pod declares (init containers included)."""
     spec = pod["spec"]
     for c in spec.get("initContainers", []):
-        c["resources"] = guaranteed(v.INIT_RESOURCES)
+        c["resources"] = guaranteed(versions.INIT_RESOURCES)
     for c in spec["containers"]:
         c["resources"] = guaranteed(main)
 
@@ -182,18 +182,18 @@ def workloads(mesh: Mesh, scenario: Scenario, *, namespace: str, run_id: str,
             "--port", str(APP_PORT), "--payload-bytes", str(w.payload_bytes),
             "--delay-ms", f"{w.server_delay_ms:g}"]
         _place(p, mesh, pod.node, placement, "server")
-        _resources(p, v.APP_RESOURCES)
+        _resources(p, versions.APP_RESOURCES)
         _in_mesh(p)
         out.append(p)
     client_node = mesh.pod(mesh.client).node
     master = _fresh(lc_t[("Pod", MASTER)], MASTER, namespace, {**labels, **OUT_OF_MESH_POD})
     _place(master, mesh, client_node, placement, "locust-master")
-    _resources(master, v.LOCUST_MASTER_RESOURCES)
+    _resources(master, versions.LOCUST_MASTER_RESOURCES)
     out.append(master)
     for i in range(workers):
         p = _fresh(lc_t[("Pod", "client-0")], f"client-{i}", namespace, labels)
         _place(p, mesh, client_node, placement, "client")
-        _resources(p, v.LOCUST_RESOURCES)
+        _resources(p, versions.LOCUST_RESOURCES)
         _in_mesh(p)
         out.append(p)
     return out
@@ -208,15 +208,15 @@ def waypoint_objects(mesh: Mesh, namespace: str, labels: Mapping[str, str],
     cm = _fresh(t[("ConfigMap", "waypoint-placement")], "waypoint-placement", namespace, labels)
     node = mesh.pod(WAYPOINT).node
     if placement == NODE_LABELS:
-        pod_spec: Obj = {"nodeSelector": {v.NODE: node}}
+        pod_spec: Obj = {"nodeSelector": {versions.NODE: node}}
     else:
         # next to the servers when the scenario puts it on their node, else next to the client
         server_nodes = {p.node for p in mesh.pods if p.kind == "server"}
         near = "server" if node in server_nodes else "client"
         pod_spec = {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
-            "labelSelector": {"matchLabels": {v.POD_KIND: near}},
+            "labelSelector": {"matchLabels": {versions.POD_KIND: near}},
             "topologyKey": "kubernetes.io/hostname"}]}}}
-    pod_spec["containers"] = [{"name": "istio-proxy", "resources": guaranteed(v.PROXY_RESOURCES)}]
+    pod_spec["containers"] = [{"name": "istio-proxy", "resources": guaranteed(versions.PROXY_RESOURCES)}]
     cm["data"]["deployment"] = yaml.safe_dump({"spec": {"template": {"spec": pod_spec}}},
                                               sort_keys=True)
     rev = {} if is_default_revision(revision) else {"istio.io/rev": revision}
@@ -261,7 +261,7 @@ def enrolment_problems(mode: str, pods: Sequence[Mapping[str, Any]]) -> list[str
         injected = "istio-proxy" in _containers(p)
         redirected = p["metadata"].get("annotations", {}).get(
             "ambient.istio.io/redirection") == "enabled"
-        if p["metadata"].get("labels", {}).get(v.POD_KIND) == "locust-master":
+        if p["metadata"].get("labels", {}).get(versions.POD_KIND) == "locust-master":
             if injected or redirected:
                 out.append(f"pod {name} (Locust's master) is in the mesh; it must stay out")
             continue
@@ -275,35 +275,3 @@ def enrolment_problems(mode: str, pods: Sequence[Mapping[str, Any]]) -> list[str
             out.append(f"pod {name} is in the mesh in baseline mode")
     return out
 
-
-def gateway_problems(obj: Mapping[str, Any]) -> list[str]:
-    """Structural check of a waypoint Gateway (the Kubernetes JSON schemas lack its CRD)."""
-    out: list[str] = []
-    if obj.get("apiVersion") != "gateway.networking.k8s.io/v1" or obj.get("kind") != "Gateway":
-        out.append("not a gateway.networking.k8s.io/v1 Gateway")
-    md, spec = obj.get("metadata", {}), obj.get("spec", {})
-    if not md.get("name") or not md.get("namespace"):
-        out.append("metadata.name and metadata.namespace are required")
-    if md.get("labels", {}).get("istio.io/waypoint-for") not in ("service", "workload", "all"):
-        out.append("label istio.io/waypoint-for must be service, workload or all")
-    if spec.get("gatewayClassName") != "istio-waypoint":
-        out.append("spec.gatewayClassName must be istio-waypoint")
-    listeners = spec.get("listeners") or []
-    if not listeners:
-        out.append("spec.listeners must not be empty")
-    for i, lst in enumerate(listeners):
-        if not isinstance(lst.get("name"), str) or not lst["name"]:
-            out.append(f"listeners[{i}].name is required")
-        if not isinstance(lst.get("port"), int) or not 1 <= lst["port"] <= 65535:
-            out.append(f"listeners[{i}].port must be 1..65535")
-        if (lst.get("protocol"), lst.get("port")) != ("HBONE", 15008):
-            out.append(f"listeners[{i}] must be HBONE on 15008 for a waypoint")
-    infra = spec.get("infrastructure", {})
-    ref = infra.get("parametersRef")
-    if ref is not None and (ref.get("group") != "" or ref.get("kind") != "ConfigMap"
-                            or not ref.get("name")):
-        out.append("infrastructure.parametersRef must name a core ConfigMap")
-    for k, val in {**infra.get("labels", {}), **md.get("labels", {})}.items():
-        if not isinstance(val, str) or label_value(val) != val:
-            out.append(f"label {k}={val!r} is not a valid label value")
-    return out

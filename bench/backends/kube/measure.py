@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.backends.base import ProcessRef
-from bench.backends.kind import versions as v
-from bench.k8s import Kube, KubeError
+from bench.backends.kube import versions
+from bench.backends.kube.k8s import Kube, KubeError
 from bench.probes import discovery
 from bench.probes.processes import AGENT_SUFFIX, DATAPLANE_ROLES
 from bench.store import Cell
@@ -117,7 +117,7 @@ class Discovery:
 
 def node_names(kube: Kube) -> dict[str, str]:
     """Kubernetes node name -> the mesh model's node name where the node is labelled."""
-    return {n["metadata"]["name"]: n["metadata"].get("labels", {}).get(v.NODE, n["metadata"]["name"])
+    return {n["metadata"]["name"]: n["metadata"].get("labels", {}).get(versions.NODE, n["metadata"]["name"])
             for n in kube.list("v1", "Node")}
 
 
@@ -214,7 +214,7 @@ def container_role(pod: Mapping[str, Any], container: str, node: str) -> tuple[s
     if container == "istio-proxy":
         role = discovery.envoy_role(labels).value
         return role, f"{role}/{name}"
-    kind = labels.get(v.POD_KIND, "")
+    kind = labels.get(versions.POD_KIND, "")
     if kind == "server":
         return "app", f"app/{name}"
     if kind in ("client", "locust-master"):
@@ -269,7 +269,7 @@ def usage_samples(usages: list[Usage], pods: Sequence[Mapping[str, Any]], nodes:
 def metrics_api_status(kube: Kube) -> tuple[str, str]:
     """("ok", "") when metrics.k8s.io answers, else ("skipped", why and how to fix)."""
     try:
-        kube.list("metrics.k8s.io/v1beta1", "PodMetrics", v.ISTIO_NS)
+        kube.list("metrics.k8s.io/v1beta1", "PodMetrics", versions.ISTIO_NS)
     except KubeError as e:
         return "skipped", (f"metrics API not served ({e.message}); install metrics-server "
                            "(on kind with --kubelet-insecure-tls) for the fallback")

@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.backends.kind import manifests as mf
+from bench.backends.kube import manifests
 from bench.errors import UserError
 from bench.mesh import Mesh
 from bench.outcomes import PushOutcome
@@ -132,7 +132,7 @@ def run(backend: Any, mesh: Mesh, experiment: str, timeout_s: float, wire: Any,
     sync0 = parse_syncz(fetch_syncz(), keep)
     if wire is not None:
         wire.reset()
-    labels = mf.run_labels(backend.run_id, mesh.mode)
+    labels = manifests.run_labels(backend.run_id, mesh.mode)
     t0 = clock.monotonic()
     for obj in experiment_objects(mesh, experiment, backend.namespace, labels):
         backend.kube.apply(obj)

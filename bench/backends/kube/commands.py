@@ -1,7 +1,7 @@
 """The one runner of external programs (kind, istioctl, docker, kubectl) for kube backends.
 
 Backends take a `Commands` and never call subprocess themselves, so tests swap in
-`bench.k8s_fake.CommandRecorder` and no test runs a real binary.
+`tests.support.k8s_fake.CommandRecorder` and no test runs a real binary.
 
     cmd = SubprocessCommands()
     r = cmd.run(["kind", "get", "clusters"], timeout_s=30)
