@@ -271,9 +271,9 @@ class _MemWatch:
 def cmd_plan(args: argparse.Namespace) -> int:
     s = _scenario(args)
     modes = scen.parse_modes(args.mode) if args.mode else s.modes
-    from bench.run.execute import make_backend
+    from bench.backends import make
 
-    backend = make_backend(s)
+    backend = make(s)
     print(f"# scenario {s.name} ({s.hash}), backend {s.backend}")
     for mode in modes:
         print("\n".join(backend.plan(mode)))

@@ -1,4 +1,4 @@
-"""The backends a scenario can name, and `make`, which builds a kube backend.
+"""The backends a scenario can name, and `make`, which builds the one a scenario names.
 
     local/    network namespaces and real Envoys on this host (bench.backends.local.backend)
     kube/     what the kind and cluster backends share: orchestration, manifests, the
@@ -22,22 +22,21 @@ package never loads the others.
 
 from __future__ import annotations
 
-import os
-import time
-
 from bench.backends.base import Backend
 from bench.errors import UserError
 from bench.scenario import Scenario
-
-
-def default_run_id(scenario: Scenario) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{scenario.name}-{os.getpid()}"
+from bench.store import new_run_id
 
 
 def make(scenario: Scenario, *, run_id: str | None = None, context: str | None = None) -> Backend:
-    """The kube backend the scenario names. `run_id` labels every object (default: a fresh id
-    like the store's); `context` is for backend cluster (default: MB_CONTEXT)."""
-    rid = run_id or default_run_id(scenario)
+    """The backend the scenario names. On kube backends `run_id` labels every object (the
+    run's own id; default: a fresh one, as the store makes); `context` is for backend
+    cluster (default: MB_CONTEXT)."""
+    if scenario.backend == "local":
+        from bench.backends.local.backend import LocalBackend
+
+        return LocalBackend(scenario)
+    rid = run_id or new_run_id(scenario.name)
     if scenario.backend == "kind":
         from bench.backends.kind.backend import KindBackend
 
@@ -47,4 +46,4 @@ def make(scenario: Scenario, *, run_id: str | None = None, context: str | None =
 
         return ClusterBackend(scenario, run_id=rid, context=context_from(scenario, context))
     raise UserError(f"backend {scenario.backend!r} is not a kube backend",
-                    hint="bench.backends.make serves backend: kind and backend: cluster")
+                    hint="backends are local, kind and cluster")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,19 +100,6 @@ def read_intervals(paths: Iterable[Path], field: str = "hist") -> list[Interval]
             ))
     out.sort(key=lambda i: (i.ts_start, i.pid))
     return out
-
-
-def steady_window(intervals: Sequence[Interval], trim_s: float = 1.0) -> tuple[float, float]:
-    """[t0, t1] from the first to the last interval with requests, trimmed by trim_s at each
-    end and rounded inwards to whole seconds (where the recorder's intervals end)."""
-    busy = [i for i in intervals if i.count or i.errors]
-    if not busy:
-        raise ValueError("no interval has any request")
-    t0 = math.ceil(busy[0].ts_start + trim_s)
-    t1 = math.floor(busy[-1].ts_end - trim_s)
-    if t1 <= t0:
-        raise ValueError(f"run too short for a {trim_s}s trim at each end")
-    return float(t0), float(t1)
 
 
 def merge(

@@ -9,22 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import meta
+from bench.backends import make
 from bench.backends.base import Backend
 from bench.errors import StorageError
 from bench.run.runner import Runner, log
 from bench.scenario import Scenario
 from bench.store import RunStore, new_run_id
-
-
-def make_backend(s: Scenario) -> Backend:
-    if s.backend == "local":
-        from bench.backends.local.backend import LocalBackend
-
-        return LocalBackend(s)
-    from bench.backends import make
-
-    return make(s)
-
 
 EXIT_OK = 0  # every cell and experiment completed, every probe gave its data
 EXIT_ERROR = 1  # the run stopped on an error (e.g. the results disk is full)
@@ -38,8 +28,8 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
     """Run every cell of `s` into root/<run id>/; return the directory and an exit code
     (EXIT_*): 0 all done, 3 completed with failures (recorded in the manifest), 1 stopped
     on an error, 130 interrupted (torn down, results so far kept)."""
-    backend = make_backend(s)
     run_id = run_id or new_run_id(s.name)
+    backend = make(s, run_id=run_id)  # kube backends label every object with it
     lock = backend.abilities().lock
     if lock is not None:  # before preflight: a second run is told who holds the backend
         lock.hold_lock(run_id, wait_lock_s)
@@ -81,7 +71,7 @@ def resume(run_dir: Path, given: Scenario | None = None, report: bool = True,
 
     manifest = rs.load_manifest(run_dir)
     s = rs.scenario_of(run_dir, manifest, given)
-    backend = make_backend(s)
+    backend = make(s, run_id=manifest["run_id"])
     lock = backend.abilities().lock
     if lock is not None:  # also keeps a second resume of the same run out
         lock.hold_lock(manifest["run_id"], wait_lock_s)

@@ -11,6 +11,7 @@ from bench.backends.base import Deployment
 from bench.backends.local import netns, topology
 from bench.backends.local.backend import LocalBackend
 from bench.scenario import from_dict
+from tests.support.traffic import tcp_send
 
 pytestmark = pytest.mark.root
 N = 20
@@ -47,7 +48,7 @@ def _plaintext_to_server_pod(dep: Deployment) -> bytes:
     """A request from outside the mesh (the server's node namespace) straight to the pod."""
     server = dep.mesh.endpoints(dep.mesh.target)[0]
     req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    return netns.tcp_send(topology.node_ns(server.node), server.ip, 8080, req)
+    return tcp_send(topology.node_ns(server.node), server.ip, 8080, req)
 
 
 @pytest.mark.parametrize("up", ["baseline"], indirect=True)

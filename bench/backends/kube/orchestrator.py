@@ -29,10 +29,10 @@ from bench.backends.kube.loadgen import InClusterLoad, LoadSpec
 from bench.backends.kube.steps import (
     Apply,
     Check,
+    Command,
     Condition,
     DeleteByLabel,
     Note,
-    Run,
     Start,
     Step,
     WaitFor,
@@ -323,8 +323,8 @@ class KubeBackend:
         S = f"per cell (shown for r1, {level} rps; hdr files copied to results/<run>/hdr/)"
         out = [Step(S, Start(f"locust worker in {w}", tuple(spec.worker_argv(w)),
                              until="the master exits")) for w in self.workers]
-        out.append(Step(S, Run(tuple(spec.master_argv()))))
-        out += [Step(S, Run(tuple(spec.copy_argv(w, Path(f"results/<run>/hdr/tmp-{w}")))))
+        out.append(Step(S, Command(tuple(spec.master_argv()))))
+        out += [Step(S, Command(tuple(spec.copy_argv(w, Path(f"results/<run>/hdr/tmp-{w}")))))
                 for w in self.workers]
         return out
 
@@ -374,7 +374,7 @@ class KubeBackend:
 
     def _do(self, step: Step, checks: Mapping[str, CheckFn]) -> None:
         a = step.action
-        if isinstance(a, Run):
+        if isinstance(a, Command):
             self.log(f"{step.section}: {' '.join(a.argv[:4])} ...")
             self.commands.run(list(a.argv), stdin=a.stdin, timeout_s=a.timeout_s).check()
         elif isinstance(a, Apply):

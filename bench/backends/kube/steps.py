@@ -19,7 +19,7 @@ from bench.backends.kube.manifests import source_files
 
 
 @dataclass(frozen=True)
-class Run:
+class Command:
     """An external command, through the backend's Commands runner; must exit 0."""
 
     argv: tuple[str, ...]
@@ -72,7 +72,7 @@ class Note:
     text: str
 
 
-Action = Run | Apply | WaitFor | Check | Start | DeleteByLabel | Note
+Action = Command | Apply | WaitFor | Check | Start | DeleteByLabel | Note
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _command(argv: Iterable[str], stdin: str = "") -> str:
 
 
 def render_action(a: Action) -> str:
-    if isinstance(a, Run):
+    if isinstance(a, Command):
         return _command(a.argv, a.stdin)
     if isinstance(a, Apply):
         m = a.manifest

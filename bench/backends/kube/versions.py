@@ -6,7 +6,7 @@ Every run records these (see `record()`); change a pin here and nowhere else.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bench import PREFIX
 
@@ -120,7 +120,3 @@ def record(cni: str = "kindnet") -> dict[str, str]:
     if cni == "calico":
         out["calico"] = CALICO_VERSION
     return out
-
-
-def timeouts_record(t: Timeouts) -> dict[str, float]:
-    return asdict(t)

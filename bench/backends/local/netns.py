@@ -129,22 +129,6 @@ def http_get(ns: str, host: str, port: int, path: str = "/", timeout: float = 2.
     return in_netns(ns, get)
 
 
-def tcp_send(ns: str, host: str, port: int, data: bytes, timeout: float = 2.0) -> bytes:
-    """Send raw bytes from inside `ns` and return what comes back before the peer closes
-    or the timeout passes (used to show that plaintext is refused)."""
-    def send() -> bytes:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(data)
-            chunks = []
-            try:
-                while chunk := s.recv(65536):
-                    chunks.append(chunk)
-            except (TimeoutError, ConnectionResetError):
-                pass  # a reset or silence is the answer we are looking for; the caller checks
-            return b"".join(chunks)
-    return in_netns(ns, send)
-
-
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float = 5.0) -> None:
         super().__init__("localhost", timeout=timeout)
