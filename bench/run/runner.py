@@ -212,10 +212,6 @@ class Runner:
                 if ctx.resources is not None:
                     ctx.resources.ensure(f"r{rep}-{mode} idle")
                 self._idle(rep, mode, dep)
-                # attached before any load starts, so that every connection the load opens
-                # is seen from its first packet
-                for probe in self._mode_probes():
-                    probe.attach(dep)
             except ModeBroken as e:
                 self._broken(rep, mode, "idle", e.message, todo, experiments)
                 return
@@ -325,22 +321,28 @@ class Runner:
         self.store.update(experiments=self.experiments)
 
     def _idle(self, rep: int, mode: str, dep: Deployment) -> None:
-        """Footprint with no load: resources over a short quiet window after readiness."""
-        if self.ctx.resources is None:
-            return
-        self.ctx.phase(rep, mode, "idle")
+        """Footprint with no load: resources over a quiet window after readiness, at least
+        timing.idle_s long. The mode's probes are attached in it (compiling BPF takes
+        seconds; attached probes fire only on traffic, and there is none), before any load
+        starts, so that every connection the load opens is seen from its first packet."""
+        ctx = self.ctx
+        ctx.phase(rep, mode, "idle")
         t0 = time.time()
+        for probe in self._mode_probes():
+            probe.attach(dep)
         try:
-            self.ctx.sleep_checking(dep, self.s.timing.idle_s)
+            ctx.sleep_checking(dep, max(0.0, self.s.timing.idle_s - (time.time() - t0)))
         except CellFailed as e:
             raise ModeBroken(e.message) from None
         t1 = time.time()
+        if ctx.resources is None:
+            return
         idle = Cell(rep, mode, 0)
-        rows = self.ctx.resources.window(idle, t0, t1)
+        rows = ctx.resources.window(idle, t0, t1)
         if rows is None:
             return
         self.store.append(cells.with_label(rows, phase="idle"))
-        self.store.append(cells.with_label(cells.api_resources(self.ctx, idle), phase="idle"))
+        self.store.append(cells.with_label(cells.api_resources(ctx, idle), phase="idle"))
 
     def _record(self, o: CellOutcome) -> None:
         entry = {"cell": o.cell.id, "mode": o.cell.mode, "level": o.cell.level,
