@@ -47,8 +47,8 @@ from analysis.claimtests import (
     exact,
 )
 from analysis.fmt import num, table
-from analysis.load import LATENCY_SOURCES, UNDER_LOAD, Run
 from analysis.resources import DATAPLANE
+from analysis.rundata import LATENCY_SOURCES, UNDER_LOAD, Run
 from analysis.runset import RunSet, single
 from analysis.stats import MIN_EFFECT, SlopeFit, fit_slope, paired_deltas
 

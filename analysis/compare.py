@@ -27,8 +27,8 @@ import numpy as np
 
 from analysis.fmt import num, spread, table
 from analysis.headline import FAMILIES, KEY, headline, select_families
-from analysis.load import Run, load_run
 from analysis.metadata import describe_differences, differing_keys
+from analysis.rundata import Run, load_run
 from analysis.stats import ALPHA, MIN_EFFECT, RatioCI, bootstrap_ratio_ci, significance
 from bench.errors import BenchError, UserError, fail
 

@@ -13,8 +13,8 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 
 from analysis.latency import PERCENTILES, by_cell
-from analysis.load import IDLE, UNDER_LOAD, Run
 from analysis.resources import DATAPLANE
+from analysis.rundata import IDLE, UNDER_LOAD, Run
 from analysis.stats import summarize
 
 MODE_COLORS = {"baseline": "#555555", "sidecar": "#1f77b4", "ambient": "#2ca02c",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.load import UNDER_LOAD, Run
 from analysis.resources import DATAPLANE
+from analysis.rundata import UNDER_LOAD, Run
 from analysis.stats import BASELINE, cell_values, paired_deltas
 
 COLUMNS = ["family", "mode", "level", "entity", "repetition", "value"]

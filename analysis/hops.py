@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.fmt import num, table  # noqa: E402
-from analysis.load import Run  # noqa: E402
+from analysis.rundata import Run  # noqa: E402
 from analysis.stats import paired_deltas  # noqa: E402
 
 SOURCE = "hops"

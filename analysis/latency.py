@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.claimtests import two_sided
 from analysis.fmt import NOT_MEASURED, num, pct, spread, table
-from analysis.load import LATENCY_SOURCES, Run
+from analysis.rundata import LATENCY_SOURCES, Run
 from analysis.stats import (
     BASELINE,
     CV_WARN,

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from analysis.fmt import table
-from analysis.load import Run
+from analysis.rundata import Run
 
 NOT_RECORDED = "not recorded"
 

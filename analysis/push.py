@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from analysis.fmt import num, table  # noqa: E402
-from analysis.load import Run  # noqa: E402
+from analysis.rundata import Run  # noqa: E402
 
 SOURCE = "xds"
 SCOPING = ("Which proxies are pushed, which xDS types and whether whole or incremental "

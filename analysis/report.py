@@ -30,7 +30,6 @@ from analysis.latency import (
     reference_section,
     timing_section,
 )
-from analysis.load import Run, load_run
 from analysis.metadata import (
     failed_cells_section,
     metadata_section,
@@ -40,6 +39,7 @@ from analysis.metadata import (
 from analysis.published import sources_section as published_sources
 from analysis.push import exposure_figure, push_section
 from analysis.resources import resource_cv_checks, resources_section
+from analysis.rundata import Run, load_run
 from analysis.runset import RunSet, discover, explicit, single, sources_section
 from analysis.smp import write_smp
 from bench.errors import BenchError, UserError, fail

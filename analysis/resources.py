@@ -8,7 +8,7 @@ import pandas as pd
 
 from analysis.fmt import NOT_MEASURED, spread, table
 from analysis.latency import by_cell
-from analysis.load import IDLE, UNDER_LOAD, Run
+from analysis.rundata import IDLE, UNDER_LOAD, Run
 from analysis.stats import summarize
 
 DATAPLANE = "dataplane"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.load import Run, load_run
 from analysis.metadata import KEY_METADATA, describe_differences, dotted
+from analysis.rundata import Run, load_run
 from bench.errors import UserError
 
 MESH_MODES = ("sidecar", "ambient", "waypoint")

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from analysis.fmt import table  # noqa: E402
-from analysis.load import load_run  # noqa: E402
+from analysis.rundata import load_run  # noqa: E402
 
 PROXY_MODES = ("sidecar", "ambient", "waypoint")
 METRICS = (("cpu_cores", "cores"), ("pss_mib", "MiB"), ("rss_mib", "MiB"))

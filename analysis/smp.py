@@ -57,8 +57,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import UNDER_LOAD, Run
 from analysis.resources import DATAPLANE
+from analysis.rundata import UNDER_LOAD, Run
 from analysis.stats import cell_values
 
 SMP_VERSION = "v0.6.1"  # the release whose protos this export follows

@@ -27,8 +27,8 @@ import numpy as np
 from analysis.figures import MODE_COLORS
 from analysis.fmt import spread, table
 from analysis.headline import FAMILIES, headline
-from analysis.load import Run, load_run
 from analysis.metadata import differing_keys
+from analysis.rundata import Run, load_run
 from bench.errors import BenchError, UserError, fail
 
 

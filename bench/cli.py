@@ -45,7 +45,7 @@ def _scenario(args: argparse.Namespace) -> scen.Scenario:
         overrides["backend"] = args.backend
     if getattr(args, "repetitions", None):
         overrides["repetitions"] = args.repetitions
-    s = scen.load(args.scenario, **overrides)
+    s = scen.read(args.scenario, **overrides)
     if getattr(args, "levels", None):
         raw = s.to_dict()
         raw["load"]["levels"] = _levels(args.levels)
@@ -173,7 +173,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import json
 
     from analysis.latency import AGREEMENT_TOLERANCE, agreement, same_order
-    from analysis.load import load_run
+    from analysis.rundata import load_run
     from bench.load.reference import refclient_path
     from bench.run.execute import execute
     from bench.run.runner import log

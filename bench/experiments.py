@@ -229,70 +229,70 @@ def run_push(abilities: Abilities, mesh: Mesh, experiment: str, timeout_s: float
                         if last_ack and first_send else 0.0))
 
 
-def to_samples(o: PushOutcome, cell: Cell) -> list[Sample]:
+def to_samples(outcome: PushOutcome, cell: Cell) -> list[Sample]:
     """Tidy rows, source "xds": totals per experiment and per-proxy bytes and convergence."""
-    labels = {"experiment": o.experiment, "view": o.view}
+    labels = {"experiment": outcome.experiment, "view": outcome.view}
 
     def row(metric: str, unit: str, value: float, entity: str = "mesh",
             **extra: Any) -> Sample:
         return Sample.for_cell(cell, source="xds", metric=metric, unit=unit, value=float(value),
                                entity=entity, labels={**labels, **extra})
 
-    conv = list(o.converge_ms.values())
-    rows = [row("proxies_total", "count", len(o.proxies)),
-            row("proxies_updated", "count", len(o.updated)),
-            row("proxies_changed", "count", len(o.changed)),
-            row("push_bytes_total", "bytes", o.bytes_total),
-            row("nacks", "count", len(o.nacks)),
-            row("stragglers", "count", len(o.stragglers)),
-            row("controlplane_cpu", "s", o.cp_cpu_s),
-            *([row("proxies_cpu", "s", o.proxies_cpu_s, view="proxies")]
-              if o.proxies_cpu_s is not None else []),
-            row("proxies_applied", "count", sum(1 for v in o.applied.values() if v > 0),
+    conv = list(outcome.converge_ms.values())
+    rows = [row("proxies_total", "count", len(outcome.proxies)),
+            row("proxies_updated", "count", len(outcome.updated)),
+            row("proxies_changed", "count", len(outcome.changed)),
+            row("push_bytes_total", "bytes", outcome.bytes_total),
+            row("nacks", "count", len(outcome.nacks)),
+            row("stragglers", "count", len(outcome.stragglers)),
+            row("controlplane_cpu", "s", outcome.cp_cpu_s),
+            *([row("proxies_cpu", "s", outcome.proxies_cpu_s, view="proxies")]
+              if outcome.proxies_cpu_s is not None else []),
+            row("proxies_applied", "count", sum(1 for v in outcome.applied.values() if v > 0),
                 view="proxies")]
-    if not o.istiod:
-        rows += [row("proxies_pushed", "count", len(o.pushed)),
-                 row("unplanned_sends", "count", sum(len(v) for v in o.unplanned.values())),
-                 row("debounce_time", "ms", o.debounce_ms)]
-        for role, types in o.bytes_by_type.items():
+    if not outcome.istiod:
+        rows += [row("proxies_pushed", "count", len(outcome.pushed)),
+                 row("unplanned_sends", "count", sum(len(v) for v in outcome.unplanned.values())),
+                 row("debounce_time", "ms", outcome.debounce_ms)]
+        for role, types in outcome.bytes_by_type.items():
             for kind, b in types.items():
                 rows.append(row("push_bytes_by_type", "bytes", b, entity=role, xds_type=kind))
-        for role in sorted({r for r in o.roles.values()}):
-            names = [n for n, r in o.roles.items() if r == role]
-            per = [o.bytes_by_proxy.get(n, 0) for n in names]
+        for role in sorted({r for r in outcome.roles.values()}):
+            names = [n for n, r in outcome.roles.items() if r == role]
+            per = [outcome.bytes_by_proxy.get(n, 0) for n in names]
             rows.append(row("push_bytes_per_proxy_max", "bytes", max(per, default=0),
                             entity=role))
             if role == "ztunnel":
                 rows.append(row("push_bytes_per_proxy_max", "bytes",
-                                max((o.datapath_bytes_by_proxy.get(n, 0) for n in names),
+                                max((outcome.datapath_bytes_by_proxy.get(n, 0) for n in names),
                                     default=0), entity=role, config="envoy-datapath"))
-    if o.kernel is not None:
-        k = o.kernel
+    if outcome.kernel is not None:
+        k = outcome.kernel
         rows += [row("kernel_sockets_written", "count", k.sockets, view="kernel",
                      control_calls_subtracted=str(k.control_calls),
                      small_sockets=str(k.small_sockets),
                      unexplained_control=str(k.unexplained_control)),
                  row("kernel_bytes_written", "bytes", k.bytes, view="kernel",
                      control_bytes_subtracted=str(k.control_bytes))]
-    if o.istiod:
-        n = o.istiod.get("convergence_to_send_count", 0.0)
-        rows.append(row("istiod_pushes", "count", o.istiod.get("pushes", 0.0)))
+    if outcome.istiod:
+        n = outcome.istiod.get("convergence_to_send_count", 0.0)
+        rows.append(row("istiod_pushes", "count", outcome.istiod.get("pushes", 0.0)))
         if n > 0:
             rows.append(row("istiod_convergence_to_send_mean", "ms",
-                            1000.0 * o.istiod.get("convergence_to_send_sum_s", 0.0) / n))
+                            1000.0 * outcome.istiod.get("convergence_to_send_sum_s", 0.0) / n))
     else:
-        rows += [row("render_time", "ms", o.render_s * 1000.0),
-                 row("convert_time", "ms", o.convert_s * 1000.0)]
-    if conv and not o.istiod:
-        rows.append(row("send_to_last_ack", "ms", o.send_to_ack_ms))
+        rows += [row("render_time", "ms", outcome.render_s * 1000.0),
+                 row("convert_time", "ms", outcome.convert_s * 1000.0)]
+    if conv and not outcome.istiod:
+        rows.append(row("send_to_last_ack", "ms", outcome.send_to_ack_ms))
     if conv:
         rows += [row("convergence_p50", "ms", statistics.median(conv)),
                  row("convergence_max", "ms", max(conv))]
-    for name in o.updated:
-        if name in o.bytes_by_proxy:  # istiod's metrics have no per-proxy bytes
-            rows.append(row("push_bytes", "bytes", o.bytes_by_proxy[name], entity=name))
-        if name in o.converge_ms:
-            rows.append(row("convergence", "ms", o.converge_ms[name], entity=name))
+    for name in outcome.updated:
+        if name in outcome.bytes_by_proxy:  # istiod's metrics have no per-proxy bytes
+            rows.append(row("push_bytes", "bytes", outcome.bytes_by_proxy[name], entity=name))
+        if name in outcome.converge_ms:
+            rows.append(row("convergence", "ms", outcome.converge_ms[name], entity=name))
     return rows
 
 

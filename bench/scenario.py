@@ -203,7 +203,7 @@ def _known_hint() -> str:
     return f"known scenarios: {', '.join(names)}; or pass a path to a .yaml file"
 
 
-def load(name_or_path: str, **overrides: Any) -> Scenario:
+def read(name_or_path: str, **overrides: Any) -> Scenario:
     path = resolve_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from analysis.load import load_run  # noqa: E402
+from analysis.rundata import load_run  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "fanout.json"
 PUSH = ("proxies_updated", "proxies_total", "proxies_pushed", "push_bytes_total",

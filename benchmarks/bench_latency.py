@@ -121,7 +121,7 @@ def recompute(cal_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """A calibrate run's agreement rows computed again from its run directory with this
     analysis code (e.g. saturated cells marked, which older records lack)."""
     from analysis.latency import agreement, same_order
-    from analysis.load import load_run
+    from analysis.rundata import load_run
 
     rows = agreement(load_run(cal_dir / entry["dir"]))
     order = same_order(rows, "harness_us")
@@ -140,7 +140,7 @@ def _manifest_wall(run_dir: Path) -> float | None:
 def run_overheads(run_dir: Path) -> dict[str, float]:
     """Per "mode, level": the run's p50 overhead over baseline (median of its pairs)."""
     from analysis.latency import overhead_medians
-    from analysis.load import load_run
+    from analysis.rundata import load_run
 
     run = load_run(run_dir)
     return {f"{m}, {lv} rps": round(v, 1)

@@ -169,8 +169,8 @@ def phases(run_dir: Path) -> dict[str, float]:
     """Seconds per phase of one report in this process (imports already paid)."""
     from analysis import html_report
     from analysis.figures import latency_figure, resources_figure
-    from analysis.load import load_run
     from analysis.report import render
+    from analysis.rundata import load_run
     from analysis.smp import smp_document
 
     out: dict[str, float] = {}

@@ -344,21 +344,21 @@ class Runner:
         self.store.append(cells.with_label(rows, phase="idle"))
         self.store.append(cells.with_label(cells.api_resources(ctx, idle), phase="idle"))
 
-    def _record(self, o: CellOutcome) -> None:
-        entry = {"cell": o.cell.id, "mode": o.cell.mode, "level": o.cell.level,
-                 "repetition": o.cell.repetition, "status": o.status, "reason": o.reason,
-                 "window": o.window, "loadgen_pid": o.loadgen_pid}
+    def _record(self, outcome: CellOutcome) -> None:
+        entry = {"cell": outcome.cell.id, "mode": outcome.cell.mode, "level": outcome.cell.level,
+                 "repetition": outcome.cell.repetition, "status": outcome.status, "reason": outcome.reason,
+                 "window": outcome.window, "loadgen_pid": outcome.loadgen_pid}
         self.cells.append(entry)
         self.store.update(cells=self.cells)
         n = len(self.cells)
-        if o.summary is not None:
-            sm = o.summary
-            timed = (f"p50 {o.kernel.p50_us:.0f} us, p99 {o.kernel.p99_us:.0f} us (kernel-timed;"
-                     f" Locust p50 {sm.p50_us:.0f} us)" if o.kernel is not None else
+        if outcome.summary is not None:
+            sm = outcome.summary
+            timed = (f"p50 {outcome.kernel.p50_us:.0f} us, p99 {outcome.kernel.p99_us:.0f} us (kernel-timed;"
+                     f" Locust p50 {sm.p50_us:.0f} us)" if outcome.kernel is not None else
                      f"p50 {sm.p50_us:.0f} us, p99 {sm.p99_us:.0f} us (Locust-timed)")
-            ref = (f", reference p50 {o.reference.p50_us:.0f} us"
-                   if o.reference is not None else "")
-            self.progress(f"[{n}/{self.total}] {o.cell.id}: {timed}{ref}, "
-                          f"{sm.achieved_rps:.0f}/{o.cell.level} rps, {sm.errors} errors")
+            ref = (f", reference p50 {outcome.reference.p50_us:.0f} us"
+                   if outcome.reference is not None else "")
+            self.progress(f"[{n}/{self.total}] {outcome.cell.id}: {timed}{ref}, "
+                          f"{sm.achieved_rps:.0f}/{outcome.cell.level} rps, {sm.errors} errors")
         else:
-            self.progress(f"[{n}/{self.total}] {o.cell.id}: {o.status.upper()}: {o.reason}")
+            self.progress(f"[{n}/{self.total}] {outcome.cell.id}: {outcome.status.upper()}: {outcome.reason}")

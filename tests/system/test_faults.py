@@ -356,7 +356,7 @@ HOLDER = """
 import sys
 from bench import scenario as scen
 from bench.backends.local.backend import LocalBackend
-b = LocalBackend(scen.load("smoke"))
+b = LocalBackend(scen.read("smoke"))
 b.hold_lock(sys.argv[1])
 print("held", flush=True)
 sys.stdin.read()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from analysis import claims as cl
-from analysis.load import load_run
 from analysis.report import write_outputs, write_report
+from analysis.rundata import load_run
 from analysis.stats import fit_slope, significance, summarize
 
 

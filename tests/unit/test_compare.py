@@ -10,8 +10,8 @@ import pytest
 
 from analysis.compare import compare_runs, main, main_trend
 from analysis.headline import headline, select_families
-from analysis.load import load_run
 from analysis.metadata import differing_keys
+from analysis.rundata import load_run
 
 
 @pytest.fixture(scope="module")

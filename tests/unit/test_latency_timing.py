@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analysis.latency import agreement, reference_section, same_order, timing_section
-from analysis.load import load_run
+from analysis.rundata import load_run
 from bench.store import Cell, RunStore, Sample
 
 # p50 (µs) per mode: Locust adds ~600 µs of its own in every cell; the reference agrees

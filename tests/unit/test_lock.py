@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from bench import scenario as scen
 from bench.backends.local.backend import LocalBackend
-b = LocalBackend(scen.load("smoke"), runtime=Path(sys.argv[1]))
+b = LocalBackend(scen.read("smoke"), runtime=Path(sys.argv[1]))
 b.hold_lock(sys.argv[2])
 print("held", flush=True)
 sys.stdin.read()  # until the test closes our stdin (or kills us)
@@ -39,7 +39,7 @@ def _holder(runtime: Path, run_id: str) -> subprocess.Popen[str]:
 
 
 def _backend(runtime: Path) -> LocalBackend:
-    return LocalBackend(scen.load("smoke"), runtime=runtime)
+    return LocalBackend(scen.read("smoke"), runtime=runtime)
 
 
 def test_a_second_run_is_told_which_run_and_pid_hold_the_backend(tmp_path: Path) -> None:

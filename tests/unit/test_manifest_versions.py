@@ -22,7 +22,7 @@ def test_the_harness_version_is_the_package_version_and_the_git_commit() -> None
 
 
 def test_analysis_refuses_an_unknown_schema_version_in_one_line(tmp_path: Path) -> None:
-    from analysis.load import load_run
+    from analysis.rundata import load_run
 
     run = tmp_path / "run"
     run.mkdir()

@@ -9,8 +9,8 @@ from pathlib import Path
 import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 
 from analysis import claims as cl
-from analysis.load import load_run
 from analysis.push import bytes_by_type_section, decision_section
+from analysis.rundata import load_run
 from bench.backends.local.backend import istio_fidelity
 from bench.store import Cell, RunStore, Sample
 

@@ -9,8 +9,8 @@ import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 import pandas as pd
 import pytest
 
-from analysis.load import load_run
 from analysis.report import main, write_report
+from analysis.rundata import load_run
 from analysis.stats import (
     bootstrap_ratio_ci,
     min_two_sided_p,

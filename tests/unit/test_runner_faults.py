@@ -25,7 +25,7 @@ from bench.store import RunStore, read_jsonl_table
 
 
 def _scenario(**over: Any) -> scen.Scenario:
-    raw = scen.load("smoke").to_dict()
+    raw = scen.read("smoke").to_dict()
     raw["modes"] = over.pop("modes", ["sidecar", "ambient"])
     raw["load"]["levels"] = over.pop("levels", [100])
     raw["timing"].update(warmup_s=0, window_s=1, idle_s=1)

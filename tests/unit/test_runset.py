@@ -10,8 +10,8 @@ import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 import pytest
 
 from analysis import claims as cl
-from analysis.load import load_run
 from analysis.report import write_outputs
+from analysis.rundata import load_run
 from analysis.runset import SCENARIO_KEY, combine_differences, discover, explicit
 from bench.cli import main as cli_main
 from bench.errors import UserError

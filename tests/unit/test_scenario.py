@@ -9,7 +9,7 @@ from bench.errors import ScenarioError
 
 
 def test_quick_scenario_loads_with_all_modes() -> None:
-    s = scen.load("quick")
+    s = scen.read("quick")
     assert s.modes == scen.MODES
     assert s.topology.client_node != s.topology.server_node
     assert s.load.levels == (200, 500)
@@ -20,7 +20,7 @@ def test_unknown_key_names_file_key_and_allowed(tmp_path: Path) -> None:
     p = tmp_path / "typo.yaml"
     p.write_text("load:\n  conections: 4\n")
     with pytest.raises(ScenarioError) as e:
-        scen.load(str(p))
+        scen.read(str(p))
     msg = e.value.one_line()
     assert "typo.yaml" in msg and "load.conections" in msg and "connections" in msg
 
@@ -29,7 +29,7 @@ def test_bad_mode_value_lists_allowed(tmp_path: Path) -> None:
     p = tmp_path / "m.yaml"
     p.write_text("modes: [sidecar, ambiant]\n")
     with pytest.raises(ScenarioError, match=r"modes\[1\].*ambiant") as e:
-        scen.load(str(p))
+        scen.read(str(p))
     assert "waypoint" in e.value.one_line()
 
 
@@ -47,13 +47,13 @@ def test_bad_values_are_rejected(tmp_path: Path, yaml_text: str, fragment: str) 
     p = tmp_path / "bad.yaml"
     p.write_text(yaml_text)
     with pytest.raises(ScenarioError, match=None) as e:
-        scen.load(str(p))
+        scen.read(str(p))
     assert fragment in e.value.one_line()
 
 
 def test_unknown_scenario_name_lists_known_ones() -> None:
     with pytest.raises(ScenarioError) as e:
-        scen.load("quik")
+        scen.read("quik")
     assert "quick" in e.value.one_line()
 
 
@@ -71,14 +71,14 @@ def test_hash_changes_with_content_not_with_order_of_keys(tmp_path: Path) -> Non
 
 
 def test_overrides_are_validated() -> None:
-    s = scen.load("quick", modes=["baseline", "sidecar"])
+    s = scen.read("quick", modes=["baseline", "sidecar"])
     assert s.modes == ("baseline", "sidecar")
     with pytest.raises(ScenarioError):
-        scen.load("quick", repetitions=-2)
+        scen.read("quick", repetitions=-2)
 
 
 def test_round_trip_through_dict_keeps_empty_optional_lists() -> None:
-    s = scen.load("quick")
+    s = scen.read("quick")
     again = scen.from_dict(s.to_dict())
     assert again == s and again.hash == s.hash
     assert again.sweep.pods_per_service == ()
@@ -96,5 +96,5 @@ def test_empty_required_lists_and_experiment_checks(tmp_path: Path, yaml_text: s
     p = tmp_path / "e.yaml"
     p.write_text(yaml_text)
     with pytest.raises(ScenarioError) as e:
-        scen.load(str(p))
+        scen.read(str(p))
     assert fragment in e.value.one_line()

@@ -18,7 +18,7 @@ from typing import Any
 import make_fixture as fx  # tests/fixtures, on sys.path via tests/conftest.py
 import pytest
 
-from analysis.load import load_run
+from analysis.rundata import load_run
 from analysis.smp import smp_document
 from bench.store import Cell, RunStore, Sample
 

@@ -206,34 +206,35 @@ class KindBackend(KubeBackend):
         profile = versions.istio_profile(mode)
         if profile is None:
             return out
-        S, ns = "istio", versions.ISTIO_NS
+        section, ns = "istio", versions.ISTIO_NS
         out += [
-            Step(S, Command((self.istioctl, "uninstall", "--context", ctx, "--purge",
+            Step(section, Command((self.istioctl, "uninstall", "--context", ctx, "--purge",
                          "--skip-confirmation"), timeout_s=t.istio), unless="istio-compatible"),
-            Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "gone", ns,
+            Step(section, WaitFor(WaitSpec("apps/v1", "Deployment", "gone", ns,
                                      selector=ISTIOD_SELECTOR, timeout_s=t.istio)),
                  unless="istio-compatible"),
             # before Istio, in every mode with a mesh: waypoints and HTTPRoutes need them
-            Step(S, Command(tuple(kubectl(ctx, "apply", "--server-side", "-f", versions.GATEWAY_API_URL)),
-                        timeout_s=t.crds), unless="gateway-crds"),
+            Step(section, Command(tuple(kubectl(ctx, "apply", "--server-side", "-f",
+                                                versions.GATEWAY_API_URL)),
+                                  timeout_s=t.crds), unless="gateway-crds"),
         ]
-        out += [Step(S, WaitFor(WaitSpec(CRD_API, "CustomResourceDefinition", "established",
+        out += [Step(section, WaitFor(WaitSpec(CRD_API, "CustomResourceDefinition", "established",
                                          name=crd, timeout_s=t.crds)))
                 for crd in versions.GATEWAY_API_CRDS]
         out += [
-            Step(S, Command((self.istioctl, "install", "--context", ctx, "-f", "-",
+            Step(section, Command((self.istioctl, "install", "--context", ctx, "-f", "-",
                          "--skip-confirmation"),
                         stdin=yaml.safe_dump(istio_operator(profile), sort_keys=False),
                         timeout_s=t.istio),
                  unless="istio-installed"),
-            Step(S, WaitFor(WaitSpec("apps/v1", "Deployment", "available", ns,
+            Step(section, WaitFor(WaitSpec("apps/v1", "Deployment", "available", ns,
                                      selector=ISTIOD_SELECTOR, timeout_s=t.istio))),
         ]
         if profile == "ambient":
-            out += [Step(S, WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready", ns,
+            out += [Step(section, WaitFor(WaitSpec("apps/v1", "DaemonSet", "daemonset-ready", ns,
                                              name=ds, timeout_s=t.istio)))
                     for ds in ("istio-cni-node", "ztunnel")]
-        out.append(Step(S, Check("istio-version",
+        out.append(Step(section, Check("istio-version",
                                  f"istiod runs {versions.ISTIO_VERSION} (image tag without its "
                                  f"variant suffix), profile {profile}")))
         return out

@@ -60,7 +60,7 @@ def _fetch(url: str) -> str:
 
 
 def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    print(f"[{time.strftime('%H:%M:%section')}] {msg}", file=sys.stderr, flush=True)
 
 
 def k8s_namespace(scenario: Scenario) -> str:
@@ -260,43 +260,43 @@ class KubeBackend:
         objs = manifests.workloads(mesh, self.scenario, namespace=self.namespace, run_id=self.run_id,
                             placement=self.placement, workers=len(self.workers),
                             revision=self.revision)
-        t, ns, S = self.timeouts.workloads, self.namespace, "workloads"
-        out = [Step(S, Check("namespace-free", f"namespace {ns} is absent (or this run's own)"))]
-        out += [Step(S, Apply(o)) for o in objs]
+        t, ns, section = self.timeouts.workloads, self.namespace, "workloads"
+        out = [Step(section, Check("namespace-free", f"namespace {ns} is absent (or this run's own)"))]
+        out += [Step(section, Apply(o)) for o in objs]
         if mode == "waypoint":
-            out.append(Step(S, WaitFor(WaitSpec(GATEWAY_API, "Gateway", "programmed", ns,
+            out.append(Step(section, WaitFor(WaitSpec(GATEWAY_API, "Gateway", "programmed", ns,
                                                 name=manifests.WAYPOINT, timeout_s=t))))
-            out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, timeout_s=t,
+            out.append(Step(section, WaitFor(WaitSpec("v1", "Pod", "ready", ns, timeout_s=t,
                                                 selector=f"{manifests.WAYPOINT_POD_LABEL}={manifests.WAYPOINT}"))))
         pods = sum(1 for o in objs if o["kind"] == "Pod")
-        out.append(Step(S, WaitFor(WaitSpec("v1", "Pod", "ready", ns, selector=self.selector,
+        out.append(Step(section, WaitFor(WaitSpec("v1", "Pod", "ready", ns, selector=self.selector,
                                             count=pods, timeout_s=t))))
-        out.append(Step(S, Check("enrolment", _ENROLMENT[mode] + "; the Locust master in no "
+        out.append(Step(section, Check("enrolment", _ENROLMENT[mode] + "; the Locust master in no "
                                  "mode (no sidecar, no ambient redirection)")))
-        out.append(Step(S, Check("qos", "every pod of the run is Guaranteed (status.qosClass): "
+        out.append(Step(section, Check("qos", "every pod of the run is Guaranteed (status.qosClass): "
                                  "requests = limits on the app, Locust and, when injected, "
                                  "istio-proxy and istio-init")))
-        out.append(Step(S, Check("request-through",
+        out.append(Step(section, Check("request-through",
                                  f"a GET from client-0 to {self.url(mesh)}/ returns "
                                  f"{self.scenario.workload.payload_bytes} bytes, retried up to "
                                  f"{self.timeouts.request:.0f} s: "
                                  f"{shlex.join(self._request_argv(mesh))}")))
         if mode == "waypoint":
-            out.append(Step(S, Check("waypoint-in-path", "the waypoint's istio_requests_total "
+            out.append(Step(section, Check("waypoint-in-path", "the waypoint's istio_requests_total "
                                      "counted that request (its Envoy on :15090)")))
         return out
 
     def measure_steps(self, mode: str) -> list[Step]:
-        S, out = "measure", []
+        section, out = "measure", []
         if mode != "baseline":
-            out.append(Step(S, Start(PORT_FORWARD, tuple(kubectl(
+            out.append(Step(section, Start(PORT_FORWARD, tuple(kubectl(
                 self.context, "port-forward", f"deployment/{ISTIOD_REF}",
                 f":{measure.ISTIOD_PORT}", namespace=versions.ISTIO_NS)))))
-            out.append(Step(S, Check("istiod-metrics",
+            out.append(Step(section, Check("istiod-metrics",
                                      "istiod's /metrics answers through the port-forward "
                                      "(local port from kubectl's 'Forwarding from' line); "
                                      f"scraped per window: {', '.join(measure.ISTIOD_METRICS)}")))
-        out.append(Step(S, Check("processes",
+        out.append(Step(section, Check("processes",
                                  "proxy processes (a sidecar's or waypoint's envoy and "
                                  "pilot-agent, ztunnel, pilot-discovery) of this run's pods, "
                                  "its ztunnels and its istiod only, found from this host via "
@@ -307,7 +307,7 @@ class KubeBackend:
                                  "missing with the reason; BCC per-hop probe on the Envoy and "
                                  "ztunnel host PIDs (kind nodes share the host kernel), else "
                                  "skipped with the reason recorded")))
-        out.append(Step(S, Note("load generator CPU: measured inside each Locust worker "
+        out.append(Step(section, Note("load generator CPU: measured inside each Locust worker "
                                 "(its process CPU time per second, written with its latency "
                                 "histograms) for the saturation check; a cell whose files "
                                 "carry none records it as not checked, with the reason")))
@@ -320,11 +320,11 @@ class KubeBackend:
         # the runner's Locust run time: 2 s start-up + warm-up + window + 1 s
         spec = self._load_spec(mesh, f"r1-{mode}-{level}rps", level,
                                2.0 + t.warmup_s + t.window_s + 1.0)
-        S = f"per cell (shown for r1, {level} rps; hdr files copied to results/<run>/hdr/)"
-        out = [Step(S, Start(f"locust worker in {w}", tuple(spec.worker_argv(w)),
+        section = f"per cell (shown for r1, {level} rps; hdr files copied to results/<run>/hdr/)"
+        out = [Step(section, Start(f"locust worker in {w}", tuple(spec.worker_argv(w)),
                              until="the master exits")) for w in self.workers]
-        out.append(Step(S, Command(tuple(spec.master_argv()))))
-        out += [Step(S, Command(tuple(spec.copy_argv(w, Path(f"results/<run>/hdr/tmp-{w}")))))
+        out.append(Step(section, Command(tuple(spec.master_argv()))))
+        out += [Step(section, Command(tuple(spec.copy_argv(w, Path(f"results/<run>/hdr/tmp-{w}")))))
                 for w in self.workers]
         return out
 
@@ -336,25 +336,25 @@ class KubeBackend:
         if mode == "baseline" or not self.scenario.experiments:
             return []
         mesh = kube_mesh(self.scenario, mode)
-        S = "config-push experiments (after the cells of the mode)"
+        section = "config-push experiments (after the cells of the mode)"
         out = []
         for name in self.scenario.experiments:
-            out.append(Step(S, Note(f"{name}: apply, then poll istiod /debug/syncz every "
+            out.append(Step(section, Note(f"{name}: apply, then poll istiod /debug/syncz every "
                                     f"{push.POLL_S:g} s until every proxy whose nonce moved "
                                     f"has ACKed and nothing moved for {push.QUIET_S:g} s; "
                                     "istiod metric deltas over the experiment")))
-            out += [Step(S, Apply(obj)) for obj in push.experiment_objects(
+            out += [Step(section, Apply(obj)) for obj in push.experiment_objects(
                 mesh, name, self.namespace, manifests.run_labels(self.run_id, mode))]
         return out
 
     def teardown_steps(self) -> list[Step]:
-        S = "teardown"
-        out = [Step(S, DeleteByLabel("v1", "Namespace", self.selector, name_prefix=PREFIX)),
-               Step(S, WaitFor(WaitSpec("v1", "Namespace", "gone", selector=self.selector,
+        section = "teardown"
+        out = [Step(section, DeleteByLabel("v1", "Namespace", self.selector, name_prefix=PREFIX)),
+               Step(section, WaitFor(WaitSpec("v1", "Namespace", "gone", selector=self.selector,
                                         timeout_s=self.timeouts.teardown)))]
         hint = self.leftover_hint()
         if hint:
-            out.append(Step(S, Note(hint)))
+            out.append(Step(section, Note(hint)))
         return out
 
     def plan(self, mode: str) -> list[str]:

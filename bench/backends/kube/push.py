@@ -179,8 +179,8 @@ def run(backend: Any, mesh: Mesh, experiment: str, timeout_s: float, wire: Any,
         stragglers=stragglers, kernel=kernel, istiod=istiod, view="istiod")
 
 
-def summary(o: Any) -> dict[str, float]:
+def summary(outcome: Any) -> dict[str, float]:
     """A few figures for the progress line and tests."""
-    conv = list(o.converge_ms.values())
-    return {"updated": len(o.updated), "acked": len(conv),
+    conv = list(outcome.converge_ms.values())
+    return {"updated": len(outcome.updated), "acked": len(conv),
             "ack_p50_ms": statistics.median(conv) if conv else 0.0}

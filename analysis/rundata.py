@@ -1,4 +1,4 @@
-"""Load one run directory, as `bench.store` wrote it, into a `Run`."""
+"""One run directory, as `bench.store` wrote it, read into a `Run` (the run's data)."""
 
 from __future__ import annotations
 
