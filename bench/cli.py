@@ -314,10 +314,29 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         gone = delete_clusters(SubprocessCommands())
         print("\n".join(f"kind cluster {c}" for c in gone) or "no kind cluster named mb-*")
         return 0
+    if args.backend == "cluster":
+        return _teardown_cluster(args.context)
     if os.geteuid() != 0:
         raise UserError("teardown needs root", hint="sudo make teardown")
     removed = remove_all()
     print("\n".join(removed) if removed else "nothing of meshbench's was left")
+    return 0
+
+
+def _teardown_cluster(context: str | None, kube: Any = None) -> int:
+    """Delete the namespaces of every meshbench run on an existing cluster: only those it
+    labelled as its own (managed-by=meshbench, names starting with mb-); nothing
+    cluster-wide. The context must be named: the current one is never used."""
+    from bench.backends.cluster.backend import CONTEXT_ENV
+    from bench.backends.kube.k8s import Client, SystemClock
+    from bench.backends.kube.orchestrator import delete_all_runs
+
+    context = context or os.environ.get(CONTEXT_ENV, "")
+    if not context:
+        raise UserError("teardown --backend cluster needs an explicit kube context",
+                        hint=f"--context NAME or {CONTEXT_ENV}=NAME (kubectl config get-contexts)")
+    gone = delete_all_runs(kube or Client(context), SystemClock())
+    print("\n".join(gone) if gone else f"no namespace of meshbench's on context {context}")
     return 0
 
 
@@ -414,8 +433,10 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("teardown", help="remove what the harness left (namespaces, processes)")
     t.add_argument("--all", action="store_true", help="everything with the harness prefix")
-    t.add_argument("--backend", choices=("local", "kind"), default="local",
-                   help="local: namespaces and processes; kind: clusters named mb-*")
+    t.add_argument("--backend", choices=("local", "kind", "cluster"), default="local",
+                   help="local: namespaces and processes; kind: clusters named mb-*; "
+                        "cluster: namespaces labelled managed-by=meshbench on --context")
+    t.add_argument("--context", help="backend cluster: the kube context (default: MB_CONTEXT)")
     t.set_defaults(fn=cmd_teardown)
     return p
 

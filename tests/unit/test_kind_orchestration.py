@@ -500,3 +500,20 @@ def test_metrics_api_rows_when_the_host_sees_no_pod_process(world: World) -> Non
     assert cpu["loadgen/client-0"] == pytest.approx(0.4)
     assert cpu["dataplane"] == pytest.approx(0.12)  # the ztunnel; not the ingress gateway
     assert all(r.mode == "ambient" and r.level == 200 for r in rows)
+
+
+def test_cli_teardown_all_on_a_cluster_needs_a_context_and_deletes_only_ours(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import cli
+    from bench.errors import UserError
+
+    monkeypatch.delenv("MB_CONTEXT", raising=False)
+    with pytest.raises(UserError, match="needs an explicit kube context"):
+        cli._teardown_cluster(None)
+    k = FakeKube()
+    k.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": "mb-old", "labels": {"app.kubernetes.io/managed-by": "meshbench"}}})
+    k.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    assert cli._teardown_cluster("ctx-a", kube=k) == 0
+    assert capsys.readouterr().out.strip() == "namespace mb-old"
+    assert sorted(key[3] for key in k.objects if key[1] == "Namespace") == ["team-a"]
