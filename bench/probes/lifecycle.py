@@ -100,16 +100,28 @@ class ModeProbe:
     the next cell (ensure); each on record in the book under `name`. MB_INJECT points:
     `<name>.attach` (key: the mode) and `<name>.read` (key: the cell id)."""
 
-    def __init__(self, name: str, book: ProbeBook, make: Callable[[Any], Any]) -> None:
+    def __init__(self, name: str, book: ProbeBook, make: Callable[[Any], Any],
+                 reuse_key: Callable[[Any], object] | None = None) -> None:
         self.name = name
         self.book = book
         self.make = make
+        # a probe whose program does not depend on the mode (the same key for the next
+        # deployment) stays loaded from one mode to the next instead of compiling again
+        self.reuse_key = reuse_key
         self.probe: Any = None
+        self.parked: tuple[Any, object] | None = None  # (probe, key) kept for the next mode
         self.down = ""  # why the mode has no running probe: attach or read failed
 
     def attach(self, dep: Any) -> None:
         mode = dep.mesh.mode
         self.down = ""
+        if self.parked is not None:
+            probe, key = self.parked
+            self.parked = None
+            if self.reuse_key is not None and self.reuse_key(dep) == key:
+                self.probe = probe
+                return
+            probe.stop()
         try:
             probe = self.make(dep)
         except NothingToProbe as e:
@@ -164,6 +176,21 @@ class ModeProbe:
         if self.probe is not None:
             self.probe.stop()
             self.probe = None
+
+    def park(self, dep: Any) -> None:
+        """The mode ends: a reusable probe is kept loaded for the next mode (close() stops
+        it at the run's end); any other is detached."""
+        if self.probe is not None and self.reuse_key is not None:
+            self.parked, self.probe = (self.probe, self.reuse_key(dep)), None
+        else:
+            self.detach()
+
+    def close(self) -> None:
+        """The run ends: nothing stays loaded."""
+        self.detach()
+        if self.parked is not None:
+            self.parked[0].stop()
+            self.parked = None
 
 
 class RunProbe:

@@ -110,6 +110,8 @@ class Runner:
                     if not unit_done(self.s, m, rep, mode):
                         self._run_mode(rep, mode)
         finally:
+            for probe in self._mode_probes():
+                probe.close()
             self.ctx.clock.close()
             if self.ctx.resources is not None:
                 self.ctx.resources.stop()
@@ -162,8 +164,10 @@ class Runner:
         else:
             book.set("kernel_latency", client_latency.probe_status())
         # end-to-end latency timed in the kernel at the load generator's sockets
+        # (its program depends only on the service port: loaded once for every mode)
         ctx.kernel_latency = ModeProbe("kernel_latency", book,
-                                       cells.make_kernel_latency(book.ok("kernel_latency")))
+                                       cells.make_kernel_latency(book.ok("kernel_latency")),
+                                       reuse_key=lambda dep: cells.url_port(dep.url))
 
     def _mode_probes(self) -> list[ModeProbe]:
         return [p for p in (self.ctx.hops, self.ctx.kernel_latency) if p is not None]
@@ -233,7 +237,7 @@ class Runner:
             pushes.run_mode(ctx, self.wire, rep, mode, dep, self._experiment, self._broken)
         finally:
             for probe in self._mode_probes():
-                probe.detach()
+                probe.park(dep)
             ctx.watch(None, mode)
             self._teardown(rep, mode)
 

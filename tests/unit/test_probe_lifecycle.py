@@ -108,3 +108,48 @@ def test_the_status_set_again_keeps_what_was_recorded(book: ProbeBook) -> None:
     book.set("p", {"status": "ok", "reason": "", "pid": 7})  # a resumed run starts it again
     assert book.get("p") == {"status": "ok", "reason": "", "pid": 7,
                              "missing": {"r1-sidecar-100rps": "gone"}}
+
+
+@dataclass
+class PortDep:
+    mesh: Any
+    port: int
+
+
+def test_a_reusable_probe_stays_loaded_across_modes_until_its_key_changes(
+        book: ProbeBook) -> None:
+    made: list[FakeProbe] = []
+
+    def make(dep: Any) -> FakeProbe:
+        made.append(FakeProbe())
+        return made[-1]
+
+    slot = ModeProbe("p", book, make, reuse_key=lambda dep: dep.port)
+    for mode in ("baseline", "sidecar"):  # same key: one program for both modes
+        dep = PortDep(Mesh(mode), 8080)
+        slot.attach(dep)
+        assert slot.read(Cell(1, mode, 100)) == [1, 2, 3]
+        slot.park(dep)
+    assert len(made) == 1 and made[0].calls.count("start") == 1
+    assert "stop" not in made[0].calls
+    slot.attach(PortDep(Mesh("ambient"), 9090))  # another key: the parked one is stopped
+    assert len(made) == 2 and made[0].calls[-1] == "stop"
+    slot.park(PortDep(Mesh("ambient"), 9090))
+    slot.close()
+    assert made[1].calls[-1] == "stop" and slot.parked is None and slot.probe is None
+
+
+def test_a_probe_that_failed_a_read_is_not_parked_for_the_next_mode(book: ProbeBook) -> None:
+    made: list[FakeProbe] = []
+
+    def make(dep: Any) -> FakeProbe:
+        made.append(FakeProbe(fail_reads=1 if not made else 0))
+        return made[-1]
+
+    slot = ModeProbe("p", book, make, reuse_key=lambda dep: dep.port)
+    dep = PortDep(Mesh("sidecar"), 8080)
+    slot.attach(dep)
+    assert slot.read(Cell(1, "sidecar", 100)) is None  # failed: detached, stopped
+    slot.park(dep)
+    slot.attach(PortDep(Mesh("ambient"), 8080))
+    assert len(made) == 2 and made[0].calls[-1] == "stop"
