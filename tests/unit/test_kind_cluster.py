@@ -12,7 +12,7 @@ from bench.backends import make
 from bench.backends.cluster.backend import ClusterBackend, context_from
 from bench.backends.kind.backend import KindBackend
 from bench.backends.kube.k8s import KubeError
-from bench.errors import PrerequisiteError, ProvisionError, UserError
+from bench.errors import PrerequisiteError, ProvisionError
 from tests.support.k8s_fake import CommandRecorder, FakeClock, FakeKube
 
 SCENARIO = scen.from_dict({"name": "t", "backend": "cluster"})
@@ -88,8 +88,9 @@ def test_make_dispatches_on_the_scenario_backend(monkeypatch: pytest.MonkeyPatch
     c = make(SCENARIO, run_id="r1")
     assert isinstance(c, ClusterBackend) and c.context == "ctx"
     assert isinstance(make(scen.from_dict({"name": "t", "backend": "kind"})), KindBackend)
-    with pytest.raises(UserError):
-        make(scen.from_dict({"name": "t", "backend": "local"}))
+    from bench.backends.local.backend import LocalBackend
+
+    assert isinstance(make(scen.from_dict({"name": "t", "backend": "local"})), LocalBackend)
 
 
 @pytest.mark.parametrize("mode", scen.MODES)
