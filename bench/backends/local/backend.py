@@ -16,9 +16,10 @@ from typing import Any
 
 from bench import PREFIX
 from bench.backends.base import Deployment, ProcessRef
-from bench.backends.local import envoy_config, netns, topology
+from bench.backends.local import netns, topology
 from bench.backends.local.certs import LocalCA
 from bench.backends.local.processes import Supervisor, kill_pids
+from bench.controlplane import envoy_config
 from bench.errors import PrerequisiteError, ProvisionError
 from bench.mesh import APP_PORT, PROXY_UID, Mesh, build
 from bench.scenario import Scenario

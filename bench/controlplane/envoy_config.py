@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.backends.local.certs import CertFiles
 from bench.mesh import (
     APP_PORT,
     HBONE_PORT,
@@ -50,7 +49,19 @@ INTERNAL_LISTENER = T + "extensions.bootstrap.internal_listener.v3.InternalListe
 INTERNAL_UPSTREAM = T + "extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport"
 RAW_BUFFER = T + "extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
-CertLookup = Callable[[str], CertFiles]
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """Where a proxy finds its workload certificate, key and the mesh CA (files a backend
+    writes: the local backend's LocalCA); the config only names them."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+CertLookup = Callable[[str], CertFiles]  # SPIFFE id -> that identity's files
 
 
 @dataclass
