@@ -114,8 +114,14 @@ def _tls_files(c: CertFiles) -> dict[str, Any]:
     }
 
 
-def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str]) -> dict[str, Any]:
-    """mTLS to a peer whose certificate must carry one of peer_ids as URI SAN."""
+def _san_matchers(peer_ids: list[str]) -> list[dict[str, Any]]:
+    return [{"san_type": "URI", "matcher": {"exact": p}} for p in sorted(set(peer_ids))]
+
+
+def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str],
+                  sans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """mTLS to a peer whose certificate must carry one of peer_ids as URI SAN (`sans`:
+    those matchers already built, _san_matchers(peer_ids))."""
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -125,9 +131,8 @@ def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str]) -> dict[st
                 "alpn_protocols": alpn,
                 "validation_context": {
                     "trusted_ca": {"filename": str(c.ca)},
-                    "match_typed_subject_alt_names": [
-                        {"san_type": "URI", "matcher": {"exact": p}} for p in sorted(set(peer_ids))
-                    ],
+                    "match_typed_subject_alt_names": (
+                        _san_matchers(peer_ids) if sans is None else sans),
                 },
             },
         },
@@ -319,10 +324,26 @@ def _hbone_originate(target_ip: str, target_port: int, peer_ip: str, certs: Cert
 
 # ---- roles -----------------------------------------------------------------------------------
 
-def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
+Memo = dict[tuple[Any, ...], Any]
+
+
+def _shared(memo: Memo | None, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """make(), or with a memo (build_all) the object made for `key` before: parts of the
+    config that are the same for many proxies (a service's endpoints, its peers' SANs, an
+    outbound chain) are rendered once and shared by reference, never modified afterwards."""
+    if memo is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
+def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options,
+            memo: Memo | None = None) -> ProxyConfig:
     """Istio sidecar: outbound config for every service of the mesh, or, with a Sidecar
     resource (opts.sidecar_egress), for the services its egress hosts see
-    (pushrules.egress_sees, as SidecarScope does)."""
+    (pushrules.egress_sees, as SidecarScope does). Sidecars differ in their own
+    certificate, inbound policies and fault delay; the rest is per service (`memo`)."""
     from bench.controlplane.pushrules import NodeMeta, egress_sees
 
     pod = mesh.pod(proxy.pod)
@@ -335,19 +356,26 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
         if not egress_sees(scope, svc.namespace, svc.fqdn):
             continue
         cname = _outbound_cluster_name(svc)
-        eps = mesh.endpoints(svc)
-        cfg.clusters.append(_static_cluster(
-            cname, [_addr(p.ip, svc.target_port) for p in eps],
-            transport_socket=_upstream_tls(mine, [p.spiffe for p in eps], ["istio-http/1.1"]),
-        ))
-        chains.append({
-            "filter_chain_match": {
-                "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
-                "destination_port": svc.port,
-            },
-            "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname, svc.route_timeout_s),
-                             delay)],
-        })
+
+        def cluster(svc: Service = svc, cname: str = cname) -> tuple[dict[str, Any], Any]:
+            eps = mesh.endpoints(svc)
+            return (_static_cluster(cname, [_addr(p.ip, svc.target_port) for p in eps]),
+                    _san_matchers([p.spiffe for p in eps]))
+
+        def chain(svc: Service = svc, cname: str = cname) -> dict[str, Any]:
+            return {
+                "filter_chain_match": {
+                    "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
+                    "destination_port": svc.port,
+                },
+                "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname, svc.route_timeout_s),
+                                 delay)],
+            }
+
+        base, sans = _shared(memo, ("outbound cluster", svc.name), cluster)
+        cfg.clusters.append({**base, "transport_socket": _upstream_tls(
+            mine, [], ["istio-http/1.1"], sans=sans)})
+        chains.append(_shared(memo, ("outbound chain", svc.name, delay), chain))
     cfg.clusters.append(_passthrough())
     cfg.listeners.append({
         "name": "virtualOutbound",
@@ -496,6 +524,19 @@ BUILDERS = {"sidecar": sidecar, "ztunnel": ztunnel, "waypoint": waypoint}
 
 def build(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options | None = None) -> ProxyConfig:
     return BUILDERS[proxy.role](mesh, proxy, certs, opts or Options())
+
+
+def build_all(mesh: Mesh, proxies: list[Proxy], certs: CertLookup,
+              opts: Options | None = None) -> dict[str, ProxyConfig]:
+    """Every proxy's config, as build() renders it, with the parts many sidecars share
+    rendered once (a service's cluster without its client certificate, its outbound chain):
+    per sidecar only what is its own (certificate, inbound listener) is rendered, so the
+    cost no longer grows with services x endpoints x sidecars. The configs share those
+    parts by reference: treat them as read-only (tests check they equal build()'s)."""
+    opts = opts or Options()
+    memo: Memo = {}
+    return {p.name: sidecar(mesh, p, certs, opts, memo) if p.role == "sidecar"
+            else BUILDERS[p.role](mesh, p, certs, opts) for p in proxies}
 
 
 def bootstrap(proxy: Proxy, cfg: ProxyConfig, admin_socket: Path) -> dict[str, Any]:
