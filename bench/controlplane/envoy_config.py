@@ -15,7 +15,7 @@ HBONE = HTTP/2 CONNECT inside mTLS, to port 15008, with the target pod IP:port a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -526,7 +526,7 @@ def build(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options | None = No
     return BUILDERS[proxy.role](mesh, proxy, certs, opts or Options())
 
 
-def build_all(mesh: Mesh, proxies: list[Proxy], certs: CertLookup,
+def build_all(mesh: Mesh, proxies: Iterable[Proxy], certs: CertLookup,
               opts: Options | None = None) -> dict[str, ProxyConfig]:
     """Every proxy's config, as build() renders it, with the parts many sidecars share
     rendered once (a service's cluster without its client certificate, its outbound chain):
