@@ -555,8 +555,10 @@ def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]
             if pid and _is_controlplane(pid):
                 kill_pids([pid])
                 removed.append(f"{pidfile.stem} pid {pid}")
-    for ns in netns.list_ours():
-        kill_pids(netns.pids_in(ns))
+    ours = netns.list_ours()
+    inside = netns.pids_by_ns(ours)
+    kill_pids([pid for ns in ours for pid in inside[ns]])  # all at once: one grace period
+    for ns in ours:
         netns.delete(ns)
         removed.append(f"netns {ns}")
     if runtime.exists() and runtime.name.startswith(("meshbench", PREFIX)):
