@@ -512,10 +512,10 @@ class LocalBackend:
 
     def config_dump_bytes(self, name: str) -> int:
         """Size of a proxy's own /config_dump (JSON): what Envoy says it holds."""
-        status, text = netns.admin_get(self._admin(name), "/config_dump")
+        status, body = netns.admin_get_bytes(self._admin(name), "/config_dump")
         if status != 200:
             raise ProvisionError(f"{name}: /config_dump answered {status}")
-        return len(text.encode() if isinstance(text, str) else text)
+        return len(body)
 
     def path_counters(self, deployment: Deployment) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -195,10 +195,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def admin_get(socket_path: Path, path: str, timeout: float = 5.0) -> tuple[int, str]:
     """GET on an Envoy admin endpoint served on a Unix socket."""
+    status, body = admin_get_bytes(socket_path, path, timeout)
+    return status, body.decode(errors="replace")
+
+
+def admin_get_bytes(socket_path: Path, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """admin_get, the body as sent (its size without decoding it)."""
     conn = UnixHTTPConnection(str(socket_path), timeout=timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
+        return resp.status, resp.read()
     finally:
         conn.close()
