@@ -9,8 +9,11 @@ the harness's Python (render + convert) and the debounce; sizes the sweep refuse
 --before, the same for a sweep of an earlier commit, side by side. Without a sweep
 directory it runs `meshbench sweep -s fanout` first.
 
-    .venv/bin/python benchmarks/bench_fanout.py [results/<fanout sweep dir>]
+    .venv/bin/python benchmarks/bench_fanout.py [results/<fanout sweep dir>] [--pods 50]
         [--before results/<sweep of the earlier commit>] [--note "reduced: sizes 1, 10"]
+
+Each size also records where its wall time went (provision steps per mode, idle and load,
+experiments, teardown), from the sweep's progress lines (<sweep>/progress.log).
 """
 
 from __future__ import annotations
@@ -38,9 +41,22 @@ PUSH = ("proxies_updated", "proxies_total", "proxies_pushed", "push_bytes_total"
 LOG = "progress.log"  # the sweep's progress lines, kept in its directory by sweep()
 
 
-def sweep(scenario: str = "fanout") -> Path:
-    """Run the sweep; its progress lines (stderr) are shown and kept as <sweep>/progress.log,
-    which says where each size's time went (phases())."""
+def sweep(pods: list[int] | None = None) -> Path:
+    """Run the fanout sweep (only the sizes with `pods` pods per service, if given: the
+    scenario is otherwise unchanged); its progress lines (stderr) are shown and kept as
+    <sweep>/progress.log, which says where each size's time went (phases())."""
+    import tempfile
+
+    import yaml
+
+    scenario = str(REPO / "workloads" / "scenarios" / "fanout.yaml")
+    if pods:
+        doc = yaml.safe_load(Path(scenario).read_text())
+        doc["sweep"]["pods_per_service"] = pods
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="fanout-", delete=False)
+        with tmp:
+            yaml.safe_dump(doc, tmp)
+        scenario = tmp.name
     proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", "-s", scenario], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
@@ -160,11 +176,11 @@ def main() -> int:
     ap.add_argument("sweep_dir", nargs="?", type=Path)
     ap.add_argument("--before", type=Path, help="a sweep of the earlier commit")
     ap.add_argument("--note", default="", help="e.g. which sizes a reduced sweep ran")
-    ap.add_argument("--scenario", default="fanout",
-                    help="the sweep to run without a sweep directory (e.g. a file with "
-                         "one size of the fanout sweep)")
+    ap.add_argument("--pods", type=lambda v: [int(x) for x in v.split(",")],
+                    help="without a sweep directory: run only these pods-per-service sizes "
+                         "of the fanout sweep, e.g. 50 (10 x 50 = 501 sidecars)")
     args = ap.parse_args()
-    sweep_dir = args.sweep_dir or sweep(args.scenario)
+    sweep_dir = args.sweep_dir or sweep(args.pods)
     doc = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                        "python": platform.python_version()},
            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
