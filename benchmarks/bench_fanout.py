@@ -64,10 +64,10 @@ def sweep(pods: list[int] | None = None) -> Path:
     for line in proc.stderr:
         sys.stderr.write(line)
         lines.append(line)
-    out = proc.stdout.read()
-    if proc.wait() not in (0, 1):
+    out = proc.stdout.read().strip()
+    if proc.wait() not in (0, 1) or not out:
         sys.exit(f"the sweep failed with exit {proc.returncode}")
-    sweep_dir = Path(out.strip().splitlines()[-1])
+    sweep_dir = Path(out.splitlines()[-1])
     (sweep_dir / LOG).write_text("".join(lines))
     return sweep_dir
 
