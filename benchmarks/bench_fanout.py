@@ -149,6 +149,28 @@ def _pushes(run) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
+def cpu_seconds(run_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """mode -> role -> {"processes", "cpu_s"}: CPU time of every process the resource
+    sampler watched (its last cumulative reading, so an Envoy's start-up counts), from
+    resources.jsonl: the kernel's account of where the machine's cores went, independent
+    of the progress lines' timestamps. The sampler's own row has no mode ("harness")."""
+    last: dict[tuple[int, str, str], int] = {}
+    path = run_dir / "resources.jsonl"
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            if "cpu_ns" in d and "pid" in d:
+                last[(d["pid"], d.get("mode") or "harness", d["role"])] = d["cpu_ns"]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (_, mode, role), ns in last.items():
+        r = out.setdefault(mode, {}).setdefault(role, {"processes": 0, "cpu_s": 0.0})
+        r["processes"] += 1
+        r["cpu_s"] = round(r["cpu_s"] + ns / 1e9, 1)
+    return out
+
+
 def summarise(sweep_dir: Path) -> dict:
     record = json.loads((sweep_dir / "sweep.json").read_text())
     log = sweep_dir / LOG
@@ -162,6 +184,7 @@ def summarise(sweep_dir: Path) -> dict:
                       "exit": r["exit"], "git": run.manifest.get("git", {}),
                       **({"where_the_time_went_s": where[r["dir"]]} if r["dir"] in where
                          else {}),
+                      "cpu_s_by_mode_and_role": cpu_seconds(sweep_dir / r["dir"]),
                       "pushes": _pushes(run)})
     return {"sweep": sweep_dir.name, "sizes": sizes, "refused": record.get("skipped", []),
             "largest_sidecars": max((s["sidecars"] for s in sizes if s["exit"] in (0, 1)),
