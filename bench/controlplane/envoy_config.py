@@ -273,6 +273,30 @@ def _passthrough() -> dict[str, Any]:
             "connect_timeout": "2s"}
 
 
+def _vip_chain(svc: Service, network_filter: dict[str, Any]) -> dict[str, Any]:
+    """The outbound filter chain of a service: matched on its VIP and port."""
+    return {
+        "filter_chain_match": {
+            "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
+            "destination_port": svc.port,
+        },
+        "filters": [network_filter],
+    }
+
+
+def _outbound_listener(name: str, chains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Port 15001 with the original destination: a chain per service VIP, the rest passed
+    through."""
+    return {
+        "name": name,
+        "address": _addr("0.0.0.0", OUTBOUND_PORT),
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
+                              "typed_config": {"@type": ORIGINAL_DST}}],
+        "filter_chains": chains,
+        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
+    }
+
+
 def _outbound_cluster_name(svc: Service) -> str:
     return f"outbound|{svc.port}||{svc.fqdn}"
 
@@ -363,28 +387,15 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options,
                     _san_matchers([p.spiffe for p in eps]))
 
         def chain(svc: Service = svc, cname: str = cname) -> dict[str, Any]:
-            return {
-                "filter_chain_match": {
-                    "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
-                    "destination_port": svc.port,
-                },
-                "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname, svc.route_timeout_s),
-                                 delay)],
-            }
+            return _vip_chain(svc, _hcm(f"outbound_{svc.name}",
+                                        _route_to(cname, svc.route_timeout_s), delay))
 
         base, sans = _shared(memo, ("outbound cluster", svc.name), cluster)
         cfg.clusters.append({**base, "transport_socket": _upstream_tls(
             mine, [], ["istio-http/1.1"], sans=sans)})
         chains.append(_shared(memo, ("outbound chain", svc.name, delay), chain))
     cfg.clusters.append(_passthrough())
-    cfg.listeners.append({
-        "name": "virtualOutbound",
-        "address": _addr("0.0.0.0", OUTBOUND_PORT),
-        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
-                              "typed_config": {"@type": ORIGINAL_DST}}],
-        "filter_chains": chains,
-        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
-    })
+    cfg.listeners.append(_outbound_listener("virtualOutbound", chains))
     if pod.kind == "server":
         inbound = f"inbound|{APP_PORT}||"
         cfg.clusters.append(_static_cluster(inbound, [_addr("127.0.0.1", APP_PORT)]))
@@ -454,22 +465,9 @@ def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
             cname = f"outbound|{svc.port}||{svc.fqdn}"
             cfg.clusters.append(_internal_cluster(cname, names))
             chain_filter = _tcp_proxy(f"outbound_{svc.name}", cname)
-        chains.append({
-            "filter_chain_match": {
-                "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
-                "destination_port": svc.port,
-            },
-            "filters": [chain_filter],
-        })
+        chains.append(_vip_chain(svc, chain_filter))
     cfg.clusters.append(_passthrough())
-    cfg.listeners.append({
-        "name": "ztunnel_outbound",
-        "address": _addr("0.0.0.0", OUTBOUND_PORT),
-        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
-                              "typed_config": {"@type": ORIGINAL_DST}}],
-        "filter_chains": chains,
-        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
-    })
+    cfg.listeners.append(_outbound_listener("ztunnel_outbound", chains))
     # inbound: the CONNECT :authority names the local pod and port to deliver to
     cfg.clusters.append({
         "name": "inbound_authority",
