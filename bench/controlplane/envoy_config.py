@@ -346,6 +346,21 @@ def _hbone_originate(target_ip: str, target_port: int, peer_ip: str, certs: Cert
     return listener, cluster
 
 
+def _originate_to_endpoints(mesh: Mesh, svc: Service, certs: CertFiles, peer_ids: list[str],
+                            cfg: ProxyConfig, originated: set[str]) -> list[str]:
+    """An HBONE originating listener and cluster per endpoint of `svc` into `cfg` (once per
+    endpoint: services may share endpoints, `originated` holds those added); their names."""
+    names = []
+    for ep in mesh.endpoints(svc):
+        listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, certs, peer_ids)
+        if listener["name"] not in originated:
+            originated.add(listener["name"])
+            cfg.listeners.append(listener)
+            cfg.clusters.append(cluster)
+        names.append(listener["name"])
+    return names
+
+
 # ---- roles -----------------------------------------------------------------------------------
 
 Memo = dict[tuple[Any, ...], Any]
@@ -454,14 +469,7 @@ def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
             chain_filter = _tcp_proxy(f"to_waypoint_{svc.name}", cname,
                                       hostname=f"{svc.vip}:{svc.port}")
         else:
-            names = []
-            for ep in mesh.endpoints(svc):
-                listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
-                if listener["name"] not in originated:
-                    originated.add(listener["name"])
-                    cfg.listeners.append(listener)
-                    cfg.clusters.append(cluster)
-                names.append(listener["name"])
+            names = _originate_to_endpoints(mesh, svc, mine, zt_ids, cfg, originated)
             cname = f"outbound|{svc.port}||{svc.fqdn}"
             cfg.clusters.append(_internal_cluster(cname, names))
             chain_filter = _tcp_proxy(f"outbound_{svc.name}", cname)
@@ -495,14 +503,7 @@ def waypoint(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Prox
     for svc in mesh.services:
         if svc.waypoint != pod.name:
             continue
-        names = []
-        for ep in mesh.endpoints(svc):
-            listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
-            if listener["name"] not in originated:  # services may share endpoints
-                originated.add(listener["name"])
-                cfg.listeners.append(listener)
-                cfg.clusters.append(cluster)
-            names.append(listener["name"])
+        names = _originate_to_endpoints(mesh, svc, mine, zt_ids, cfg, originated)
         cname = f"inbound-vip|{svc.port}|http|{svc.fqdn}"
         cfg.clusters.append(_internal_cluster(cname, names))
         routes.append({"name": svc.name, "domains": [f"{svc.vip}:{svc.port}", svc.vip, svc.fqdn],
