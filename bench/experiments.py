@@ -5,7 +5,7 @@ Which proxies a change reaches, which xDS types and whether whole or incremental
 Istio 1.27's push decision (bench/controlplane/pushrules.py, applied by the control plane
 after istiod's debounce): the experiment names the ConfigKeys istiod would see
 (pushrules.change_keys), the changed mesh is rendered for every proxy by the same builders
-(bench/backends/local/envoy_config.py; wds.py for the ztunnel's WDS), and the control plane
+(bench/controlplane/envoy_config.py; wds.py for the ztunnel's WDS), and the control plane
 sends what the decision says. Bytes, sends, ACK times and NACKs come from the control
 plane's own accounting; the proxies' view from Envoy's counters (sidecars, waypoints) and
 the ztunnel WDS client's ACKs (ztunnels).

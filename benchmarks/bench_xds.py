@@ -44,10 +44,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.backends.local import envoy_config
+from bench.backends.local import loopback
 from bench.backends.local.backend import envoy_version
 from bench.backends.local.certs import LocalCA
-from bench.controlplane import loopback
+from bench.controlplane import envoy_config
 from bench.controlplane.client import ControlPlane
 from bench.mesh import build
 from bench.meta import cpu_model

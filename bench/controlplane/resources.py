@@ -39,7 +39,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import descriptor_pool, json_format
 from google.protobuf.message import Message
 
-from bench.backends.local.envoy_config import HTTP_OPTIONS, INTERNAL_LISTENER, ProxyConfig
+from bench.controlplane.envoy_config import HTTP_OPTIONS, INTERNAL_LISTENER, ProxyConfig
 from bench.mesh import Proxy
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"

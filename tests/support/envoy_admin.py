@@ -1,11 +1,11 @@
 """An Envoy's stats from its admin endpoint, for tests of loopback Envoys
-(bench.controlplane.loopback.Envoy)."""
+(bench.backends.local.loopback.Envoy)."""
 
 from __future__ import annotations
 
 import json
 
-from bench.controlplane.loopback import Envoy
+from bench.backends.local.loopback import Envoy
 
 
 def admin_stats(envoy: Envoy, pattern: str = "") -> dict[str, float | str]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from bench.backends.local import envoy_config
-from bench.controlplane import loopback
+from bench.backends.local import loopback
+from bench.controlplane import envoy_config
 from bench.controlplane.client import ControlPlane
 from bench.controlplane.resources import CLUSTER_TYPE, LISTENER_TYPE
 from bench.mesh import PROXY_UID

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from bench.backends.base import Deployment
-from bench.backends.local import envoy_config, netns
+from bench.backends.local import netns
 from bench.backends.local.backend import LocalBackend
+from bench.controlplane import envoy_config
 from bench.probes.hops import HopHistogram, HopProbe, path_order, summarize, targets_for
 from bench.scenario import from_dict
 from bench.store import Cell

@@ -9,9 +9,8 @@ import pytest
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 from google.protobuf import json_format
 
-from bench.backends.local import envoy_config
-from bench.backends.local.certs import CertFiles
-from bench.controlplane import resources
+from bench.controlplane import envoy_config, resources
+from bench.controlplane.envoy_config import CertFiles
 from bench.controlplane.snapshot import Converter, Resources, encode_response, pack_any
 from bench.mesh import Mesh, build
 from bench.scenario import from_dict
@@ -172,3 +171,22 @@ def test_split_serves_routes_by_rds_and_endpoints_by_eds() -> None:
             {resources.ENDPOINT_TYPE} if eds else set())
         # the original config objects were not altered
         assert "route_config" in str(cfg.listeners)
+
+
+def test_the_control_plane_imports_no_backend() -> None:
+    """Issue 14: the xDS server and its config rendering depend on no backend's module."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import bench.controlplane as cp
+
+    mods = [f"bench.controlplane.{m.name}" for m in pkgutil.iter_modules(cp.__path__)
+            if m.name != "__main__"]
+    assert "bench.controlplane.envoy_config" in mods
+    code = ("import importlib, sys\n"
+            f"for m in {mods!r}: importlib.import_module(m)\n"
+            "print(sorted(n for n in sys.modules if n.startswith('bench.backends')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

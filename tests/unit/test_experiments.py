@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.backends.local import envoy_config
-from bench.backends.local.certs import CertFiles
+from bench.controlplane import envoy_config
+from bench.controlplane.envoy_config import CertFiles
 from bench.errors import UserError
 from bench.experiments import changed_mesh
 from bench.mesh import Mesh, build

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.backends.local import envoy_config, topology
-from bench.backends.local.certs import CertFiles
+from bench.backends.local import topology
+from bench.controlplane import envoy_config
+from bench.controlplane.envoy_config import CertFiles
 from bench.mesh import build
 from bench.run.runner import mode_orders
 from bench.scenario import from_dict

@@ -141,8 +141,8 @@ def test_a_sidecar_resource_narrows_the_rendered_config() -> None:
     import dataclasses
     from pathlib import Path
 
-    from bench.backends.local import envoy_config
-    from bench.backends.local.certs import CertFiles
+    from bench.controlplane import envoy_config
+    from bench.controlplane.envoy_config import CertFiles
     from bench.mesh import build
     from bench.scenario import from_dict
 

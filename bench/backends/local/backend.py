@@ -16,9 +16,10 @@ from typing import Any
 
 from bench import PREFIX
 from bench.backends.base import Abilities, Deployment, ProcessRef
-from bench.backends.local import envoy_config, netns, topology
+from bench.backends.local import netns, topology
 from bench.backends.local.certs import LocalCA
 from bench.backends.local.processes import Supervisor, kill_pids
+from bench.controlplane import envoy_config
 from bench.errors import PrerequisiteError, ProvisionError
 from bench.mesh import APP_PORT, PROXY_UID, Mesh, build
 from bench.scenario import Scenario
@@ -117,6 +118,7 @@ class LocalBackend:
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
         self.wds_client: Any = None  # the ztunnel role's WDS client process (Popen)
         self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
+        self.steps: dict[str, float] = {}  # the last provision's wall time per step
 
     # ---- checks ---------------------------------------------------------------------------
     def abilities(self) -> Abilities:
@@ -169,14 +171,22 @@ class LocalBackend:
     def provision(self, mode: str) -> Deployment:
         self._take_lock()
         mesh = build(self.scenario, mode)
+        steps = _Steps(f"local {mode} provision ({len(mesh.proxies)} proxies)")
+        self.steps = steps.times
         self._prepare_runtime()
+        steps.done("runtime")
         topology.build_network(mesh)
+        steps.done("network")
         topology.install_capture(mesh)
+        steps.done("capture")
         self._start_apps(mesh)
+        steps.done("apps")
         if self.scenario.proxy.config_source == "xds":
             self._start_controlplane()
-        self._start_proxies(mesh)
-        self._wait_ready(mesh)
+            steps.done("controlplane")
+        self._start_proxies(mesh, steps)
+        self._wait_ready(mesh, steps)
+        steps.log()
         client = mesh.pod(mesh.client)
         return Deployment(
             mesh=mesh,
@@ -205,13 +215,18 @@ class LocalBackend:
 
     def teardown(self) -> None:
         """Stop what we started (by PID), then delete our namespaces and runtime files."""
+        steps = _Steps(f"local teardown ({len(self.sup.procs)} processes)")
         self.sup.stop_all()
+        steps.done("processes")
         self.configs = {}
         self._stop_wds_client()
         if self.controlplane is not None:
             self.controlplane.stop()
             self.controlplane = None
+        steps.done("controlplane")
         remove_all(self.runtime, keep=("lock", "bin"))
+        steps.done("namespaces")
+        steps.log()
         if not self._held_for_run:
             self._release_lock()
 
@@ -379,13 +394,12 @@ class LocalBackend:
             out[name] = snap
         return out
 
-    def _start_proxies(self, mesh: Mesh) -> None:
+    def _start_proxies(self, mesh: Mesh, steps: _Steps | None = None) -> None:
         binary = self.runtime / "bin" / "envoy"
-        self.configs = {}
         delta = self.scenario.proxy.xds == "delta"
+        self.configs = envoy_config.build_all(mesh, mesh.proxies, self.ca.issue, self.options)
         for proxy in mesh.proxies:
-            cfg = envoy_config.build(mesh, proxy, self.ca.issue, self.options)
-            self.configs[proxy.name] = cfg
+            cfg = self.configs[proxy.name]
             if self.controlplane is not None:
                 from bench.controlplane.resources import proxy_bootstrap
 
@@ -403,8 +417,12 @@ class LocalBackend:
                  "--log-level", self.scenario.proxy.log_level, "--drain-time-s", "1"],
                 self._proxy_ns(mesh, proxy), self.runtime / "logs" / f"{proxy.name}.log",
                 uid=PROXY_UID, pod=proxy.pod, node=proxy.node)
+        if steps:
+            steps.done("render+start envoys")
         if self.controlplane is not None and mesh.proxies:
             self.controlplane.set_snapshots(self._snapshots(mesh), meta=self.node_meta(mesh))
+            if steps:
+                steps.done("snapshots")
             self._start_wds_client(mesh)
 
     def proxy_pids(self) -> dict[str, int]:
@@ -422,8 +440,7 @@ class LocalBackend:
             raise ProvisionError("a config change needs the xDS control plane",
                                  hint="set proxy.config_source: xds in the scenario")
         t0 = time.perf_counter()
-        self.configs = {p.name: envoy_config.build(mesh, p, self.ca.issue, self.options)
-                        for p in mesh.proxies}
+        self.configs = envoy_config.build_all(mesh, mesh.proxies, self.ca.issue, self.options)
         snapshots = self._snapshots(mesh)
         render_s = time.perf_counter() - t0  # the harness's stand-in for istiod's generation
         return {**self.controlplane.set_snapshots(snapshots, change=change),
@@ -436,7 +453,7 @@ class LocalBackend:
             raise ProvisionError(f"{m.name} exited during start-up ({m.popen.returncode}): "
                                  f"{m.log_tail()}", hint=f"see {m.log}")
 
-    def _wait_ready(self, mesh: Mesh) -> None:
+    def _wait_ready(self, mesh: Mesh, steps: _Steps | None = None) -> None:
         deadline = time.monotonic() + self.scenario.timing.ready_timeout_s
         if self.controlplane is not None and mesh.proxies:
             # every proxy must have ACKed its listeners and clusters (a NACK names the cause)
@@ -447,6 +464,8 @@ class LocalBackend:
                 raise ProvisionError(f"xDS: {len(late)} proxies did not ACK "
                                      f"their config: {first}",
                                      hint=f"see {self.controlplane.log}")
+            if steps:
+                steps.done("xds acked")
         pending = [m for m in self.sup.procs.values() if m.role != "app"]
         while pending:
             self._fail_if_dead()
@@ -456,6 +475,8 @@ class LocalBackend:
                                      f"{self.scenario.timing.ready_timeout_s:.0f} s",
                                      hint=f"see {pending[0].log}")
             time.sleep(0.05)
+        if steps:
+            steps.done("envoys live")
         # then a request must cross the whole path: proxies, capture and app alike
         client, svc, last = topology.pod_ns(mesh.client), mesh.target, ""
         while time.monotonic() < deadline:
@@ -463,6 +484,8 @@ class LocalBackend:
             try:
                 status, body = netns.http_get(client, svc.vip, svc.port, "/", timeout=1.0)
                 if status == 200 and len(body) == self.scenario.workload.payload_bytes:
+                    if steps:
+                        steps.done("end to end")
                     return
                 last = f"HTTP {status}, {len(body)} bytes"
             except OSError as e:
@@ -494,10 +517,10 @@ class LocalBackend:
 
     def config_dump_bytes(self, name: str) -> int:
         """Size of a proxy's own /config_dump (JSON): what Envoy says it holds."""
-        status, text = netns.admin_get(self._admin(name), "/config_dump")
+        status, body = netns.admin_get_bytes(self._admin(name), "/config_dump")
         if status != 200:
             raise ProvisionError(f"{name}: /config_dump answered {status}")
-        return len(text.encode() if isinstance(text, str) else text)
+        return len(body)
 
     def path_counters(self, deployment: Deployment) -> dict[str, float]:
         """Connections each proxy accepted ("<role>/<proxy>:downstream_cx_total": Envoy's
@@ -511,6 +534,26 @@ class LocalBackend:
         return out
 
 
+class _Steps:
+    """Wall time per step of provision or teardown, kept (LocalBackend.steps) and logged
+    as one line, so that a sweep's log says where a size's time went."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.times: dict[str, float] = {}
+        self._t = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.times[step] = round(now - self._t, 2)
+        self._t = now
+
+    def log(self) -> None:
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.times.items())
+        print(f"[{time.strftime('%H:%M:%S')}] {self.what}: {parts}", file=sys.stderr,
+              flush=True)
+
+
 def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]:
     """Teardown of everything with the harness prefix: processes inside our namespaces
     (by PID), the namespaces, and the runtime directory. Returns what was removed."""
@@ -521,8 +564,10 @@ def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]
             if pid and _is_controlplane(pid):
                 kill_pids([pid])
                 removed.append(f"{pidfile.stem} pid {pid}")
-    for ns in netns.list_ours():
-        kill_pids(netns.pids_in(ns))
+    ours = netns.list_ours()
+    inside = netns.pids_by_ns(ours)
+    kill_pids([pid for ns in ours for pid in inside[ns]])  # all at once: one grace period
+    for ns in ours:
         netns.delete(ns)
         removed.append(f"netns {ns}")
     if runtime.exists() and runtime.name.startswith(("meshbench", PREFIX)):

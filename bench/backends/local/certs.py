@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -12,12 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-
-@dataclass(frozen=True)
-class CertFiles:
-    cert: Path
-    key: Path
-    ca: Path
+from bench.controlplane.envoy_config import CertFiles
 
 
 class LocalCA:

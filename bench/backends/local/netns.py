@@ -8,6 +8,7 @@ changed in the host's own namespace.
 from __future__ import annotations
 
 import ctypes
+import errno
 import http.client
 import os
 import socket
@@ -49,21 +50,51 @@ def list_ours() -> list[str]:
     return [n for n in names if n.startswith(PREFIX)]
 
 
-def add(ns: str) -> None:
+def add(ns: str, lo_up: bool = True) -> None:
+    """A new namespace; without lo_up the caller brings lo up in its own batch (one
+    process less per namespace)."""
     run(["ip", "netns", "add", ns])
-    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    if lo_up:
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
 
 
 def delete(ns: str) -> None:
-    run(["ip", "netns", "delete", ns])
+    """What `ip netns delete` does (lazy unmount of the bind mount, then unlink), without a
+    process per namespace; the kernel frees the namespace once nothing holds it."""
+    path = NETNS_DIR / ns
+    if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINVAL:  # EINVAL: not a mount point (a half-created one): unlink it
+            raise ProvisionError(f"umount {path}: {os.strerror(err)}")
+    try:
+        path.unlink()
+    except OSError as e:
+        raise ProvisionError(f"removing {path}: {e.strerror}") from e
+
+
+def _ns_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:  # gone meanwhile (a process that exited)
+        return None
+    return st.st_dev, st.st_ino
+
+
+def pids_by_ns(names: list[str]) -> dict[str, list[int]]:
+    """The processes inside each named namespace, from one pass over /proc (what
+    `ip netns pids` does for one name: same device and inode as the namespace's file)."""
+    ids = {i: n for n in names if (i := _ns_id(NETNS_DIR / n)) is not None}
+    out: dict[str, list[int]] = {n: [] for n in names}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            ns = ids.get(_ns_id(Path(entry.path) / "ns" / "net"))  # type: ignore[arg-type]
+            if ns is not None:
+                out[ns].append(int(entry.name))
+    return out
 
 
 def pids_in(ns: str) -> list[int]:
-    try:
-        out = run(["ip", "netns", "pids", ns])
-    except ProvisionError:
-        return []
-    return [int(p) for p in out.split()]
+    return pids_by_ns([ns])[ns]
 
 
 def sysctl(ns: str, key: str, value: str) -> None:
@@ -87,6 +118,7 @@ def iptables_restore(ns: str, rules: str) -> None:
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+MNT_DETACH = 2
 
 
 def in_netns(ns: str, fn: Callable[[], R]) -> R:
@@ -143,10 +175,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def admin_get(socket_path: Path, path: str, timeout: float = 5.0) -> tuple[int, str]:
     """GET on an Envoy admin endpoint served on a Unix socket."""
+    status, body = admin_get_bytes(socket_path, path, timeout)
+    return status, body.decode(errors="replace")
+
+
+def admin_get_bytes(socket_path: Path, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """admin_get, the body as sent (its size without decoding it)."""
     conn = UnixHTTPConnection(str(socket_path), timeout=timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace")
+        return resp.status, resp.read()
     finally:
         conn.close()

@@ -54,19 +54,25 @@ class Supervisor:
     def dead(self) -> list[Managed]:
         return [m for m in self.procs.values() if m.popen.poll() is not None]
 
-    def stop_all(self, grace_s: float = 3.0) -> None:
-        """SIGTERM every process group we started, then SIGKILL what is left."""
+    def stop_all(self, grace_s: float = 3.0, reap_s: float = 60.0) -> None:
+        """SIGTERM every process group we started, then SIGKILL what is left after grace_s.
+        A killed process is waited for up to reap_s (shared by all): with a thousand
+        processes exiting at once on two cores, the kernel takes seconds to free them."""
         for m in self.procs.values():
             if m.popen.poll() is None:
                 _signal_group(m.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
+        killed = []
         for m in self.procs.values():
             left = max(0.0, deadline - time.monotonic())
             try:
                 m.popen.wait(timeout=left)
             except subprocess.TimeoutExpired:
                 _signal_group(m.pid, signal.SIGKILL)
-                m.popen.wait(timeout=5)
+                killed.append(m)
+        reap = time.monotonic() + reap_s
+        for m in killed:
+            m.popen.wait(timeout=max(1.0, reap - time.monotonic()))
         self.procs.clear()
 
 

@@ -56,9 +56,10 @@ def build_network(mesh: Mesh) -> None:
         netns.sysctl(ns, "net.ipv4.ip_forward", "1")
     for pod in mesh.pods:
         ns, nns, hif = pod_ns(pod), node_ns(pod.node), host_if(pod)
-        netns.add(ns)
+        netns.add(ns, lo_up=False)
         netns.veth(ns, "eth0", nns, hif)
         netns.batch(ns, [
+            "link set lo up",
             f"addr add {pod.ip}/32 dev eth0", "link set eth0 up",
             f"route add {GATEWAY} dev eth0 scope link",
             f"route add default via {GATEWAY} dev eth0",

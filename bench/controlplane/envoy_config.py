@@ -15,12 +15,11 @@ HBONE = HTTP/2 CONNECT inside mTLS, to port 15008, with the target pod IP:port a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.backends.local.certs import CertFiles
 from bench.mesh import (
     APP_PORT,
     HBONE_PORT,
@@ -50,7 +49,19 @@ INTERNAL_LISTENER = T + "extensions.bootstrap.internal_listener.v3.InternalListe
 INTERNAL_UPSTREAM = T + "extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport"
 RAW_BUFFER = T + "extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
-CertLookup = Callable[[str], CertFiles]
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """Where a proxy finds its workload certificate, key and the mesh CA (files a backend
+    writes: the local backend's LocalCA); the config only names them."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+CertLookup = Callable[[str], CertFiles]  # SPIFFE id -> that identity's files
 
 
 @dataclass
@@ -103,8 +114,14 @@ def _tls_files(c: CertFiles) -> dict[str, Any]:
     }
 
 
-def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str]) -> dict[str, Any]:
-    """mTLS to a peer whose certificate must carry one of peer_ids as URI SAN."""
+def _san_matchers(peer_ids: list[str]) -> list[dict[str, Any]]:
+    return [{"san_type": "URI", "matcher": {"exact": p}} for p in sorted(set(peer_ids))]
+
+
+def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str],
+                  sans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """mTLS to a peer whose certificate must carry one of peer_ids as URI SAN (`sans`:
+    those matchers already built, _san_matchers(peer_ids))."""
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -114,9 +131,8 @@ def _upstream_tls(c: CertFiles, peer_ids: list[str], alpn: list[str]) -> dict[st
                 "alpn_protocols": alpn,
                 "validation_context": {
                     "trusted_ca": {"filename": str(c.ca)},
-                    "match_typed_subject_alt_names": [
-                        {"san_type": "URI", "matcher": {"exact": p}} for p in sorted(set(peer_ids))
-                    ],
+                    "match_typed_subject_alt_names": (
+                        _san_matchers(peer_ids) if sans is None else sans),
                 },
             },
         },
@@ -257,6 +273,30 @@ def _passthrough() -> dict[str, Any]:
             "connect_timeout": "2s"}
 
 
+def _vip_chain(svc: Service, network_filter: dict[str, Any]) -> dict[str, Any]:
+    """The outbound filter chain of a service: matched on its VIP and port."""
+    return {
+        "filter_chain_match": {
+            "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
+            "destination_port": svc.port,
+        },
+        "filters": [network_filter],
+    }
+
+
+def _outbound_listener(name: str, chains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Port 15001 with the original destination: a chain per service VIP, the rest passed
+    through."""
+    return {
+        "name": name,
+        "address": _addr("0.0.0.0", OUTBOUND_PORT),
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
+                              "typed_config": {"@type": ORIGINAL_DST}}],
+        "filter_chains": chains,
+        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
+    }
+
+
 def _outbound_cluster_name(svc: Service) -> str:
     return f"outbound|{svc.port}||{svc.fqdn}"
 
@@ -306,12 +346,43 @@ def _hbone_originate(target_ip: str, target_port: int, peer_ip: str, certs: Cert
     return listener, cluster
 
 
+def _originate_to_endpoints(mesh: Mesh, svc: Service, certs: CertFiles, peer_ids: list[str],
+                            cfg: ProxyConfig, originated: set[str]) -> list[str]:
+    """An HBONE originating listener and cluster per endpoint of `svc` into `cfg` (once per
+    endpoint: services may share endpoints, `originated` holds those added); their names."""
+    names = []
+    for ep in mesh.endpoints(svc):
+        listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, certs, peer_ids)
+        if listener["name"] not in originated:
+            originated.add(listener["name"])
+            cfg.listeners.append(listener)
+            cfg.clusters.append(cluster)
+        names.append(listener["name"])
+    return names
+
+
 # ---- roles -----------------------------------------------------------------------------------
 
-def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> ProxyConfig:
+Memo = dict[tuple[Any, ...], Any]
+
+
+def _shared(memo: Memo | None, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """make(), or with a memo (build_all) the object made for `key` before: parts of the
+    config that are the same for many proxies (a service's endpoints, its peers' SANs, an
+    outbound chain) are rendered once and shared by reference, never modified afterwards."""
+    if memo is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
+def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options,
+            memo: Memo | None = None) -> ProxyConfig:
     """Istio sidecar: outbound config for every service of the mesh, or, with a Sidecar
     resource (opts.sidecar_egress), for the services its egress hosts see
-    (pushrules.egress_sees, as SidecarScope does)."""
+    (pushrules.egress_sees, as SidecarScope does). Sidecars differ in their own
+    certificate, inbound policies and fault delay; the rest is per service (`memo`)."""
     from bench.controlplane.pushrules import NodeMeta, egress_sees
 
     pod = mesh.pod(proxy.pod)
@@ -324,28 +395,22 @@ def sidecar(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
         if not egress_sees(scope, svc.namespace, svc.fqdn):
             continue
         cname = _outbound_cluster_name(svc)
-        eps = mesh.endpoints(svc)
-        cfg.clusters.append(_static_cluster(
-            cname, [_addr(p.ip, svc.target_port) for p in eps],
-            transport_socket=_upstream_tls(mine, [p.spiffe for p in eps], ["istio-http/1.1"]),
-        ))
-        chains.append({
-            "filter_chain_match": {
-                "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
-                "destination_port": svc.port,
-            },
-            "filters": [_hcm(f"outbound_{svc.name}", _route_to(cname, svc.route_timeout_s),
-                             delay)],
-        })
+
+        def cluster(svc: Service = svc, cname: str = cname) -> tuple[dict[str, Any], Any]:
+            eps = mesh.endpoints(svc)
+            return (_static_cluster(cname, [_addr(p.ip, svc.target_port) for p in eps]),
+                    _san_matchers([p.spiffe for p in eps]))
+
+        def chain(svc: Service = svc, cname: str = cname) -> dict[str, Any]:
+            return _vip_chain(svc, _hcm(f"outbound_{svc.name}",
+                                        _route_to(cname, svc.route_timeout_s), delay))
+
+        base, sans = _shared(memo, ("outbound cluster", svc.name), cluster)
+        cfg.clusters.append({**base, "transport_socket": _upstream_tls(
+            mine, [], ["istio-http/1.1"], sans=sans)})
+        chains.append(_shared(memo, ("outbound chain", svc.name, delay), chain))
     cfg.clusters.append(_passthrough())
-    cfg.listeners.append({
-        "name": "virtualOutbound",
-        "address": _addr("0.0.0.0", OUTBOUND_PORT),
-        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
-                              "typed_config": {"@type": ORIGINAL_DST}}],
-        "filter_chains": chains,
-        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
-    })
+    cfg.listeners.append(_outbound_listener("virtualOutbound", chains))
     if pod.kind == "server":
         inbound = f"inbound|{APP_PORT}||"
         cfg.clusters.append(_static_cluster(inbound, [_addr("127.0.0.1", APP_PORT)]))
@@ -404,33 +469,13 @@ def ztunnel(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Proxy
             chain_filter = _tcp_proxy(f"to_waypoint_{svc.name}", cname,
                                       hostname=f"{svc.vip}:{svc.port}")
         else:
-            names = []
-            for ep in mesh.endpoints(svc):
-                listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
-                if listener["name"] not in originated:
-                    originated.add(listener["name"])
-                    cfg.listeners.append(listener)
-                    cfg.clusters.append(cluster)
-                names.append(listener["name"])
+            names = _originate_to_endpoints(mesh, svc, mine, zt_ids, cfg, originated)
             cname = f"outbound|{svc.port}||{svc.fqdn}"
             cfg.clusters.append(_internal_cluster(cname, names))
             chain_filter = _tcp_proxy(f"outbound_{svc.name}", cname)
-        chains.append({
-            "filter_chain_match": {
-                "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}],
-                "destination_port": svc.port,
-            },
-            "filters": [chain_filter],
-        })
+        chains.append(_vip_chain(svc, chain_filter))
     cfg.clusters.append(_passthrough())
-    cfg.listeners.append({
-        "name": "ztunnel_outbound",
-        "address": _addr("0.0.0.0", OUTBOUND_PORT),
-        "listener_filters": [{"name": "envoy.filters.listener.original_dst",
-                              "typed_config": {"@type": ORIGINAL_DST}}],
-        "filter_chains": chains,
-        "default_filter_chain": {"filters": [_tcp_proxy("passthrough", "PassthroughCluster")]},
-    })
+    cfg.listeners.append(_outbound_listener("ztunnel_outbound", chains))
     # inbound: the CONNECT :authority names the local pod and port to deliver to
     cfg.clusters.append({
         "name": "inbound_authority",
@@ -458,14 +503,7 @@ def waypoint(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options) -> Prox
     for svc in mesh.services:
         if svc.waypoint != pod.name:
             continue
-        names = []
-        for ep in mesh.endpoints(svc):
-            listener, cluster = _hbone_originate(ep.ip, svc.target_port, ep.ip, mine, zt_ids)
-            if listener["name"] not in originated:  # services may share endpoints
-                originated.add(listener["name"])
-                cfg.listeners.append(listener)
-                cfg.clusters.append(cluster)
-            names.append(listener["name"])
+        names = _originate_to_endpoints(mesh, svc, mine, zt_ids, cfg, originated)
         cname = f"inbound-vip|{svc.port}|http|{svc.fqdn}"
         cfg.clusters.append(_internal_cluster(cname, names))
         routes.append({"name": svc.name, "domains": [f"{svc.vip}:{svc.port}", svc.vip, svc.fqdn],
@@ -485,6 +523,19 @@ BUILDERS = {"sidecar": sidecar, "ztunnel": ztunnel, "waypoint": waypoint}
 
 def build(mesh: Mesh, proxy: Proxy, certs: CertLookup, opts: Options | None = None) -> ProxyConfig:
     return BUILDERS[proxy.role](mesh, proxy, certs, opts or Options())
+
+
+def build_all(mesh: Mesh, proxies: Iterable[Proxy], certs: CertLookup,
+              opts: Options | None = None) -> dict[str, ProxyConfig]:
+    """Every proxy's config, as build() renders it, with the parts many sidecars share
+    rendered once (a service's cluster without its client certificate, its outbound chain):
+    per sidecar only what is its own (certificate, inbound listener) is rendered, so the
+    cost no longer grows with services x endpoints x sidecars. The configs share those
+    parts by reference: treat them as read-only (tests check they equal build()'s)."""
+    opts = opts or Options()
+    memo: Memo = {}
+    return {p.name: sidecar(mesh, p, certs, opts, memo) if p.role == "sidecar"
+            else BUILDERS[p.role](mesh, p, certs, opts) for p in proxies}
 
 
 def bootstrap(proxy: Proxy, cfg: ProxyConfig, admin_socket: Path) -> dict[str, Any]:
