@@ -149,6 +149,8 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
         w1 = (time.time(), time.monotonic())
         ctx.phase(cell.repetition, cell.mode, "collect", cell=cell.id)
         hop_hists = ctx.hops.read(cell) if ctx.hops is not None else None
+        # read while Locust writes its last interval (it ends at the next whole second)
+        kernel_got = kernel_read(ctx, cell)
         if pods:
             load.wait()
         else:  # the window is recorded: Locust's last second and shutdown are not needed
@@ -173,7 +175,7 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
         rows += hdr.to_latency_samples(
             cell, hdr.summarize(hdr.read_intervals(paths, "hist_lag"), w0[0], w1[0]),
             source=hdr.SOURCE_INTENDED, prefix="send_lag")
-    kernel = kernel_rows(ctx, cell, w0[0], w1[0], summary.errors)
+    kernel = kernel_rows(ctx, cell, kernel_got, w0[0], w1[0], summary.errors)
     if kernel is not None:
         rows += kernel[1]
     if twin:
@@ -208,17 +210,24 @@ def api_resources(ctx: RunContext, cell: Cell) -> list[Sample]:
     return list(api.window_resources(cell)) if api is not None else []
 
 
-def kernel_rows(ctx: RunContext, cell: Cell, t0: float, t1: float,
-                errors: int) -> tuple[hdr.LatencySummary, list[Sample]] | None:
-    """The window's kernel-timed requests as rows of source load_kernel; the probe is
-    emptied for the next cell. None (and on record) when it has nothing to say."""
+def kernel_read(ctx: RunContext, cell: Cell) -> tuple[Any, int] | None:
+    """The kernel-timed requests seen since the last cell, and how many the ring buffer
+    lost; the probe is emptied and stops watching the load generator. None (on record)
+    when the probe has nothing for this cell."""
     if ctx.kernel_latency is None:
         return None
     got = ctx.kernel_latency.read(cell)  # None: this cell is on record as missing it
     probe = ctx.kernel_latency.probe
     if probe is not None:
-        probe.clear()
         probe.unwatch_all()
+        probe.clear()
+    return got  # type: ignore[no-any-return]
+
+
+def kernel_rows(ctx: RunContext, cell: Cell, got: tuple[Any, int] | None, t0: float,
+                t1: float, errors: int) -> tuple[hdr.LatencySummary, list[Sample]] | None:
+    """The window's kernel-timed requests (`got`, from kernel_read) as rows of source
+    load_kernel. None (and on record) when there is nothing to say."""
     if got is None:
         return None
     req, lost = client_latency.window(got[0], t0, t1), got[1]
