@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 # Imported so that their messages register in the descriptor pool (see the module docstring).
-from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -36,7 +35,7 @@ from envoy.extensions.transport_sockets.internal_upstream.v3 import (  # noqa: F
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
-from google.protobuf import descriptor_pool, json_format
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from bench.controlplane.envoy_config import HTTP_OPTIONS, INTERNAL_LISTENER, ProxyConfig
@@ -64,15 +63,6 @@ SNAPSHOT_KEYS = {"clusters": CLUSTER_TYPE, "endpoints": ENDPOINT_TYPE,
 # for an answer; the others are subscribed by name or by the WDS client, and may be absent
 ALWAYS = (CLUSTER_TYPE, LISTENER_TYPE)
 XDS_CLUSTER = "xds_cluster"
-
-
-def resolves(type_url: str) -> bool:
-    """Whether a typed_config "@type" is known to the descriptor pool (and so to ParseDict)."""
-    try:
-        descriptor_pool.Default().FindMessageTypeByName(type_url.rsplit("/", 1)[-1])
-    except KeyError:
-        return False
-    return True
 
 
 def listener(d: dict[str, Any]) -> listener_pb2.Listener:
@@ -103,11 +93,6 @@ def from_dict(type_url: str, d: dict[str, Any]) -> tuple[str, Message]:
     else:
         raise ValueError(f"unsupported resource type {type_url}")
     return msg.name, msg  # type: ignore[attr-defined]
-
-
-def to_protos(cfg: ProxyConfig) -> tuple[list[listener_pb2.Listener], list[cluster_pb2.Cluster]]:
-    """Every listener and cluster of one proxy's config, as protobufs."""
-    return [listener(d) for d in cfg.listeners], [cluster(d) for d in cfg.clusters]
 
 
 def snapshot_dict(cfg: ProxyConfig, split: bool = True) -> dict[str, list[dict[str, Any]]]:
@@ -230,8 +215,3 @@ def proxy_bootstrap(proxy: Proxy, cfg: ProxyConfig, admin_socket: Path | str,
     return xds_bootstrap(proxy.name, proxy.role, admin_socket, xds_socket,
                          internal_listeners=cfg.internal_listeners,
                          metadata={"node": proxy.node, "pod": proxy.pod}, delta=delta)
-
-
-def bootstrap_proto(boot: dict[str, Any]) -> bootstrap_pb2.Bootstrap:
-    """The bootstrap dict as a protobuf: a check that Envoy's schema accepts it."""
-    return json_format.ParseDict(boot, bootstrap_pb2.Bootstrap())

@@ -94,12 +94,6 @@ class Resources:
         return cls(type_url, tuple(names), body, hashlib.sha256(body).hexdigest(), packed,
                    tuple(hashlib.sha256(p).hexdigest() for p in packed))
 
-    @classmethod
-    def from_protos(cls, type_url: str, messages: Iterable[Message]) -> Resources:
-        msgs = list(messages)
-        return cls.of(type_url, [m.name for m in msgs],  # type: ignore[attr-defined]
-                      [pack_any(type_url, m) for m in msgs])
-
 
 @dataclass(frozen=True)
 class Snapshot:

@@ -250,10 +250,6 @@ class ClientLatencyProbe:
             values = [int(v.value) for v in self._bpf[b"counters"].values()]
             self._counter_base = dict(zip(COUNTERS, values))
 
-    @property
-    def poll_error(self) -> str | None:
-        return self._poll_error
-
     def stop(self) -> None:
         self._stop.set()
         if self._poller is not None:

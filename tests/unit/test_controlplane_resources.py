@@ -14,6 +14,7 @@ from bench.controlplane.envoy_config import CertFiles
 from bench.controlplane.snapshot import Converter, Resources, encode_response, pack_any
 from bench.mesh import Mesh, build
 from bench.scenario import from_dict
+from tests.support import envoy_schema
 
 
 def _certs(spiffe: str) -> CertFiles:
@@ -40,14 +41,14 @@ def test_every_type_url_of_envoy_config_resolves() -> None:
             if k.isupper() and isinstance(v, str) and v.startswith("type.googleapis.com/")
             and not v.endswith(".")]  # T, the shared prefix, is not a type
     assert len(urls) >= 12
-    assert [u for u in urls if not resources.resolves(u)] == []
-    assert not resources.resolves("type.googleapis.com/envoy.no.such.v3.Thing")
+    assert [u for u in urls if not envoy_schema.resolves(u)] == []
+    assert not envoy_schema.resolves("type.googleapis.com/envoy.no.such.v3.Thing")
 
 
 def test_every_role_converts() -> None:
     roles = set()
     for name, cfg in _configs():
-        listeners, clusters = resources.to_protos(cfg)
+        listeners, clusters = envoy_schema.to_protos(cfg)
         assert [lis.name for lis in listeners] == [d["name"] for d in cfg.listeners], name
         assert [c.name for c in clusters] == [d["name"] for d in cfg.clusters], name
         roles.add(name.split("-")[0])
@@ -61,7 +62,7 @@ def test_every_role_converts() -> None:
 
 def test_round_trip_keeps_the_config() -> None:
     _, cfg = next(c for c in _configs() if c[0] == "waypoint")
-    _, clusters = resources.to_protos(cfg)
+    _, clusters = envoy_schema.to_protos(cfg)
     back = json_format.MessageToDict(clusters[0], preserving_proto_field_name=True)
     assert back["name"] == cfg.clusters[0]["name"]
     tls = back["transport_socket"]["typed_config"]
@@ -98,7 +99,7 @@ def test_xds_bootstrap(internal: bool, delta: bool) -> None:
     opts = xds["typed_extension_protocol_options"]
     assert "http2_protocol_options" in next(iter(opts.values()))["explicit_http_config"]
     assert ("bootstrap_extensions" in boot) == internal
-    proto = resources.bootstrap_proto(boot)  # Envoy's schema accepts it
+    proto = envoy_schema.bootstrap_proto(boot)  # Envoy's schema accepts it
     assert proto.dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name == \
         resources.XDS_CLUSTER
 
@@ -111,7 +112,7 @@ def test_proxy_bootstrap_matches_the_static_one() -> None:
         ads = resources.proxy_bootstrap(proxy, cfg, Path("/a.sock"), Path("/x.sock"))
         assert ads["node"] == static["node"]
         assert ads.get("bootstrap_extensions") == static.get("bootstrap_extensions")
-        resources.bootstrap_proto(ads)
+        envoy_schema.bootstrap_proto(ads)
 
 
 def test_snapshot_encodes_a_discovery_response() -> None:

@@ -93,10 +93,6 @@ def pids_by_ns(names: list[str]) -> dict[str, list[int]]:
     return out
 
 
-def pids_in(ns: str) -> list[int]:
-    return pids_by_ns([ns])[ns]
-
-
 def sysctl(ns: str, key: str, value: str) -> None:
     run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}"])
 
