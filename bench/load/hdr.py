@@ -22,6 +22,10 @@ SATURATION_RPS_RATIO = 0.95
 # Locust's timing from each request's intended send time (coordinated-omission corrected)
 SOURCE_INTENDED = "load_intended"
 SATURATION_CPU_PERCENT = 80.0
+# a user's median send lag past max(1 ms, a quarter of its period between sends): behind
+# its schedule, so it catches up in bursts (the open-loop schedule was not kept)
+SATURATION_LAG_US = 1000.0
+SATURATION_LAG_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -152,11 +156,18 @@ def summarize(intervals: Iterable[Interval], t0: float, t1: float) -> LatencySum
 
 
 def is_saturated(achieved_rps: float, target_rps: float,
-                 loadgen_cpu_percent: float | None) -> bool:
+                 loadgen_cpu_percent: float | None, send_lag_p50_us: float | None = None,
+                 user_period_us: float | None = None) -> bool:
     """Locust is closed-loop: below 95 % of target, or above 80 % of a core, the latencies
-    describe the load generator's limits as much as the system under test. With the CPU
-    unmeasured (None) only the first half can be checked."""
+    describe the load generator's limits as much as the system under test. A user that
+    falls behind its schedule catches up by sending back to back: above 105 % of target,
+    or a median send lag over a quarter of a user's period (and 1 ms), the schedule was not
+    kept either. With the CPU or the lag unmeasured (None) those parts are not checked."""
+    late = (send_lag_p50_us is not None and user_period_us is not None
+            and send_lag_p50_us > max(SATURATION_LAG_US, SATURATION_LAG_SHARE * user_period_us))
     return (achieved_rps < SATURATION_RPS_RATIO * target_rps
+            or achieved_rps > (2.0 - SATURATION_RPS_RATIO) * target_rps
+            or late
             or (loadgen_cpu_percent is not None
                 and loadgen_cpu_percent > SATURATION_CPU_PERCENT))
 

@@ -167,14 +167,19 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
     missing = "" if cpu is not None else load.cpu_missing
     if missing and not twin:
         ctx.book.failed("loadgen_cpu", f"{cell.id}: saturation not checked on CPU: {missing}")
-    rows = hdr.to_samples(cell, summary, cell.level, cpu, cpu_missing=missing)
     intended = hdr.read_intervals(paths, "hist_intended")
-    if intended:
+    lag = (hdr.summarize(hdr.read_intervals(paths, "hist_lag"), w0[0], w1[0])
+           if intended else None)
+    saturated = hdr.is_saturated(summary.achieved_rps, cell.level, cpu,
+                                 lag.p50_us if lag is not None and lag.count else None,
+                                 1e6 * s.load.connections / cell.level)
+    rows = hdr.to_samples(cell, summary, cell.level, cpu, saturated=saturated,
+                          cpu_missing=missing)
+    if intended and lag is not None:
         rows += hdr.to_latency_samples(cell, hdr.summarize(intended, w0[0], w1[0]),
                                        source=hdr.SOURCE_INTENDED)
-        rows += hdr.to_latency_samples(
-            cell, hdr.summarize(hdr.read_intervals(paths, "hist_lag"), w0[0], w1[0]),
-            source=hdr.SOURCE_INTENDED, prefix="send_lag")
+        rows += hdr.to_latency_samples(cell, lag, source=hdr.SOURCE_INTENDED,
+                                       prefix="send_lag")
     kernel = kernel_rows(ctx, cell, kernel_got, w0[0], w1[0], summary.errors)
     if kernel is not None:
         rows += kernel[1]

@@ -113,6 +113,21 @@ def test_is_saturated(achieved: float, cpu: float, expected: bool) -> None:
     assert hdr.is_saturated(achieved, 100.0, cpu) is expected
 
 
+@pytest.mark.parametrize(
+    ("achieved", "lag_us", "period_us", "expected"),
+    [(500.0, 300.0, 8000.0, False),   # on schedule: a lag well under a quarter period
+     (500.0, 2500.0, 8000.0, True),   # 4 users at 500 rps, 2.5 ms behind: catching up
+     (500.0, 900.0, 2000.0, False),   # 1 user at 500 rps: under the 1 ms floor
+     (500.0, 1500.0, 2000.0, True),
+     (530.0, None, None, True),       # above 105 % of target: bursts of catch-up
+     (520.0, None, None, False)],
+)
+def test_a_user_behind_its_schedule_is_saturated(achieved: float, lag_us: float | None,
+                                                 period_us: float | None,
+                                                 expected: bool) -> None:
+    assert hdr.is_saturated(achieved, 500.0, 20.0, lag_us, period_us) is expected
+
+
 def test_to_samples_rows(two_processes: list[Path]) -> None:
     s = hdr.summarize(hdr.read_intervals(two_processes), T + 1, T + 3)
     cell = Cell(repetition=1, mode="sidecar", level=250)
