@@ -24,7 +24,8 @@ from bench.load.driver import (
     run_locust,
     split_url,
 )
-from bench.load.hdr import merge, read_intervals, steady_window, summarize
+from bench.load.hdr import merge, read_intervals, summarize
+from tests.support.hdr_windows import steady_window
 from tests.support.ports import free_port
 
 PAYLOAD = 1234

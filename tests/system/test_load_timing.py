@@ -13,8 +13,9 @@ import pytest
 from loopback_app import loopback_app
 
 from bench.load.driver import run_locust
-from bench.load.hdr import read_intervals, steady_window, summarize
+from bench.load.hdr import read_intervals, summarize
 from bench.probes.client_latency import ClientLatencyProbe, schedule_spread
+from tests.support.hdr_windows import steady_window
 
 
 @pytest.fixture
