@@ -1,8 +1,15 @@
-"""The per-hop probe without root: generated C, histogram layout, percentiles, rows."""
+"""The per-hop probe without root: generated C, histogram layout, percentiles, rows.
+
+The generated C is golden-tested (tests/golden/hops_c.txt). Regenerate it after an intended
+change of the program with
+
+    MB_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_hops_codegen.py
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -32,8 +39,21 @@ TARGETS = [
 ]
 
 
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "hops_c.txt"
+UPDATE = os.environ.get("MB_UPDATE_GOLDEN") == "1"
+
+
 def _c() -> str:
     return HopProbe(TARGETS).generate_c(offsets=(12, 14))
+
+
+def test_generated_c_matches_golden() -> None:
+    text = _c()
+    if UPDATE:
+        GOLDEN.write_text(text)
+    assert GOLDEN.exists(), f"{GOLDEN} missing: run with MB_UPDATE_GOLDEN=1 to create it"
+    assert text == GOLDEN.read_text(), f"generated C differs from {GOLDEN}; if intended, " \
+        "MB_UPDATE_GOLDEN=1"
 
 
 def test_generated_c_has_no_unfilled_placeholder() -> None:
