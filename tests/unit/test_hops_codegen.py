@@ -47,8 +47,16 @@ def _c() -> str:
     return HopProbe(TARGETS).generate_c(offsets=(12, 14))
 
 
+def _with_headers(text: str) -> str:
+    """The program as the compiler sees it: `#include "x.h"` of hops.BPF_INCLUDE spliced in."""
+    def splice(m: re.Match[str]) -> str:
+        return f"// ---- {m.group(1)} ----\n" + (hops.BPF_INCLUDE / m.group(1)).read_text()
+    return re.sub(r'^#include "([\w.]+)"\n', splice, text, flags=re.M)
+
+
 def test_generated_c_matches_golden() -> None:
-    text = _c()
+    text = _with_headers(_c())
+    assert "#include" not in text
     if UPDATE:
         GOLDEN.write_text(text)
     assert GOLDEN.exists(), f"{GOLDEN} missing: run with MB_UPDATE_GOLDEN=1 to create it"
