@@ -46,14 +46,10 @@ struct event {
     u32 segments;
 };
 
-struct sendctx {
-    u64 t;
-    u32 tid;
-};
+#include "sendstamp.h"
 
 BPF_HASH(tgids, u32, u8, 4096);
 BPF_HASH(conns, u64, struct conn, 16384);
-BPF_PERCPU_ARRAY(sendctx, struct sendctx, 1);
 BPF_ARRAY(counters, u64, 4);
 BPF_RINGBUF_OUTPUT(events, __RINGBUF_PAGES__);
 
@@ -77,16 +73,12 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     return 0;
 }
 
-// the first segment-filling round of a send: when the request enters TCP
+// the first segment-filling round of a send: when the request enters TCP (sendstamp.h)
 TRACEPOINT_PROBE(tcp, tcp_sendmsg_locked) {
     u64 id = bpf_get_current_pid_tgid();
-    if (!is_ours(id >> 32))
-        return 0;
-    int z = 0;
-    struct sendctx *c = sendctx.lookup(&z);
-    if (c && c->tid != (u32)id) {
-        c->tid = (u32)id;
-        c->t = bpf_ktime_get_ns();
+    if (is_ours(id >> 32)) {
+        int z = 0;
+        sendstamp_mark(sendctx.lookup(&z), (u32)id);
     }
     return 0;
 }
@@ -96,14 +88,10 @@ TRACEPOINT_PROBE(sock, sock_send_length) {
     if (!is_ours(id >> 32))
         return 0;
     u64 now = bpf_ktime_get_ns();
-    u64 t_send = now;
     int z = 0;
-    struct sendctx *sc = sendctx.lookup(&z);
-    if (sc) {
-        if (sc->tid == (u32)id && sc->t <= now)
-            t_send = sc->t;
-        sc->tid = 0;
-    }
+    u64 t_send = sendstamp_take(sendctx.lookup(&z), (u32)id);  // 0: not stamped
+    if (t_send == 0 || t_send > now)
+        t_send = now;
     if (args->protocol != PROTO_TCP || (args->family != FAM_INET && args->family != FAM_INET6)
         || args->ret <= 0)
         return 0;

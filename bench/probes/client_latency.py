@@ -35,7 +35,7 @@ import numpy as np
 
 from bench.errors import PrerequisiteError
 from bench.load.hdr import LatencySummary
-from bench.probes.hops import TRACEFS, _check, sock_port_offsets
+from bench.probes.hops import BPF_CFLAGS, TRACEFS, _check, sock_port_offsets
 from bench.store import Cell, Sample
 
 SOURCE = "load_kernel"
@@ -179,8 +179,7 @@ class ClientLatencyProbe:
         from bcc import BPF
 
         try:
-            self._bpf = BPF(text=generate_c(self.service_port).encode(),
-                            cflags=["-Wno-unused-function"])
+            self._bpf = BPF(text=generate_c(self.service_port).encode(), cflags=BPF_CFLAGS)
         except Exception as e:  # compile or verifier error: one line
             raise PrerequisiteError(
                 f"kernel-timed latency: BPF program failed to load ({e})",

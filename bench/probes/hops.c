@@ -120,12 +120,7 @@ struct flight {
     u32 open;      // HTTP/1: request sent, no response bytes yet (more sends = same request)
 };
 
-// when the current send of a thread entered TCP (one slot per CPU; tid says whose it is)
-struct sendctx {
-    u64 t;
-    u32 tid;
-    u32 pad;
-};
+#include "sendstamp.h"
 
 BPF_ARRAY(hist, u64, NT * 2 * NB);
 BPF_ARRAY(counts, u64, NT * 3 * NC);
@@ -133,7 +128,6 @@ BPF_ARRAY(selfcheck, u64, 2);              // [ports compared, ports mismatched]
 BPF_ARRAY(zero, struct tstate, 1);
 BPF_ARRAY(zero_flight, struct flight, 1);
 BPF_HASH(tstates, u32, struct tstate, __MAX_THREADS__);
-BPF_PERCPU_ARRAY(sendctx, struct sendctx, 1);
 // plain (preallocated) hashes: cheaper than LRU; entries go when their socket closes
 BPF_HASH(arrivals, u64, u64, __MAX_SOCKS__);
 BPF_HASH(flights, u64, struct flight, __MAX_SOCKS__);
@@ -161,7 +155,7 @@ static __always_inline int watched(u16 lport, u16 rport) {
     return __WATCHED_EXPR__;
 }
 
-// ---- helpers on values (never on maps: BCC refuses map pointers as arguments) -------------
+// ---- helpers on values (map pointers are never arguments: BCC refuses them) -----------------
 
 // An index masked so that the verifier sees it in bounds; the empty asm keeps clang from
 // dropping a mask it can prove redundant (the verifier cannot follow that proof).
@@ -176,6 +170,10 @@ static __always_inline u32 fidx(u32 v) {
     OPAQUE(v);
     return v & (F - 1);
 }
+
+// a TCP socket over IPv4 or IPv6 (a tracepoint's args)
+#define TCP_INET(a) \
+    ((a)->protocol == PROTO_TCP && ((a)->family == FAM_INET || (a)->family == FAM_INET6))
 
 static __always_inline void sk_ports(u64 sk, u16 *lport, u16 *rport) {
 #if SKC_NUM_OFF == SKC_DPORT_OFF + 2
@@ -215,6 +213,13 @@ static __always_inline u32 bucket_of(u64 us) {
     return LINEAR_US + ((k - LINEAR_BITS) << SUB_BITS) + sub;
 }
 
+// bit `to` of word takes the value of bit `from`; bit `from` is cleared
+static __always_inline u32 move_bit(u32 word, u32 from, u32 to) {
+    u32 bit = (word >> from) & 1;
+    word = (word & ~(1u << to)) | (bit << to);
+    return word & ~(1u << from);
+}
+
 static __always_inline int plist_find(struct plist *l, u64 sk) {
 #pragma unroll
     for (int i = 0; i < K; i++) {
@@ -233,14 +238,17 @@ static __always_inline void plist_remove(struct plist *l, int i) {
     u32 ii = kidx((u32)i);
     l->sk[ii] = l->sk[last];
     l->t[ii] = l->t[last];
-    u32 bit = (l->mux >> last) & 1;
-    l->mux = (l->mux & ~(1u << ii)) | (bit << ii);
-    l->mux &= ~(1u << last);
-    bit = (l->fwd >> last) & 1;
-    l->fwd = (l->fwd & ~(1u << ii)) | (bit << ii);
-    l->fwd &= ~(1u << last);
+    l->mux = move_bit(l->mux, last, ii);
+    l->fwd = move_bit(l->fwd, last, ii);
     l->grp[ii] = l->grp[last];
     l->n = n - 1;
+}
+
+// the entry of socket sk, if any, leaves the list
+static __always_inline void plist_drop(struct plist *l, u64 sk) {
+    int i = plist_find(l, sk);
+    if (i >= 0)
+        plist_remove(l, i);
 }
 
 static __always_inline int flight_find(struct flight *f, u64 d) {
@@ -265,18 +273,109 @@ static __always_inline void flight_remove(struct flight *f, int j) {
     f->n = n - 1;
 }
 
-static __always_inline u32 hist_index(int idx, int dir, u32 b) {
-    return ((u32)idx * 2 + dir) * NB + b;
+// slot j holds one request of downstream d: arrived at t_in, sent at t_out
+static __always_inline void flight_set(struct flight *f, u32 j, u64 d, u64 t_in, u64 t_out) {
+    f->d[fidx(j)] = d;
+    f->t_in[fidx(j)] = t_in;
+    f->t_out[fidx(j)] = t_out;
+    f->dup[fidx(j)] = 0;
 }
 
-static __always_inline u32 count_index(int idx, int dir, int c) {
-    return ((u32)idx * 3 + dir) * NC + c;
+// the slot of the request sent first
+static __always_inline u32 flight_oldest(struct flight *f) {
+    u32 old = 0;
+    u64 oldest = f->t_out[0];
+#pragma unroll
+    for (int k = 1; k < F; k++) {
+        if (f->t_out[k] < oldest) {
+            oldest = f->t_out[k];
+            old = k;
+        }
+    }
+    return old;
+}
+
+// ---- helpers on the maps (inlined: each names its map itself) ---------------------------------
+
+static __always_inline void count_add(int idx, int dir, int c, u64 v) {
+    u32 i = ((u32)idx * 3 + dir) * NC + c;
+    u64 *cv = counts.lookup(&i);
+    if (cv)
+        __sync_fetch_and_add(cv, v);
+}
+
+// one measured hop: its histogram bucket, the sum of its times, the matched count
+static __always_inline void record_hop(int idx, int dir, u64 delta) {
+    u32 hi = ((u32)idx * 2 + dir) * NB + bucket_of(delta / 1000);
+    u64 *hv = hist.lookup(&hi);
+    if (hv)
+        __sync_fetch_and_add(hv, 1);
+    count_add(idx, dir, C_SUM_NS, delta);
+    count_add(idx, dir, C_MATCHED, 1);
+}
+
+// The thread's state, created from the zero element (it is too big for the BPF stack).
+// flight_of below is the same pattern on other maps: BCC takes neither a map as an argument
+// nor a map call inside a macro ("cannot use map function inside a macro"), so it is spelled
+// out once per map.
+static __always_inline struct tstate *thread_state(u32 tid) {
+    struct tstate *st = tstates.lookup(&tid);
+    if (st)
+        return st;
+    int z = 0;
+    struct tstate *zv = zero.lookup(&z);
+    if (!zv)
+        return NULL;
+    tstates.update(&tid, zv);
+    return tstates.lookup(&tid);
+}
+
+// the flight of upstream socket sk, created empty
+static __always_inline struct flight *flight_of(u64 sk) {
+    struct flight *f = flights.lookup(&sk);
+    if (f)
+        return f;
+    int z = 0;
+    struct flight *zf = zero_flight.lookup(&z);
+    if (!zf)
+        return NULL;
+    flights.update(&sk, zf);
+    return flights.lookup(&sk);
+}
+
+// response bytes on HTTP/1 upstream sk: its request is complete
+static __always_inline void flight_close(u64 sk) {
+    struct flight *f = flights.lookup(&sk);
+    if (f)
+        f->open = 0;
+}
+
+// downstream d leaves the flights of the first n upstream sockets of r, except entry skip's
+static __always_inline void flights_forget(struct plist *r, u32 n, u64 d, int skip) {
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        if (i < n && i != skip) {
+            u64 key = r->sk[i];
+            struct flight *f = flights.lookup(&key);
+            if (f) {
+                int j = flight_find(f, d);
+                if (j >= 0)
+                    flight_remove(f, j);
+            }
+        }
+    }
+}
+
+// socket sk is gone: addresses are reused, a new socket starts afresh
+static __always_inline void socket_gone(u64 sk) {
+    arrivals.delete(&sk);
+    flights.delete(&sk);
 }
 
 // ---- arrivals --------------------------------------------------------------------------------
 
 TRACEPOINT_PROBE(sock, sk_data_ready) {
-    if (args->protocol != PROTO_TCP || (args->family != FAM_INET && args->family != FAM_INET6))
+    if (!TCP_INET(args))
         return 0;
     u64 sk = (u64)args->skaddr;
     u16 lport, rport;
@@ -300,37 +399,20 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
     int idx = target_idx(id >> 32);
     if (idx < 0)
         return 0;
-    if (args->protocol != PROTO_TCP || (args->family != FAM_INET && args->family != FAM_INET6))
-        return 0;
-    if (args->flags & MSG_PEEK_FLAG)
+    if (!TCP_INET(args) || (args->flags & MSG_PEEK_FLAG))
         return 0;
     int ret = args->ret;
     if (ret < 0)
         return 0;  // EAGAIN (-11) and errors: nothing was read
-    u32 tid = (u32)id;
     u64 sk = (u64)args->sk;
-    struct tstate *st = tstates.lookup(&tid);
-    if (!st) {
-        // created from the zero element: the state is too big for the BPF stack
-        int z = 0;
-        struct tstate *zv = zero.lookup(&z);
-        if (!zv)
-            return 0;
-        tstates.update(&tid, zv);
-        st = tstates.lookup(&tid);
-        if (!st)
-            return 0;
-    }
+    struct tstate *st = thread_state((u32)id);
+    if (!st)
+        return 0;
     if (ret == 0) {
         // end of stream: nothing more will be forwarded or answered on this socket
-        int i0 = plist_find(&st->req, sk);
-        if (i0 >= 0)
-            plist_remove(&st->req, i0);
-        int i1 = plist_find(&st->resp, sk);
-        if (i1 >= 0)
-            plist_remove(&st->resp, i1);
-        arrivals.delete(&sk);
-        flights.delete(&sk);
+        plist_drop(&st->req, sk);
+        plist_drop(&st->resp, sk);
+        socket_gone(sk);
         return 0;
     }
     u16 lport, rport;
@@ -338,12 +420,7 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
     sk_ports(sk, &lport, &rport);
     int cls = classify(idx, lport, rport, &mux);
     if (cls == CLS_UNKNOWN) {
-        {
-            u32 ci_ = count_index(idx, DIR_ENTITY, C_UNCLASSIFIED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, 1);
-        }
+        count_add(idx, DIR_ENTITY, C_UNCLASSIFIED, 1);
         return 0;
     }
     int dir = cls == CLS_DOWN ? DIR_REQ : DIR_RESP;
@@ -366,27 +443,15 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
             l->t[kidx(i)] = t;
             l->fwd &= ~(1u << kidx(i));
         }
-        if (dir == DIR_RESP && !mux) {
-            struct flight *rf = flights.lookup(&sk);
-            if (rf)
-                rf->open = 0;
-        }
+        if (dir == DIR_RESP && !mux)
+            flight_close(sk);
         return 0;
     }
-    if (!fresh) {
-        u32 ci_ = count_index(idx, dir, C_NO_ARRIVAL);
-        u64 *cv_ = counts.lookup(&ci_);
-        if (cv_)
-            __sync_fetch_and_add(cv_, 1);
-    }
+    if (!fresh)
+        count_add(idx, dir, C_NO_ARRIVAL, 1);
     u32 n = l->n;
     if (n >= K) {
-        {
-            u32 ci_ = count_index(idx, dir, C_UNMATCHED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, 1);
-        }
+        count_add(idx, dir, C_UNMATCHED, 1);
         return 0;
     }
     u32 m = kidx(n);
@@ -398,244 +463,144 @@ TRACEPOINT_PROBE(sock, sock_recv_length) {
         l->mux &= ~(1u << m);
     l->fwd &= ~(1u << m);
     l->n = n + 1;
-    if (dir == DIR_RESP && !mux) {
-        // response bytes on an HTTP/1 upstream: its request is complete
-        struct flight *rf = flights.lookup(&sk);
-        if (rf)
-            rf->open = 0;
-    }
+    if (dir == DIR_RESP && !mux)
+        flight_close(sk);
     return 0;
 }
 
 // ---- departures ------------------------------------------------------------------------------
 
-// The end of a hop: the first time the send enters TCP (before anything is transmitted; TLS
-// encryption is done in user space before it). tcp_sendmsg_locked fires at the top of every
-// segment-filling round of tcp_sendmsg; the first one of a send is kept until
-// sock_send_length of that send reads it.
-TRACEPOINT_PROBE(tcp, tcp_sendmsg_locked) {
-    u64 id = bpf_get_current_pid_tgid();
-    if (target_idx(id >> 32) < 0)
-        return 0;
-    int z = 0;
-    struct sendctx *c = sendctx.lookup(&z);
-    if (c && c->tid != (u32)id) {
-        c->tid = (u32)id;
-        c->t = bpf_ktime_get_ns();
-    }
-    return 0;
-}
-
-TRACEPOINT_PROBE(sock, sock_send_length) {
-    u64 id = bpf_get_current_pid_tgid();
-    int idx = target_idx(id >> 32);
-    if (idx < 0)
-        return 0;
-    u32 tid = (u32)id;
-    u64 t_end = 0;
-    int z0 = 0;
-    struct sendctx *sc = sendctx.lookup(&z0);
-    if (sc) {
-        if (sc->tid == tid)
-            t_end = sc->t;
-        sc->tid = 0;  // the next send starts afresh
-    }
-    if (args->protocol != PROTO_TCP || (args->family != FAM_INET && args->family != FAM_INET6))
-        return 0;
-    if (args->ret <= 0)
-        return 0;
-    u64 sk = (u64)args->sk;
-    u16 lport, rport;
-    u32 mux = 0;
-    sk_ports(sk, &lport, &rport);
-    int cls = classify(idx, lport, rport, &mux);
-    if (cls == CLS_UNKNOWN) {
-        {
-            u32 ci_ = count_index(idx, DIR_ENTITY, C_UNCLASSIFIED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, 1);
-        }
-        return 0;
-    }
-    struct tstate *st = tstates.lookup(&tid);
-    if (!st) {
-        // created from the zero element: the state is too big for the BPF stack
-        int z = 0;
-        struct tstate *zv = zero.lookup(&z);
-        if (!zv)
-            return 0;
-        tstates.update(&tid, zv);
-        st = tstates.lookup(&tid);
-        if (!st)
-            return 0;
-    }
-    if (!t_end)
-        t_end = bpf_ktime_get_ns();  // tcp_sendmsg_locked not seen for this send
-
-    if (cls == CLS_UP) {
-        // ---- request leaves on upstream socket sk ----
-        if (!mux) {
-            // unforwarded bytes that arrived on it were a protocol exchange (TLS handshake)
-            int oi = plist_find(&st->resp, sk);
-            if (oi >= 0) {
-                plist_remove(&st->resp, oi);
-                {
-                    u32 ci_ = count_index(idx, DIR_RESP, C_CONTROL);
-                    u64 *cv_ = counts.lookup(&ci_);
-                    if (cv_)
-                        __sync_fetch_and_add(cv_, 1);
-                }
-            }
-        }
-        struct plist *l = &st->req;
-        u32 n = l->n;
-        if (n == 0 || n > K)
-            return 0;  // nothing waiting: HTTP/2 control, CONNECT, a request of the proxy's own
-        u64 key = sk;
-        struct flight *f = flights.lookup(&key);
-        if (!f) {
-            int z = 0;
-            struct flight *zf = zero_flight.lookup(&z);
-            if (!zf)
-                return 0;
-            flights.update(&key, zf);
-            f = flights.lookup(&key);
-            if (!f)
-                return 0;
-        }
-        u32 waiting = 0;  // arrivals not yet in any flight: what this send may carry
+// A request leaves on HTTP/1 (or plain TCP) upstream socket sk, flight f: one request at a
+// time on this connection. `waiting`: the req list's arrivals not yet in any flight.
+static __always_inline void send_up_h1(struct plist *l, u32 n, u32 waiting, struct flight *f,
+                                       u64 t_end) {
+    if (f->open && f->n > 0)
+        return;  // more bytes of the request in flight
+    // a new request: it is one of the waiting arrivals; if none is waiting, one of the last
+    // group that was read together and went out on several sockets
+    u32 take = waiting;
+    if (take) {
+        u32 g = (l->gseq + 1) & 0xff;
+        if (g == 0)
+            g = 1;
+        l->gseq = g;
+        u32 cnt = 0;
 #pragma unroll
         for (int i = 0; i < K; i++) {
-            if (i < n && !((l->fwd >> i) & 1))
-                waiting |= 1u << i;
-        }
-        if (!mux) {
-            // HTTP/1 or plain TCP: one request at a time on this connection
-            if (f->open && f->n > 0)
-                return 0;  // more bytes of the request in flight
-            // a new request: it is one of the waiting arrivals; if none is waiting, one of
-            // the last group that was read together and went out on several sockets
-            u32 take = waiting;
-            if (take) {
-                u32 g = (l->gseq + 1) & 0xff;
-                if (g == 0)
-                    g = 1;
-                l->gseq = g;
-                u32 cnt = 0;
-#pragma unroll
-                for (int i = 0; i < K; i++) {
-                    if ((take >> i) & 1) {
-                        l->grp[i] = g;
-                        cnt += 1;
-                    }
-                }
-                l->group = cnt > 1 ? g : 0;
-                l->group_left = cnt > 1 ? cnt - 1 : 0;
-            } else {
-                if (l->group && l->group_left) {
-#pragma unroll
-                    for (int i = 0; i < K; i++) {
-                        if (i < n && l->grp[i] == l->group)
-                            take |= 1u << i;
-                    }
-                    l->group_left -= 1;
-                }
-                // one read of an HTTP/2 downstream can carry requests of several streams,
-                // each going out on its own upstream connection
-                take |= l->mux & (u32)((1ull << n) - 1);
+            if ((take >> i) & 1) {
+                l->grp[i] = g;
+                cnt += 1;
             }
-            if (!take)
-                return 0;  // nothing this request could have come from
-            u32 m = 0;
+        }
+        l->group = cnt > 1 ? g : 0;
+        l->group_left = cnt > 1 ? cnt - 1 : 0;
+    } else {
+        if (l->group && l->group_left) {
 #pragma unroll
             for (int i = 0; i < K; i++) {
-                if ((take >> i) & 1) {
-                    if (m < F) {
-                        f->d[fidx(m)] = l->sk[i];
-                        f->t_in[fidx(m)] = l->t[i];
-                        f->t_out[fidx(m)] = t_end;
-                        m += 1;
-                    }
-                }
+                if (i < n && l->grp[i] == l->group)
+                    take |= 1u << i;
             }
-            f->n = m;
-            f->open = 1;
-            l->fwd |= take;
-            return 0;
+            l->group_left -= 1;
         }
-        // HTTP/2 upstream: one entry per downstream socket, for arrivals not yet sent
-        if (!waiting)
-            return 0;  // HTTP/2 control frames, more bytes of streams already sent
-#pragma unroll
-        for (int i = 0; i < K; i++) {
-            if ((waiting >> i) & 1) {
-                u64 d = l->sk[i];
-                u64 tin = l->t[i];
-                int j = flight_find(f, d);
-                if (j >= 0) {
-                    if ((l->mux >> i) & 1) {
-                        // an HTTP/2 downstream with a request of another stream still in
-                        // flight on this HTTP/2 upstream: their answers cannot be told apart
-                        f->dup[fidx(j)] += 1;
-                    } else {
-                        // an HTTP/1 or TCP downstream has one request in flight: this one
-                        f->t_in[fidx(j)] = tin;
-                        f->t_out[fidx(j)] = t_end;
-                        f->dup[fidx(j)] = 0;
-                    }
-                } else if (f->n < F) {
-                    u32 m = f->n;
-                    f->d[fidx(m)] = d;
-                    f->t_in[fidx(m)] = tin;
-                    f->t_out[fidx(m)] = t_end;
-                    f->dup[fidx(m)] = 0;
-                    f->n = m + 1;
-                } else {
-                    // full: the oldest request still unconfirmed gives way
-                    u32 old = 0;
-                    u64 oldest = f->t_out[0];
-#pragma unroll
-                    for (int k = 1; k < F; k++) {
-                        if (f->t_out[k] < oldest) {
-                            oldest = f->t_out[k];
-                            old = k;
-                        }
-                    }
-                    f->d[fidx(old)] = d;
-                    f->t_in[fidx(old)] = tin;
-                    f->t_out[fidx(old)] = t_end;
-                    f->dup[fidx(old)] = 0;
-                    {
-                        u32 ci_ = count_index(idx, DIR_REQ, C_EVICTED);
-                        u64 *cv_ = counts.lookup(&ci_);
-                        if (cv_)
-                            __sync_fetch_and_add(cv_, 1);
-                    }
-                    {
-                        u32 ci_ = count_index(idx, DIR_REQ, C_UNMATCHED);
-                        u64 *cv_ = counts.lookup(&ci_);
-                        if (cv_)
-                            __sync_fetch_and_add(cv_, 1);
-                    }
-                }
-            }
-        }
-        l->fwd |= waiting;
-        return 0;
+        // one read of an HTTP/2 downstream can carry requests of several streams, each going
+        // out on its own upstream connection
+        take |= l->mux & (u32)((1ull << n) - 1);
     }
+    if (!take)
+        return;  // nothing this request could have come from
+    u32 m = 0;
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        if ((take >> i) & 1) {
+            if (m < F) {
+                f->d[fidx(m)] = l->sk[i];
+                f->t_in[fidx(m)] = l->t[i];
+                f->t_out[fidx(m)] = t_end;
+                m += 1;
+            }
+        }
+    }
+    f->n = m;
+    f->open = 1;
+    l->fwd |= take;
+}
 
-    // ---- response leaves on downstream socket sk ----
-    if (!mux) {
-        // HTTP/1 downstream: its request is answered (or what arrived was a TLS handshake)
-        int ri = plist_find(&st->req, sk);
-        if (ri >= 0)
-            plist_remove(&st->req, ri);
+// Requests leave on HTTP/2 upstream socket sk, flight f: one entry per downstream socket,
+// for arrivals not yet sent.
+static __always_inline void send_up_h2(int idx, struct plist *l, u32 waiting, struct flight *f,
+                                       u64 t_end) {
+    if (!waiting)
+        return;  // HTTP/2 control frames, more bytes of streams already sent
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        if ((waiting >> i) & 1) {
+            u64 d = l->sk[i];
+            u64 tin = l->t[i];
+            int j = flight_find(f, d);
+            if (j >= 0) {
+                if ((l->mux >> i) & 1) {
+                    // an HTTP/2 downstream with a request of another stream still in flight
+                    // on this HTTP/2 upstream: their answers cannot be told apart
+                    f->dup[fidx(j)] += 1;
+                } else {
+                    // an HTTP/1 or TCP downstream has one request in flight: this one
+                    flight_set(f, j, d, tin, t_end);
+                }
+            } else if (f->n < F) {
+                u32 m = f->n;
+                flight_set(f, m, d, tin, t_end);
+                f->n = m + 1;
+            } else {
+                // full: the oldest request still unconfirmed gives way
+                flight_set(f, flight_oldest(f), d, tin, t_end);
+                count_add(idx, DIR_REQ, C_EVICTED, 1);
+                count_add(idx, DIR_REQ, C_UNMATCHED, 1);
+            }
+        }
     }
+    l->fwd |= waiting;
+}
+
+// a request leaves on upstream socket sk
+static __always_inline void send_upstream(int idx, struct tstate *st, u64 sk, u32 mux,
+                                          u64 t_end) {
+    if (!mux) {
+        // unforwarded bytes that arrived on it were a protocol exchange (TLS handshake)
+        int oi = plist_find(&st->resp, sk);
+        if (oi >= 0) {
+            plist_remove(&st->resp, oi);
+            count_add(idx, DIR_RESP, C_CONTROL, 1);
+        }
+    }
+    struct plist *l = &st->req;
+    u32 n = l->n;
+    if (n == 0 || n > K)
+        return;  // nothing waiting: HTTP/2 control, CONNECT, a request of the proxy's own
+    struct flight *f = flight_of(sk);
+    if (!f)
+        return;
+    u32 waiting = 0;  // arrivals not yet in any flight: what this send may carry
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        if (i < n && !((l->fwd >> i) & 1))
+            waiting |= 1u << i;
+    }
+    if (mux)
+        send_up_h2(idx, l, waiting, f, t_end);
+    else
+        send_up_h1(l, n, waiting, f, t_end);
+}
+
+// a response leaves on downstream socket sk: confirm the request it answers, record both hops
+static __always_inline void send_downstream(int idx, struct tstate *st, u64 sk, u32 mux,
+                                            u64 t_end) {
+    if (!mux)
+        plist_drop(&st->req, sk);  // HTTP/1: its request is answered (or was a TLS handshake)
     struct plist *r = &st->resp;
     u32 n = r->n;
     if (n == 0 || n > K)
-        return 0;
+        return;
     // which waiting upstream arrival has a flight holding this downstream socket?
     int cands = 0, ci = -1, cj = -1;
     struct flight *cf = NULL;  // the first candidate's flight: kept, not looked up again
@@ -658,101 +623,78 @@ TRACEPOINT_PROBE(sock, sock_send_length) {
         }
     }
     if (cands == 0)
-        return 0;  // more bytes of a response already matched, or the proxy's own reply
+        return;  // more bytes of a response already matched, or the proxy's own reply
     if (cands > 1) {
         // two answered requests this downstream might have made: not attributable. An HTTP/1
         // downstream sends one response now (the others are counted at their own sends); an
         // HTTP/2 one may carry all of them, and all are dropped here
         u64 lost = mux ? cands : 1;
-        {
-            u32 ci_ = count_index(idx, DIR_REQ, C_UNMATCHED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, lost);
-        }
-        {
-            u32 ci_ = count_index(idx, DIR_RESP, C_UNMATCHED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, lost);
-        }
-        {
-            u32 ci_ = count_index(idx, DIR_RESP, C_AMBIGUOUS);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, lost);
-        }
-#pragma unroll
-        for (int i = 0; i < K; i++) {
-            if (i < r->n) {
-                u64 key = r->sk[i];
-                struct flight *f = flights.lookup(&key);
-                if (f) {
-                    int j = flight_find(f, sk);
-                    if (j >= 0)
-                        flight_remove(f, j);
-                }
-            }
-        }
-        return 0;
+        count_add(idx, DIR_REQ, C_UNMATCHED, lost);
+        count_add(idx, DIR_RESP, C_UNMATCHED, lost);
+        count_add(idx, DIR_RESP, C_AMBIGUOUS, lost);
+        flights_forget(r, r->n, sk, -1);
+        return;
     }
-    if (ci < 0 || cj < 0)
-        return 0;
+    if (ci < 0 || cj < 0 || !cf)
+        return;
     u64 t_arr = r->t[kidx(ci)];
     u32 umux = (r->mux >> kidx(ci)) & 1;
-    struct flight *f = cf;
-    if (!f)
-        return 0;
-    u64 t_in = f->t_in[fidx(cj)];
-    u64 t_out = f->t_out[fidx(cj)];
-    flight_remove(f, cj);
-    // the other waiting upstreams did not carry this (HTTP/1) downstream's request
-#pragma unroll
-    for (int i = 0; i < K; i++) {
-        if (!mux && i < n && i != ci) {
-            u64 okey = r->sk[i];
-            struct flight *of = flights.lookup(&okey);
-            if (of) {
-                int oj = flight_find(of, sk);
-                if (oj >= 0)
-                    flight_remove(of, oj);
-            }
-        }
-    }
+    u64 t_in = cf->t_in[fidx(cj)];
+    u64 t_out = cf->t_out[fidx(cj)];
+    flight_remove(cf, cj);
+    if (!mux)
+        flights_forget(r, n, sk, ci);  // the other upstreams did not carry its (HTTP/1) request
     if (!umux)
         plist_remove(r, ci);
     if (t_out < t_in || t_end < t_arr || t_out - t_in > MAX_AGE_NS || t_end - t_arr > MAX_AGE_NS) {
-        {
-            u32 ci_ = count_index(idx, DIR_REQ, C_UNMATCHED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, 1);
-        }
-        {
-            u32 ci_ = count_index(idx, DIR_RESP, C_UNMATCHED);
-            u64 *cv_ = counts.lookup(&ci_);
-            if (cv_)
-                __sync_fetch_and_add(cv_, 1);
-        }
-        return 0;
+        count_add(idx, DIR_REQ, C_UNMATCHED, 1);
+        count_add(idx, DIR_RESP, C_UNMATCHED, 1);
+        return;
     }
     // both hops of one request, confirmed by the same pair of sockets
-#pragma unroll
-    for (int k = 0; k < 2; k++) {
-        u64 delta = k == 0 ? t_out - t_in : t_end - t_arr;
-        u32 hi = hist_index(idx, k, bucket_of(delta / 1000));
-        u64 *hv = hist.lookup(&hi);
-        if (hv)
-            __sync_fetch_and_add(hv, 1);
-        u32 si = count_index(idx, k, C_SUM_NS);
-        u64 *sv = counts.lookup(&si);
-        if (sv)
-            __sync_fetch_and_add(sv, delta);
-        u32 mi = count_index(idx, k, C_MATCHED);
-        u64 *mv = counts.lookup(&mi);
-        if (mv)
-            __sync_fetch_and_add(mv, 1);
+    record_hop(idx, DIR_REQ, t_out - t_in);
+    record_hop(idx, DIR_RESP, t_end - t_arr);
+}
+
+// The end of a hop: the first time the send enters TCP (before anything is transmitted; TLS
+// encryption is done in user space before it), from sendstamp.h.
+TRACEPOINT_PROBE(tcp, tcp_sendmsg_locked) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (target_idx(id >> 32) >= 0) {
+        int z = 0;
+        sendstamp_mark(sendctx.lookup(&z), (u32)id);
     }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    u64 id = bpf_get_current_pid_tgid();
+    int idx = target_idx(id >> 32);
+    if (idx < 0)
+        return 0;
+    u32 tid = (u32)id;
+    int z = 0;
+    u64 t_end = sendstamp_take(sendctx.lookup(&z), tid);
+    if (!TCP_INET(args) || args->ret <= 0)
+        return 0;
+    u64 sk = (u64)args->sk;
+    u16 lport, rport;
+    u32 mux = 0;
+    sk_ports(sk, &lport, &rport);
+    int cls = classify(idx, lport, rport, &mux);
+    if (cls == CLS_UNKNOWN) {
+        count_add(idx, DIR_ENTITY, C_UNCLASSIFIED, 1);
+        return 0;
+    }
+    struct tstate *st = thread_state(tid);
+    if (!st)
+        return 0;
+    if (!t_end)
+        t_end = bpf_ktime_get_ns();  // tcp_sendmsg_locked not seen for this send
+    if (cls == CLS_UP)
+        send_upstream(idx, st, sk, mux, t_end);
+    else
+        send_downstream(idx, st, sk, mux, t_end);
     return 0;
 }
 
@@ -780,8 +722,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     }
     if (args->newstate != TCP_CLOSE_STATE)
         return 0;
-    arrivals.delete(&sk);
-    flights.delete(&sk);
+    socket_gone(sk);
     u64 id = bpf_get_current_pid_tgid();
     if (target_idx(id >> 32) < 0)
         return 0;
@@ -789,11 +730,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     struct tstate *st = tstates.lookup(&tid);
     if (!st)
         return 0;
-    int i0 = plist_find(&st->req, sk);
-    if (i0 >= 0)
-        plist_remove(&st->req, i0);
-    int i1 = plist_find(&st->resp, sk);
-    if (i1 >= 0)
-        plist_remove(&st->resp, i1);
+    plist_drop(&st->req, sk);
+    plist_drop(&st->resp, sk);
     return 0;
 }

@@ -72,6 +72,9 @@ from bench.store import Cell, Sample
 
 SOURCE = "hops"
 C_TEMPLATE = Path(__file__).with_suffix(".c")
+# headers shared by the BPF programs (hops.c, client_latency.c): `#include "sendstamp.h"`
+BPF_INCLUDE = Path(__file__).with_name("bpf")
+BPF_CFLAGS = ["-Wno-unused-function", f"-I{BPF_INCLUDE}"]
 TRACEFS = Path("/sys/kernel/tracing")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 TRACEPOINTS = (
@@ -475,7 +478,7 @@ class HopProbe:
 
         text = self.generate_c()
         try:
-            self._bpf = BPF(text=text.encode(), cflags=["-Wno-unused-function"])
+            self._bpf = BPF(text=text.encode(), cflags=BPF_CFLAGS)
         except Exception as e:  # compile or verifier error: one line, the log is on stderr
             raise PrerequisiteError(
                 f"per-hop probe: BPF program failed to load ({e})",

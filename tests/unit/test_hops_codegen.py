@@ -1,8 +1,15 @@
-"""The per-hop probe without root: generated C, histogram layout, percentiles, rows."""
+"""The per-hop probe without root: generated C, histogram layout, percentiles, rows.
+
+The generated C is golden-tested (tests/golden/hops_c.txt). Regenerate it after an intended
+change of the program with
+
+    MB_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_hops_codegen.py
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -32,8 +39,29 @@ TARGETS = [
 ]
 
 
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "hops_c.txt"
+UPDATE = os.environ.get("MB_UPDATE_GOLDEN") == "1"
+
+
 def _c() -> str:
     return HopProbe(TARGETS).generate_c(offsets=(12, 14))
+
+
+def _with_headers(text: str) -> str:
+    """The program as the compiler sees it: `#include "x.h"` of hops.BPF_INCLUDE spliced in."""
+    def splice(m: re.Match[str]) -> str:
+        return f"// ---- {m.group(1)} ----\n" + (hops.BPF_INCLUDE / m.group(1)).read_text()
+    return re.sub(r'^#include "([\w.]+)"\n', splice, text, flags=re.M)
+
+
+def test_generated_c_matches_golden() -> None:
+    text = _with_headers(_c())
+    assert "#include" not in text
+    if UPDATE:
+        GOLDEN.write_text(text)
+    assert GOLDEN.exists(), f"{GOLDEN} missing: run with MB_UPDATE_GOLDEN=1 to create it"
+    assert text == GOLDEN.read_text(), f"generated C differs from {GOLDEN}; if intended, " \
+        "MB_UPDATE_GOLDEN=1"
 
 
 def test_generated_c_has_no_unfilled_placeholder() -> None:
@@ -234,3 +262,228 @@ def test_another_template_can_be_filled(tmp_path: Path) -> None:
     assert "#define NT 3" in text and "case 777: return 2;" in text
     assert "sock_send_length" not in text  # nothing of the default template
     assert "sock_send_length" in _c()
+
+
+# ---- the program itself, compiled for the host: what it measures on scripted events ----------
+# BCC's map syntax, tracepoints and helpers replaced by plain C (a map: a table searched
+# linearly; the clock: a counter that advances by a fixed pseudo-random step per read), so
+# that hops.c runs on event scripts without root. tests/golden/hops_events.txt holds what
+# the program put in its histograms and counters (and how often it read the clock) for fixed
+# random scripts: a restructuring of hops.c must give the same; regenerate only after an
+# intended change of what it measures.
+HOST_PRELUDE = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stddef.h>
+typedef uint8_t u8; typedef uint16_t u16; typedef uint32_t u32; typedef uint64_t u64;
+#define __always_inline inline __attribute__((always_inline))
+static u64 now_ = 1000000000ull, clock_reads_, pid_tgid_;
+static u64 bpf_ktime_get_ns(void) {
+    clock_reads_++; now_ += 1000 * (1 + (clock_reads_ * 7919) % 97); return now_; }
+static u64 bpf_get_current_pid_tgid(void) { return pid_tgid_; }
+#define SK_BASE 0xffff888000000000ull  /* socket i is at SK_BASE + 4096 * i */
+static u8 socks_[64][4096];
+static int bpf_probe_read_kernel(void *dst, u32 n, const void *src) {
+    u64 a = (u64)(uintptr_t)src - SK_BASE; memcpy(dst, &socks_[a / 4096][a % 4096], n); return 0; }
+struct fmap { const char *name; int ks, vs, max, arr; u8 *keys, *vals, *used; };
+static struct fmap *maps_[32]; static int nmaps_;
+static void fm_init(struct fmap *m) {
+    if (m->vals) return;
+    m->keys = calloc(m->max, m->ks); m->vals = calloc(m->max, m->vs); m->used = calloc(m->max, 1);
+    if (m->arr) memset(m->used, 1, m->max);
+    maps_[nmaps_++] = m; }
+static void *fm_lookup(struct fmap *m, const void *k) {
+    fm_init(m);
+    if (m->arr) { u32 i; memcpy(&i, k, 4); return i < (u32)m->max ? m->vals + (size_t)i * m->vs : NULL; }
+    for (int i = 0; i < m->max; i++)
+        if (m->used[i] && !memcmp(m->keys + (size_t)i * m->ks, k, m->ks))
+            return m->vals + (size_t)i * m->vs;
+    return NULL; }
+static int fm_update(struct fmap *m, const void *k, const void *v, int noexist) {
+    void *cur = fm_lookup(m, k);
+    if (cur) { if (noexist) return -17; memmove(cur, v, m->vs); return 0; }
+    for (int i = 0; !m->arr && i < m->max; i++)
+        if (!m->used[i]) { m->used[i] = 1; memcpy(m->keys + (size_t)i * m->ks, k, m->ks);
+                           memcpy(m->vals + (size_t)i * m->vs, v, m->vs); return 0; }
+    return -7; }
+static int fm_delete(struct fmap *m, const void *k) {
+    fm_init(m);
+    for (int i = 0; !m->arr && i < m->max; i++)
+        if (m->used[i] && !memcmp(m->keys + (size_t)i * m->ks, k, m->ks)) { m->used[i] = 0; return 0; }
+    return -2; }
+#define FAKE_MAP(name, kt, vt, size, isarr) \
+    static struct fmap name##_m = {#name, sizeof(kt), sizeof(vt), (size) > 512 ? 512 : (size), isarr}; \
+    static vt *name##_lookup(const void *k) { return fm_lookup(&name##_m, k); } \
+    static int name##_update(const void *k, const void *v) { return fm_update(&name##_m, k, v, 0); } \
+    static int name##_insert(const void *k, const void *v) { return fm_update(&name##_m, k, v, 1); } \
+    static int name##_delete(const void *k) { return fm_delete(&name##_m, k); } \
+    static struct { vt *(*lookup)(const void *); int (*update)(const void *, const void *); \
+                    int (*insert)(const void *, const void *); int (*delete)(const void *); } \
+        name = {name##_lookup, name##_update, name##_insert, name##_delete};
+#define BPF_ARRAY(name, vt, n) FAKE_MAP(name, u32, vt, n, 1)
+#define BPF_PERCPU_ARRAY(name, vt, n) FAKE_MAP(name, u32, vt, n, 1)
+#define BPF_HASH(name, kt, vt, n) FAKE_MAP(name, kt, vt, n, 0)
+struct tp_sock_sk_data_ready { u16 family, protocol; u64 skaddr; };
+struct tp_sock_sock_recv_length { u16 family, protocol; int ret, flags; u64 sk; };
+struct tp_sock_sock_send_length { u16 family, protocol; int ret, flags; u64 sk; };
+struct tp_sock_inet_sock_set_state {
+    u16 family, protocol, sport, dport; int oldstate, newstate; u64 skaddr; };
+struct tp_tcp_tcp_sendmsg_locked { u64 skaddr; };
+#define TRACEPOINT_PROBE(cat, ev) int tp_##cat##_##ev(struct tp_##cat##_##ev *args)
+"""
+# commands, one a line: K sock lport rport | D sock | R pid_tgid sock ret flags | T pid_tgid |
+# S pid_tgid sock ret | X pid_tgid sock newstate | P (print); prints the non-zero elements
+# of hist, counts and selfcheck, and the number of clock reads
+HOST_MAIN = r"""
+static u64 sk_(int i) { return SK_BASE + 4096ull * i; }
+static void dump(void) {
+    for (int m = 0; m < nmaps_; m++) {
+        struct fmap *p = maps_[m];
+        if (strcmp(p->name, "hist") && strcmp(p->name, "counts") && strcmp(p->name, "selfcheck"))
+            continue;
+        for (int i = 0; i < p->max; i++) {
+            u64 v; memcpy(&v, p->vals + (size_t)i * p->vs, 8);
+            if (v) printf("%s[%d]=%llu ", p->name, i, (unsigned long long)v);
+        }
+    }
+    printf("clock=%llu\n", (unsigned long long)clock_reads_); }
+int main(void) {
+    char c; unsigned long long id; int i, a, b;
+    hist.lookup(&(u32){0}); counts.lookup(&(u32){0}); selfcheck.lookup(&(u32){0});
+    while (scanf(" %c", &c) == 1) {
+        if (c == 'K' && scanf("%d %d %d", &i, &a, &b) == 3) {
+            u16 d = __builtin_bswap16((u16)b), n = (u16)a;
+            memcpy(socks_[i] + SKC_DPORT_OFF, &d, 2); memcpy(socks_[i] + SKC_NUM_OFF, &n, 2);
+        } else if (c == 'D' && scanf("%d", &i) == 1) {
+            struct tp_sock_sk_data_ready t = {2, 6, sk_(i)}; tp_sock_sk_data_ready(&t);
+        } else if (c == 'R' && scanf("%llu %d %d %d", &id, &i, &a, &b) == 4) {
+            pid_tgid_ = id;
+            struct tp_sock_sock_recv_length t = {2, 6, a, b, sk_(i)}; tp_sock_sock_recv_length(&t);
+        } else if (c == 'T' && scanf("%llu", &id) == 1) {
+            pid_tgid_ = id;
+            struct tp_tcp_tcp_sendmsg_locked t = {0}; tp_tcp_tcp_sendmsg_locked(&t);
+        } else if (c == 'S' && scanf("%llu %d %d", &id, &i, &a) == 3) {
+            pid_tgid_ = id;
+            struct tp_sock_sock_send_length t = {2, 6, a, 0, sk_(i)}; tp_sock_sock_send_length(&t);
+        } else if (c == 'X' && scanf("%llu %d %d", &id, &i, &a) == 3) {
+            pid_tgid_ = id;
+            u16 d, n;
+            memcpy(&d, socks_[i] + SKC_DPORT_OFF, 2); memcpy(&n, socks_[i] + SKC_NUM_OFF, 2);
+            struct tp_sock_inet_sock_set_state t = {2, 6, n, __builtin_bswap16(d), 0, a, sk_(i)};
+            tp_sock_inet_sock_set_state(&t);
+        } else if (c == 'P') {
+            dump();
+        } else {
+            return 2;
+        }
+    }
+    dump();
+    return 0; }
+"""
+HOST_TARGETS = [
+    HopTarget.for_role(4242, "sidecar-client-0", "sidecar", "client"),  # down 15001/15006, up 8080
+    HopTarget.for_role(5151, "ztunnel-0", "ztunnel", "client"),  # down 15001/15008, up 15008/8080
+    HopTarget(777, "waypoint", "waypoint", (15008,), (15008,), (15008,), "waypoint"),
+]
+EVENTS_GOLDEN = GOLDEN.parent / "hops_events.txt"
+
+
+def _host_program(tmp: Path, template: Path | None = None) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    text = _with_headers(HopProbe(HOST_TARGETS, template=template).generate_c(offsets=(12, 14)))
+    src, exe = tmp / "hops_host.c", tmp / "hops_host"
+    src.write_text(HOST_PRELUDE + text + HOST_MAIN)
+    subprocess.run([cc, "-O1", "-w", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def _events(seed: int, n: int = 400) -> str:
+    """A random but fixed script: each target has 10 downstream, 3 upstream and 1 socket of
+    neither kind; mostly arrival/read/stamp/send steps from one socket to another of the same
+    proxy, mixed with stray arrivals, reads (EOF, EAGAIN, MSG_PEEK), sends, closes and
+    other processes touching the sockets."""
+    import random
+
+    rng = random.Random(seed)
+    lines, socks = [], []
+    for t in HOST_TARGETS:
+        for j in range(14):
+            if j < 10:
+                lport, rport, kind = rng.choice(t.downstream_ports), rng.randint(30000, 60000), "down"
+            elif j < 13:
+                lport, rport, kind = rng.randint(30000, 60000), rng.choice(t.upstream_ports), "up"
+            else:
+                lport, rport, kind = rng.randint(30000, 60000), 9999, "other"
+            lines.append(f"K {len(socks)} {lport} {rport}")
+            socks.append((t.pid, kind))
+    for _ in range(n):
+        s = rng.randrange(len(socks))
+        pid, kind = socks[s]
+        if rng.random() < 0.05:
+            pid = rng.choice([4242, 5151, 777, 1])
+        tid = (pid << 32) | (pid + rng.choice((0, 1)))
+        r = rng.random()
+        if kind != "other" and r < 0.55:
+            other = [o for o, (p, k) in enumerate(socks) if p == pid and k not in (kind, "other")]
+            lines.append(f"D {s}")
+            if rng.random() < 0.9:
+                lines.append(f"R {tid} {s} {rng.choice([100, 200, 1])} 0")
+            if other:
+                if rng.random() < 0.85:
+                    lines.append(f"T {tid}")
+                lines.append(f"S {tid} {rng.choice(other)} {rng.choice([100, 300])}")
+        elif r < 0.65:
+            lines.append(f"D {s}")
+        elif r < 0.75:
+            lines.append(f"R {tid} {s} {rng.choice([0, -11, 50, 50])} {rng.choice([0, 0, 0, 2])}")
+        elif r < 0.85:
+            if rng.random() < 0.5:
+                lines.append(f"T {tid}")
+            lines.append(f"S {tid} {s} {rng.choice([-1, 0, 80, 80, 80])}")
+        elif r < 0.93:
+            lines.append(f"T {tid}")
+        else:
+            lines.append(f"X {tid} {s} {rng.choice([1, 1, 7, 7, 2])}")
+    return "\n".join(lines) + "\n"
+
+
+def _run(exe: Path, script: str) -> str:
+    return subprocess.run([str(exe)], input=script, text=True, capture_output=True,
+                          check=True).stdout
+
+
+def test_host_compiled_program_times_one_request_through_a_sidecar(tmp_path: Path) -> None:
+    """Socket 0: downstream (local 15001), socket 1: upstream (remote 8080) of pid 4242."""
+    exe = _host_program(tmp_path)
+    tid = (4242 << 32) | 4243
+    out = _run(exe, "\n".join([
+        "K 0 15001 40000", "K 1 40001 8080",
+        "D 0", f"R {tid} 0 100 0", f"T {tid}", f"S {tid} 1 100",    # request in, out
+        "D 1", f"R {tid} 1 100 0", f"T {tid}", f"S {tid} 0 100"]))  # response in, out
+    # clock reads: arrival 0, request send, arrival 1, response send; read k advances the
+    # clock by 1 + (k * 7919) % 97 us: 63, 28, 90, 55. Request hop 28 us, response hop 55 us
+    got = dict(kv.split("=") for kv in out.split())
+    assert got.pop("clock") == "4"
+    nc, nb = len(hops.COUNTERS), NBUCKETS
+    c = hops.COUNTERS.index
+    assert got == {f"counts[{c('matched')}]": "1", f"counts[{nc + c('matched')}]": "1",
+                   f"counts[{c('sum_ns')}]": "28000", f"counts[{nc + c('sum_ns')}]": "55000",
+                   f"hist[{bucket_of(28)}]": "1", f"hist[{nb + bucket_of(55)}]": "1"}
+
+
+def test_host_compiled_program_measures_what_the_golden_says(tmp_path: Path) -> None:
+    exe = _host_program(tmp_path)
+    text = "".join(f"seed {seed}: {_run(exe, _events(seed))}" for seed in range(40))
+    if UPDATE:
+        EVENTS_GOLDEN.write_text(text)
+    assert EVENTS_GOLDEN.exists(), f"{EVENTS_GOLDEN} missing: MB_UPDATE_GOLDEN=1 creates it"
+    assert text == EVENTS_GOLDEN.read_text(), f"what hops.c measures differs from {EVENTS_GOLDEN}"
+    # the scripts reach every outcome the counters tell apart
+    totals = dict.fromkeys(hops.COUNTERS, 0)
+    for m in re.finditer(r"counts\[(\d+)\]=(\d+)", text):
+        totals[hops.COUNTERS[int(m.group(1)) % len(hops.COUNTERS)]] += int(m.group(2))
+    assert all(totals.values()), totals
