@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,21 +29,14 @@ OUT = Path(__file__).resolve().parent / "results" / "run.json"
 sys.path.insert(0, str(ROOT))
 
 from bench.meta import cpu_model, git_state  # noqa: E402
+from benchmarks.bench_latency import meshbench  # noqa: E402
 
 GOAL_S = 300.0
 
 
 def run_quick(results: Path) -> tuple[Path, float]:
     """`meshbench run -s quick` (with its report), timed from here; the run directory."""
-    t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "bench", "run", "-s", "quick",
-                           "--wait-lock", "3600", "--results", str(results)],
-                          cwd=ROOT, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    sys.stderr.write(done.stderr[-1500:])
-    if done.returncode not in (0, 3):  # 3: completed with failed cells (on record)
-        raise SystemExit(f"meshbench run -s quick exited {done.returncode}")
-    return Path(done.stdout.strip().splitlines()[-1]), wall
+    return meshbench("run", "-s", "quick", "--wait-lock", "3600", results=results)
 
 
 def summarize(run_dir: Path, wall_s: float | None) -> dict[str, Any]:
