@@ -86,7 +86,7 @@ class ServesXds(Protocol):
 
 class PushesThroughIstiod(Protocol):
     """The kube backends: a config change is applied to the cluster and measured from
-    istiod's metrics and /debug/syncz (bench/backends/kind/push.py)."""
+    istiod's metrics and /debug/syncz (bench/backends/kube/push.py)."""
 
     def push_experiment(self, mesh: Mesh, experiment: str, timeout_s: float,
                         wire: Any = None) -> PushOutcome: ...
