@@ -178,7 +178,8 @@ def test_fault_delay_shows_in_kernel_timed_latency_and_its_hop_at_4_connections(
     10 ms, so with spread schedules the 5 ms delays do not overlap (at 200 rps they would,
     and overlapping requests on one Envoy thread are the matcher's known limit)."""
     from bench.load.driver import run_locust
-    from bench.load.hdr import read_intervals, steady_window
+    from bench.load.hdr import read_intervals
+    from tests.support.hdr_windows import steady_window
     from bench.probes.client_latency import ClientLatencyProbe
 
     opts = envoy_config.Options(fault_delay_ms={"sidecar-client-0": 5.0})
