@@ -179,8 +179,8 @@ def test_fault_delay_shows_in_kernel_timed_latency_and_its_hop_at_4_connections(
     and overlapping requests on one Envoy thread are the matcher's known limit)."""
     from bench.load.driver import run_locust
     from bench.load.hdr import read_intervals
-    from tests.support.hdr_windows import steady_window
     from bench.probes.client_latency import ClientLatencyProbe
+    from tests.support.hdr_windows import steady_window
 
     opts = envoy_config.Options(fault_delay_ms={"sidecar-client-0": 5.0})
     with _mesh("sidecar", opts) as (_backend, dep):
