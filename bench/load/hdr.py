@@ -190,13 +190,7 @@ def to_samples(
     if saturated is None:
         saturated = is_saturated(summary.achieved_rps, target_rps, loadgen_cpu_percent)
     ts = summary.t1
-    values: list[tuple[str, str, float]] = []
-    if summary.count:
-        values += [
-            ("latency_p50", "us", summary.p50_us), ("latency_p90", "us", summary.p90_us),
-            ("latency_p99", "us", summary.p99_us), ("latency_p999", "us", summary.p999_us),
-            ("latency_max", "us", summary.max_us), ("latency_mean", "us", summary.mean_us),
-        ]
+    values = latency_values(summary)
     values += [
         ("requests", "count", float(summary.count)), ("errors", "count", float(summary.errors)),
         ("achieved_rps", "rps", summary.achieved_rps), ("target_rps", "rps", float(target_rps)),
@@ -221,9 +215,17 @@ def to_latency_samples(cell: Cell, summary: LatencySummary, *, source: str,
     """Percentile rows only (entity "client"): f"{prefix}_p50" ... for another timing of the
     same requests (e.g. from the intended send time), or for the send lag (prefix
     "send_lag": how late sends left against their schedule)."""
+    return [Sample.for_cell(cell, source=source, metric=m, unit=u, value=v, entity="client",
+                            ts=summary.t1) for m, u, v in latency_values(summary, prefix)]
+
+
+def latency_values(summary: LatencySummary, prefix: str = "latency",
+                   ) -> list[tuple[str, str, float]]:
+    """(metric, unit, value) of a summary's percentiles, max and mean, named alike for every
+    timing of the requests (Locust's, the kernel's, the reference client's); [] when no
+    request completed, since there is no latency to report."""
     if not summary.count:
         return []
-    values = [("p50", summary.p50_us), ("p90", summary.p90_us), ("p99", summary.p99_us),
-              ("p999", summary.p999_us), ("max", summary.max_us), ("mean", summary.mean_us)]
-    return [Sample.for_cell(cell, source=source, metric=f"{prefix}_{q}", unit="us", value=v,
-                            entity="client", ts=summary.t1) for q, v in values]
+    return [(f"{prefix}_{q}", "us", v) for q, v in (
+        ("p50", summary.p50_us), ("p90", summary.p90_us), ("p99", summary.p99_us),
+        ("p999", summary.p999_us), ("max", summary.max_us), ("mean", summary.mean_us))]

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bench.errors import CellFailed, PrerequisiteError
-from bench.load.hdr import LatencySummary
+from bench.load.hdr import LatencySummary, latency_values
 from bench.probes.client_latency import Requests, schedule_spread, summarize_requests, window
 from bench.store import Cell, Sample
 
@@ -102,10 +102,7 @@ def load_records(path: Path) -> Requests:
 
 def to_samples(cell: Cell, summary: LatencySummary, target_rps: float,
                spread: dict[str, float], source: str = SOURCE) -> list[Sample]:
-    values: list[tuple[str, str, float]] = []
-    if summary.count:
-        values += [("latency_p50", "us", summary.p50_us), ("latency_p90", "us", summary.p90_us),
-                   ("latency_p99", "us", summary.p99_us), ("latency_mean", "us", summary.mean_us)]
+    values = latency_values(summary)
     values += [("requests", "count", float(summary.count)),
                ("achieved_rps", "rps", summary.achieved_rps),
                ("target_rps", "rps", float(target_rps))]

@@ -34,7 +34,7 @@ from typing import Any, Self
 import numpy as np
 
 from bench.errors import PrerequisiteError
-from bench.load.hdr import LatencySummary
+from bench.load.hdr import LatencySummary, latency_values
 from bench.probes.hops import BPF_CFLAGS, TRACEFS, _check, sock_port_offsets
 from bench.store import Cell, Sample
 
@@ -100,13 +100,7 @@ def schedule_spread(t_send: np.ndarray, target_rps: float) -> dict[str, float]:
 def to_samples(cell: Cell, summary: LatencySummary, spread: dict[str, float],
                lost: int) -> list[Sample]:
     """Rows of source "load_kernel" (entity "client"), latency metrics named as Locust's."""
-    values: list[tuple[str, str, float]] = []
-    if summary.count:
-        values += [
-            ("latency_p50", "us", summary.p50_us), ("latency_p90", "us", summary.p90_us),
-            ("latency_p99", "us", summary.p99_us), ("latency_p999", "us", summary.p999_us),
-            ("latency_max", "us", summary.max_us), ("latency_mean", "us", summary.mean_us),
-        ]
+    values = latency_values(summary)
     values += [("requests", "count", float(summary.count)),
                ("achieved_rps", "rps", summary.achieved_rps),
                ("requests_lost", "count", float(lost))]
