@@ -408,15 +408,21 @@ class XdsServer:
                                      reason="delta" if stream.delta else "sotw"))
             self._notify()
 
+    def _served(self, stream: Stream, t: str) -> bool:
+        """Whether type `t` is served (a request for it is counted), or counted as unsupported."""
+        if t not in PUSH_ORDER:
+            self.ledger.counts["unsupported_type"] += 1
+            log.warning("%s asked for %s, which is not served", stream.node, t)
+            return False
+        self.ledger.type_state(stream.node, t).requests += 1
+        return True
+
     async def _on_request(self, stream: Stream, context: grpc.aio.ServicerContext,
                           req: DiscoveryRequest) -> None:
         await self._hello(stream, context, req.node.id)
         t = req.type_url
-        if t not in PUSH_ORDER:
-            self.ledger.counts["unsupported_type"] += 1
-            log.warning("%s asked for %s, which is not served", stream.node, t)
+        if not self._served(stream, t):
             return
-        self.ledger.type_state(stream.node, t).requests += 1
         if not req.response_nonce:
             stream.subscribed.add(t)
             reason = "reconnect" if req.version_info else "initial"
@@ -440,11 +446,8 @@ class XdsServer:
                                 req: DeltaDiscoveryRequest) -> None:
         await self._hello(stream, context, req.node.id)
         t = req.type_url
-        if t not in PUSH_ORDER:
-            self.ledger.counts["unsupported_type"] += 1
-            log.warning("%s asked for %s, which is not served", stream.node, t)
+        if not self._served(stream, t):
             return
-        self.ledger.type_state(stream.node, t).requests += 1
         first = t not in stream.subscribed
         subscribe = set(req.resource_names_subscribe)
         added: set[str] = set()
