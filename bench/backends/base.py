@@ -153,7 +153,3 @@ class Abilities:
     api_resources: ReadsApiResources | None = None
     lock: HoldsLock | None = None
     path: ProvesPath | None = None
-
-    @property
-    def pushes(self) -> bool:
-        return self.xds is not None or self.istiod is not None

@@ -32,18 +32,23 @@ class PhaseClock:
         self._open: tuple[str, str, float] | None = None  # (unit, phase, since)
 
     def enter(self, rep: int, mode: str, phase: str) -> None:
-        self.close()
+        """The phase under way ends and `phase` starts (the caller writes `times`)."""
+        self._add()
         self._open = (f"r{rep}-{mode}", phase, time.monotonic())
 
     def close(self) -> None:
         """The phase under way ends now (its time is added and written)."""
+        if self._add():
+            self.store.update(phases=self.times)
+
+    def _add(self) -> bool:
         if self._open is None:
-            return
+            return False
         unit, phase, since = self._open
         self._open = None
         per = self.times.setdefault(unit, {})
         per[phase] = round(per.get(phase, 0.0) + time.monotonic() - since, 3)
-        self.store.update(phases=self.times)
+        return True
 
     def totals(self) -> dict[str, float]:
         """Seconds per phase over the whole run."""
@@ -73,7 +78,7 @@ class RunContext:
         progress line."""
         self.clock.enter(rep, mode, phase)
         self.current = {"repetition": rep, "mode": mode, "phase": phase, **detail}
-        self.store.update(current=self.current)
+        self.store.update(current=self.current, phases=self.clock.times)  # one write
         what = detail.get("cell") or detail.get("experiment") or ""
         self.progress(f"r{rep} {mode}: {phase}" + (f" {what}" if what else ""))
 
