@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
@@ -18,16 +17,12 @@ from bench import PREFIX
 from bench.backends.base import Abilities, Deployment, ProcessRef
 from bench.backends.local import netns, topology
 from bench.backends.local.certs import LocalCA
+from bench.backends.local.lock import HostLock, LockHeld
 from bench.backends.local.processes import Supervisor, kill_pids
 from bench.controlplane import envoy_config
 from bench.errors import PrerequisiteError, ProvisionError
 from bench.mesh import APP_PORT, PROXY_UID, Mesh, build
 from bench.scenario import Scenario
-
-
-class LockHeld(PrerequisiteError):
-    """Another process holds the local backend's lock."""
-
 
 RUNTIME = Path("/run/meshbench")
 SIMPLIFICATIONS = (
@@ -113,7 +108,7 @@ class LocalBackend:
         self.options = dataclasses.replace(options or envoy_config.Options(),
                                            sidecar_egress=scenario.proxy.sidecar_egress)
         self.sup = Supervisor()
-        self._lock_fd: int | None = None
+        self._lock: HostLock | None = None
         self._held_for_run = False  # hold_lock(): kept across modes until release_lock()
         self.controlplane: Any = None  # a started bench.controlplane.client.ControlPlane
         self.wds_client: Any = None  # the ztunnel role's WDS client process (Popen)
@@ -232,28 +227,10 @@ class LocalBackend:
 
     # ---- pieces ---------------------------------------------------------------------------
     def _take_lock(self, run_id: str = "") -> None:
-        """The local backend's lock (/run/meshbench/lock, flock): one user at a time. The
-        kernel drops it when its holder dies, so a stale lock is simply taken over; the
-        file names the holder ("pid run_id") for the error a second run prints."""
-        if self._lock_fd is not None:
-            return
-        self.runtime.mkdir(parents=True, exist_ok=True)
-        path = self.runtime / "lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").split()
-            os.close(fd)
-            pid = holder[0] if holder else "unknown"
-            run = holder[1] if len(holder) > 1 else "not a run (a test or a benchmark?)"
-            raise LockHeld(f"another meshbench run holds the local backend: run {run}, "
-                           f"pid {pid}",
-                           hint="wait for it (meshbench run --wait-lock SECONDS), or stop it "
-                                "(Ctrl-C or kill -TERM that pid)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {run_id}".strip().encode(), 0)
-        self._lock_fd = fd
+        """The host's lock (bench.backends.local.lock): one user at a time."""
+        if self._lock is None:
+            self._lock = HostLock(self.runtime)
+        self._lock.take(run_id)
 
     def wait_for_lock(self, timeout_s: float, run_id: str = "") -> None:
         """Take the local backend's lock, waiting up to timeout_s for another user (a run, a
@@ -281,9 +258,12 @@ class LocalBackend:
         self._release_lock()
 
     def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+
+    @property
+    def _lock_fd(self) -> int | None:
+        return self._lock.fd if self._lock is not None else None
 
     def _prepare_runtime(self) -> None:
         for sub in ("certs", "config", "logs", "bin"):
@@ -564,6 +544,10 @@ def remove_all(runtime: Path = RUNTIME, keep: tuple[str, ...] = ()) -> list[str]
             if pid and _is_controlplane(pid):
                 kill_pids([pid])
                 removed.append(f"{pidfile.stem} pid {pid}")
+    if (runtime / "istiod").exists():  # the real control plane (bench.istiod), by PID
+        from bench.istiod.controlplane import remove_all as remove_istiod
+
+        removed += remove_istiod(runtime / "istiod")
     ours = netns.list_ours()
     inside = netns.pids_by_ns(ours)
     kill_pids([pid for ns in ours for pid in inside[ns]])  # all at once: one grace period
