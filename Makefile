@@ -19,7 +19,8 @@ endif
 BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
 .PHONY: setup host-setup calibrate bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \
-        report compare trend plan doctor teardown test test-unit lint
+        report compare trend plan doctor teardown test test-unit lint \
+        bench-fanout-istiod istiod-build
 
 setup: host-setup $(STAMP) $(VENV)/bin/mb-refclient
 
@@ -64,6 +65,15 @@ calibrate: setup
 bench-fanout: setup
 	$(RUN) sweep -s fanout
 	$(RUN) sweep -s fanout-services
+
+# claims (b) and (c) from a real istiod (built from the Go module proxy on first use, cached
+# in ~/.cache/meshbench): 10 to 10,000 simulated pods per mode; SIZES=10,100 for fewer
+ISTIOD_SWEEP ?= fanout-istiod
+bench-fanout-istiod: setup
+	$(RUN) istiod sweep -s $(ISTIOD_SWEEP) $(if $(SIZES),--sizes $(SIZES)) $(if $(COMPAT),--compat $(COMPAT))
+
+istiod-build: $(STAMP)
+	$(RUN) istiod build
 
 # RUNS="results/a results/b": the claims from exactly those runs (RUNS' default, results,
 # is trend's and means: this run plus the newest compatible run of each mode it lacks)

@@ -10,6 +10,8 @@ Examples:
   meshbench compare RUN_A RUN_B               changes per metric, CI, verdict; exit 1 if worse
   meshbench trend results/                    a headline metric across runs (nightly history)
   meshbench sweep -s scaling                  one run per pod count, then cost vs pods
+  meshbench istiod build                      build real istiod, kube-apiserver, kine (Go)
+  meshbench istiod sweep -s fanout-istiod     claims (b), (c) from a real istiod, 10-10,000 pods
   meshbench doctor                            what this machine lacks, and how to fix it
   meshbench teardown --all                    remove every namespace and process of ours
 """
@@ -268,6 +270,55 @@ class _MemWatch:
         self._thread.join()
 
 
+def cmd_istiod(args: argparse.Namespace) -> int:
+    """The real control plane: build its binaries, show them, or run a fan-out sweep."""
+    import json
+
+    from bench.istiod import build
+
+    istio = args.istio or build.ISTIO_VERSION
+    if istio == "latest":
+        istio = build.resolve_latest_istio()
+    if args.action == "status":
+        for b, ok in build.status(istio):
+            print(f"{'ok  ' if ok else 'MISS'} {b.name:<16} {b.module}@{b.version}"
+                  + (f"  {b.path}" if ok else f"  (meshbench istiod build {b.name})"))
+        return 0
+    if args.action == "build":
+        names = args.names or list(build.binaries(istio))
+        unknown = [n for n in names if n not in build.binaries(istio)]
+        if unknown:
+            raise UserError(f"unknown binary {', '.join(unknown)}",
+                            hint="one of: " + ", ".join(build.binaries(istio)))
+        records = [build.build(n, istio, force=args.force) for n in names]
+        print(json.dumps([r.__dict__ for r in records], indent=1))
+        return 0
+    from bench.istiod.sweep import read_spec, run_sweep
+    from bench.run.runner import log
+    from bench.store import RunStore, new_run_id
+
+    if os.geteuid() != 0:
+        raise UserError("the real-istiod sweep needs root (its files live in /run/meshbench)",
+                        hint="sudo make bench-fanout-istiod")
+    spec = read_spec(args.scenario, istio_version=istio if args.istio else None,
+                     compat=args.compat,
+                     sizes=[int(x) for x in args.sizes.split(",")] if args.sizes else None,
+                     modes=scen.parse_modes(args.modes) if args.modes else None)
+    from analysis.istiod import write_report
+
+    store = RunStore.create(Path(args.results), new_run_id(spec.name),
+                            {"scenario": spec.name, "kind": "istiod-sweep",
+                             "backend": "istiod"})
+    try:
+        code = run_sweep(spec, store, log)
+    finally:
+        store.finalize()
+    for p in write_report(store.dir):
+        log(f"wrote {p}")
+    print(store.dir)
+    return code
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     s = _scenario(args)
     modes = scen.parse_modes(args.mode) if args.mode else s.modes
@@ -427,6 +478,21 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("compare", help="RUN_A RUN_B [--force] [--threshold PCT]: changes with "
                    "CIs and verdicts; exit 1 on a significant regression, 2 on a refusal")
     sub.add_parser("trend", help="DIR... [--metric M]: a headline metric across many runs")
+
+    ist = sub.add_parser("istiod", help="real istiod on this host: build its binaries (Go "
+                         "module proxy), show them, or run the fan-out sweep")
+    ist.add_argument("action", choices=("build", "status", "sweep"))
+    ist.add_argument("names", nargs="*", help="build: which binaries (default: all)")
+    ist.add_argument("-s", "--scenario", default="fanout-istiod",
+                     help="sweep: workloads/istiod/<name>.yaml (default: fanout-istiod)")
+    ist.add_argument("--sizes", help="sweep: comma-separated pod counts, e.g. 10,100")
+    ist.add_argument("--modes", help="sweep: comma-separated subset of sidecar,ambient,waypoint")
+    ist.add_argument("--istio", default="", help="istio.io/istio version (a pseudo-version, "
+                     "or latest; default: the pinned one)")
+    ist.add_argument("--compat", default="", help="Istio compatibility profile, e.g. 1.27")
+    ist.add_argument("--force", action="store_true", help="build: rebuild even if cached")
+    ist.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
+    ist.set_defaults(fn=cmd_istiod)
 
     d = sub.add_parser("doctor", help="check this machine and say how to fix what is missing")
     d.set_defaults(fn=cmd_doctor)

@@ -110,6 +110,21 @@ def _client_timing() -> Check:
                  st.get("timing") or st.get("reason", ""), st.get("hint", ""))
 
 
+def _istiod_binaries() -> list[Check]:
+    """The real-istiod binaries (bench.istiod.build): built or how to build them."""
+    from bench.istiod import build
+
+    out = [Check("go", "istiod", shutil.which("go") is not None,
+                 shutil.which("go") or "not on PATH",
+                 "install Go 1.26+ (the real istiod is built from the Go module proxy)")]
+    for b, ok in build.status():
+        out.append(Check(b.name, "istiod", ok, str(b.path) if ok else
+                         f"{b.module}@{b.version} not built",
+                         f"meshbench istiod build {b.name} (or make istiod-build; cached "
+                         f"in {build.cache_root()})"))
+    return out
+
+
 CHECKS: list[Callable[[], Check]] = [
     _root, _netns,
     lambda: _tool("ip", "local", "apt-get install iproute2"),
@@ -126,7 +141,7 @@ CHECKS: list[Callable[[], Check]] = [
 
 def run_checks(verbose: bool = True) -> int:
     """Print one line per check; exit 1 when the local backend cannot run."""
-    results = [c() for c in CHECKS]
+    results = [c() for c in CHECKS] + _istiod_binaries()
     for r in results:
         mark = "ok  " if r.ok else ("info" if r.needed_for == "info" else "MISS")
         line = f"{mark} {r.name:<20} [{r.needed_for:<5}] {r.detail}"
@@ -136,7 +151,10 @@ def run_checks(verbose: bool = True) -> int:
     local_ok = all(r.ok for r in results if r.needed_for == "local")
     bcc_ok = all(r.ok for r in results if r.needed_for == "bcc")
     kind_ok = all(r.ok for r in results if r.needed_for == "kind")
+    istiod_ok = all(r.ok for r in results if r.needed_for == "istiod")
     print(f"\nlocal backend: {'ready' if local_ok else 'NOT ready'}; "
           f"BCC probes: {'ready' if bcc_ok else 'not ready (runs go on without them)'}; "
-          f"kind backend: {'ready' if kind_ok else 'not ready (needs Docker, kind, kubectl, istioctl)'}")
+          f"kind backend: {'ready' if kind_ok else 'not ready (needs Docker, kind, kubectl, istioctl)'}; "
+          "real istiod: " + ("built" if istiod_ok else
+                             "not built (make istiod-build; make bench never needs it)"))
     return 0 if local_ok else 1

@@ -1,0 +1,307 @@
+"""The real-istiod fan-out sweep's report (bench.istiod.sweep): claims (b) and (c) from
+Istio's own control plane, with slopes against pods, and the harness's push table held
+against what istiod did.
+
+- per mode and change: proxies pushed and changed, bytes, time to the last response and
+  istiod CPU per change at each size; the slope of bytes and of istiod CPU per pod with its
+  95 % CI (Student's t, n - 2 degrees of freedom, one point per size) and the log-log
+  exponent (1.0 = grows like the mesh);
+- the initial connect: what configuring every proxy costs istiod at each size;
+- exposure: what each role's proxies hold (all proxies: bytes and resources; a sample per
+  role: services, workloads and policies their config names);
+- the push table: at the smallest size, per change and role, proxies pushed and xDS types
+  as bench/controlplane/pushrules.py predicts them and as istiod did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.stats import fit_slope
+from bench.store import load_table
+
+Row = dict[str, Any]
+
+
+def table(run_dir: Path) -> pd.DataFrame:
+    df = load_table(run_dir)
+    df = df[df["source"] == "istiod"].copy()
+    if df.empty:
+        return df
+    labels = df["labels"].map(lambda s: json.loads(s) if isinstance(s, str) else (s or {}))
+    extra = pd.DataFrame(list(labels), index=df.index)
+    for c in extra.columns:
+        df[c] = extra[c]
+    df["pods"] = df["pods"].astype(int)
+    return df
+
+
+def _mesh(df: pd.DataFrame, metric: str, experiment: str) -> pd.DataFrame:
+    sel = df[(df["metric"] == metric) & (df["experiment"] == experiment)
+             & (df["entity"] == "mesh")]
+    return sel[["mode", "pods", "value"]]
+
+
+def _ent(df: pd.DataFrame, metric: str, experiment: str, entity: str) -> pd.DataFrame:
+    sel = df[(df["metric"] == metric) & (df["experiment"] == experiment)
+             & (df["entity"] == entity)]
+    return sel[["mode", "pods", "value"]]
+
+
+def slope_row(points: pd.DataFrame) -> dict[str, Any]:
+    """Slope per pod with its 95 % CI, and the log-log exponent, from one value per size."""
+    pts = points.groupby("pods")["value"].median().reset_index()
+    out: dict[str, Any] = {"sizes": len(pts)}
+    if len(pts) < 3:
+        out["why"] = f"needs >= 3 sizes, has {len(pts)}"
+        return out
+    f = fit_slope(pts["pods"], pts["value"])
+    out.update(slope=f.slope, lo=f.lo, hi=f.hi)
+    pos = pts[pts["value"] > 0]
+    if len(pos) >= 3:
+        g = fit_slope(pos["pods"].map(math.log), pos["value"].map(math.log))
+        out.update(exponent=g.slope, exp_lo=g.lo, exp_hi=g.hi)
+    return out
+
+
+def _fmt(x: float) -> str:
+    if x != x:
+        return "n/a"
+    a = abs(x)
+    if a >= 100:
+        return f"{x:,.0f}"
+    if a >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def slopes(df: pd.DataFrame) -> list[Row]:
+    rows = []
+    for exp in sorted(set(df["experiment"].dropna()) - {"exposure", "syncz"}):
+        for mode in sorted(set(df["mode"])):
+            for metric, unit in (("push_bytes_total", "bytes"), ("connect_bytes_total", "bytes"),
+                                 ("proxies_pushed", "proxies")):
+                pts = _mesh(df, metric, exp)
+                pts = pts[pts["mode"] == mode]
+                if pts.empty:
+                    continue
+                rows.append({"experiment": exp, "mode": mode, "figure": metric, "unit": unit,
+                             **slope_row(pts)})
+            pts = _ent(df, "cpu", exp, "istiod")
+            pts = pts[pts["mode"] == mode]
+            if not pts.empty:
+                rows.append({"experiment": exp, "mode": mode, "figure": "istiod_cpu",
+                             "unit": "CPU-s", **slope_row(pts)})
+    return rows
+
+
+def per_size(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, mode, pods): the figures of a change."""
+    out = []
+    for (exp, mode, pods), g in df.groupby(["experiment", "mode", "pods"]):
+        if exp in ("exposure", "syncz"):
+            continue
+        mesh = g[g["entity"] == "mesh"]
+
+        def m(name: str, frame: pd.DataFrame = mesh) -> float:  # noqa: B023 (used at once)
+            v = frame[frame["metric"] == name]["value"]
+            return float(v.iloc[0]) if len(v) else math.nan
+        ist = g[g["entity"] == "istiod"]
+        out.append({"experiment": exp, "mode": mode, "pods": int(pods),
+                    "proxies": m("proxies_total"),
+                    "pushed": m("proxies_pushed") if exp != "connect" else m("proxies_total"),
+                    "changed": m("proxies_changed"), "predicted": m("proxies_predicted"),
+                    "bytes": m("push_bytes_total") if exp != "connect" else m(
+                        "connect_bytes_total"),
+                    "last_ms": m("time_to_last_response") if exp != "connect" else 1000 * m(
+                        "connect_wall"),
+                    "istiod_cpu_s": m("cpu", ist),
+                    "istiod_rss_mib": m("rss_peak", ist) / 2**20,
+                    "client_cpu_s": m("cpu", g[g["entity"] == "mb-xdsload"])})
+    return pd.DataFrame(out)
+
+
+def exposure(df: pd.DataFrame) -> pd.DataFrame:
+    ex = df[(df["experiment"] == "exposure") & (df.get("state") == "initial")]
+    if ex.empty:
+        return pd.DataFrame()
+    rows = []
+    for (mode, pods, role), g in ex.groupby(["mode", "pods", "role"]):
+        def med(name: str, g: pd.DataFrame = g) -> float:
+            v = g[g["metric"] == name]["value"]
+            return float(v.median()) if len(v) else math.nan
+
+        def mx(name: str, g: pd.DataFrame = g) -> float:
+            v = g[g["metric"] == name]["value"]
+            return float(v.max()) if len(v) else math.nan
+        rows.append({"mode": mode, "pods": int(pods), "role": role,
+                     "proxies": int((g["metric"] == "config_bytes").sum()),
+                     "config_kib_median": med("config_bytes") / 1024,
+                     "resources_median": med("resources"),
+                     "services": f"{mx('services_known'):.0f}/{mx('services_total'):.0f}",
+                     "workloads": f"{mx('workloads_known'):.0f}/{mx('workloads_total'):.0f}"})
+    return pd.DataFrame(rows)
+
+
+def push_table(df: pd.DataFrame) -> pd.DataFrame:
+    """At the smallest size: per change and role, pushed (istiod) vs predicted (ours)."""
+    if df.empty:
+        return pd.DataFrame()
+    small = df[df["pods"] == df["pods"].min()]
+    rows = []
+    for (exp, mode, role), g in small[small["entity"].isin(["sidecar", "ztunnel", "waypoint"])
+                                      ].groupby(["experiment", "mode", "entity"]):
+        def m(name: str, g: pd.DataFrame = g) -> float:
+            v = g[g["metric"] == name]["value"]
+            return float(v.iloc[0]) if len(v) else math.nan
+        types = g[g["metric"] == "types_pushed"]
+        obs = str(types["observed"].iloc[0]) if len(types) else ""
+        pred = str(types["predicted"].iloc[0]) if len(types) else ""
+        pushed, predicted = m("proxies_pushed"), m("proxies_predicted")
+        rows.append({"experiment": exp, "mode": mode, "role": role, "proxies": m("proxies"),
+                     "istiod pushed": pushed, "table predicts": predicted,
+                     "istiod changed": m("proxies_changed"),
+                     "istiod types": obs or "-", "table types": pred or "-",
+                     "agree": "yes" if pushed == predicted and set(obs.split(",")) == set(
+                         pred.split(",")) else "NO"})
+    return pd.DataFrame(rows)
+
+
+def _md(frame: pd.DataFrame) -> list[str]:
+    if frame.empty:
+        return ["(none)"]
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v)
+                                       for v in r.values) + " |")
+    return lines
+
+
+def figure(sizes: pd.DataFrame, out: Path) -> Path | None:
+    if sizes.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = [e for e in sorted(set(sizes["experiment"])) if e != "connect"]
+    fig, axes = plt.subplots(2, max(1, len(exps)) + 1, figsize=(4 * (len(exps) + 1), 7),
+                             squeeze=False)
+    for col, exp in enumerate(["connect", *exps]):
+        sub = sizes[sizes["experiment"] == exp]
+        for row, (y, label) in enumerate((("bytes", "bytes pushed"),
+                                          ("istiod_cpu_s", "istiod CPU-s"))):
+            ax = axes[row][col]
+            for mode, g in sub.groupby("mode"):
+                g = g.sort_values("pods")
+                ax.plot(g["pods"], g[y].clip(lower=1e-6), marker="o", label=mode)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("pods")
+            ax.set_ylabel(label)
+            ax.set_title(exp if row == 0 else "")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle("real istiod: cost of one change vs pods (one point per size)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def claim_lines(sizes: pd.DataFrame, expo: pd.DataFrame, commit: str) -> list[str]:
+    """(b) and (c) from real istiod: at the largest size both sidecar and ambient reached."""
+    lines = [f"Labelled **real istiod, {commit}**: measured from Istio's own control plane."]
+    done = sizes[sizes["experiment"] != "connect"]
+    for exp, g in done.groupby("experiment"):
+        both = set(g[g["mode"] == "sidecar"]["pods"]) & set(g[g["mode"] == "ambient"]["pods"])
+        if not both:
+            continue
+        n = max(both)
+        s = g[(g["mode"] == "sidecar") & (g["pods"] == n)].iloc[0]
+        a = g[(g["mode"] == "ambient") & (g["pods"] == n)].iloc[0]
+        ratio = a["bytes"] / s["bytes"] if s["bytes"] > 0 else math.nan
+        lines.append(f"- (b) {exp} at {n} pods: sidecar pushed {s['pushed']:.0f}/"
+                     f"{s['proxies']:.0f} proxies, {s['bytes'] / 1024:,.1f} KiB; ambient "
+                     f"{a['pushed']:.0f}/{a['proxies']:.0f}, {a['bytes'] / 1024:,.1f} KiB "
+                     f"(ambient/sidecar bytes {_fmt(ratio)}x); istiod CPU "
+                     f"{_fmt(s['istiod_cpu_s'])} vs {_fmt(a['istiod_cpu_s'])} s.")
+    if not expo.empty:
+        big = expo[expo["pods"] == expo["pods"].max()]
+        for _, r in big.iterrows():
+            lines.append(f"- (c) {r['mode']} at {r['pods']} pods, a {r['role']} holds "
+                         f"{r['config_kib_median']:,.0f} KiB (median), services "
+                         f"{r['services']}, workloads {r['workloads']} (most exposed of the "
+                         "sample).")
+    return lines
+
+
+def write_report(run_dir: Path | str) -> list[Path]:
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    df = table(run_dir)
+    ist = manifest.get("istiod") or {}
+    commit = ist.get("commit", "?")
+    lines = [f"# Real istiod fan-out sweep: {manifest.get('scenario', '')}", "",
+             f"istiod: istio.io/istio@{ist.get('version', '?')} (commit {commit}, "
+             f"{ist.get('date', '?')}), compatibility profile {ist.get('compat', 'none')}; "
+             f"kube-apiserver {ist.get('kubernetes', '?')}, kine {ist.get('kine', '?')}. "
+             "Pods, nodes and proxies are simulated (the harness writes the pods into the API "
+             "server; mb-xdsload plays every proxy's xDS client, ACKing every response).", ""]
+    failed = [p for p in manifest.get("points", []) if p.get("status") != "ok"]
+    points = manifest.get("points", [])
+    lines += ["## Sizes", "", "| mode | pods | proxies | status | wall s | reason |",
+              "|---|---|---|---|---|---|"]
+    for p in points:
+        lines.append(f"| {p['mode']} | {p['pods']} | {p.get('proxies', 0)} | {p['status']} | "
+                     f"{p.get('timings', {}).get('total_s', '')} | {p.get('reason', '')} |")
+    if failed:
+        lines += ["", f"**{len(failed)} size(s) failed**; the largest size each mode reached "
+                  "is the last `ok` row of that mode."]
+    out: list[Path] = []
+    if df.empty:
+        lines += ["", "No rows were measured."]
+    else:
+        sizes = per_size(df)
+        expo = exposure(df)
+        lines += ["", "## Claims (b) and (c) from real istiod", ""]
+        lines += claim_lines(sizes, expo, commit)
+        lines += ["", "## One change, per size (`last_ms`: API write to the last response; "
+                  "each is ACKed at once)", ""]
+        lines += _md(sizes.sort_values(["experiment", "mode", "pods"]))
+        sl = pd.DataFrame(slopes(df))
+        lines += ["", "## Slopes against pods (95 % CI, one point per size; exponent from "
+                  "log-log: 1 = grows like the mesh)", ""]
+        lines += _md(sl) if not sl.empty else ["(no slope)"]
+        lines += ["", "## Exposure: what each role's proxies hold", ""]
+        lines += _md(expo)
+        pt = push_table(df)
+        lines += ["", "## Our push table held against istiod (smallest size)", "",
+                  "`table predicts`: bench/controlplane/pushrules.py (Istio 1.27.3, our "
+                  "reading); `istiod pushed`: proxies that received any response from the "
+                  f"real istiod ({commit}).", ""]
+        lines += _md(pt)
+        sync = df[df["experiment"] == "syncz"]
+        if not sync.empty:
+            lines += ["", "## istiod's own view (/debug/syncz, read with bench/backends/kube/"
+                      "push.py)", ""]
+            for (mode, pods), g in sync.groupby(["mode", "pods"]):
+                listed = g[g["metric"] == "syncz_proxies"]["value"].iloc[0]
+                acked = g[g["metric"] == "syncz_acked"]["value"].iloc[0]
+                lines.append(f"- {mode}, {pods} pods: {listed:.0f} of our proxies listed, "
+                             f"{acked:.0f} ACKed everything istiod last sent them")
+        fig = figure(sizes, run_dir / "istiod.png")
+        if fig:
+            lines += ["", f"![cost vs pods]({fig.name})"]
+            out.append(fig)
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    out.append(report)
+    return out
