@@ -152,7 +152,7 @@ def push_table(df: pd.DataFrame) -> pd.DataFrame:
     """At the smallest size: per change and role, pushed (istiod) vs predicted (ours)."""
     if df.empty:
         return pd.DataFrame()
-    small = df[df["pods"] == df["pods"].min()]
+    small = df[(df["pods"] == df["pods"].min()) & (df["experiment"] != "connect")]
     rows = []
     for (exp, mode, role), g in small[small["entity"].isin(["sidecar", "ztunnel", "waypoint"])
                                       ].groupby(["experiment", "mode", "entity"]):
@@ -160,16 +160,32 @@ def push_table(df: pd.DataFrame) -> pd.DataFrame:
             v = g[g["metric"] == name]["value"]
             return float(v.iloc[0]) if len(v) else math.nan
         types = g[g["metric"] == "types_pushed"]
-        obs = str(types["observed"].iloc[0]) if len(types) else ""
-        pred = str(types["predicted"].iloc[0]) if len(types) else ""
+
+        def col(name: str, types: pd.DataFrame = types) -> str:
+            if not len(types) or name not in types:
+                return ""
+            v = types[name].iloc[0]
+            return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+        obs, pred, pred_main = col("observed"), col("predicted"), col("predicted_main")
         pushed, predicted = m("proxies_pushed"), m("proxies_predicted")
+        predicted_main = m("proxies_predicted_main")
         rows.append({"experiment": exp, "mode": mode, "role": role, "proxies": m("proxies"),
-                     "istiod pushed": pushed, "table predicts": predicted,
-                     "istiod changed": m("proxies_changed"),
-                     "istiod types": obs or "-", "table types": pred or "-",
-                     "agree": "yes" if pushed == predicted and set(obs.split(",")) == set(
-                         pred.split(",")) else "NO"})
+                     "istiod pushed": pushed, "istiod changed": m("proxies_changed"),
+                     "istiod types": obs or "-",
+                     "main table": f"{predicted_main:.0f}: {pred_main or '-'}",
+                     "agrees (main)": _agree(pushed, obs, predicted_main, pred_main),
+                     "1.27.3 table": f"{predicted:.0f}: {pred or '-'}",
+                     "agrees (1.27.3)": _agree(pushed, obs, predicted, pred)})
     return pd.DataFrame(rows)
+
+
+def _agree(pushed: float, observed: str, predicted: float, types: str) -> str:
+    """"yes" when the table names the same proxies count and the same type:how set."""
+    if pushed != predicted:
+        return f"NO: {pushed:.0f} vs {predicted:.0f} proxies"
+    if set(filter(None, observed.split(","))) != set(filter(None, types.split(","))):
+        return "NO: types"
+    return "yes"
 
 
 def _md(frame: pd.DataFrame) -> list[str]:
@@ -199,11 +215,14 @@ def figure(sizes: pd.DataFrame, out: Path) -> Path | None:
         for row, (y, label) in enumerate((("bytes", "bytes pushed"),
                                           ("istiod_cpu_s", "istiod CPU-s"))):
             ax = axes[row][col]
+            positive = False
             for mode, g in sub.groupby("mode"):
-                g = g.sort_values("pods")
-                ax.plot(g["pods"], g[y].clip(lower=1e-6), marker="o", label=mode)
+                g = g[g[y] > 0].sort_values("pods")  # a zero (nothing pushed) has no log
+                positive = positive or not g.empty
+                ax.plot(g["pods"], g[y], marker="o", label=mode)
             ax.set_xscale("log")
-            ax.set_yscale("log")
+            if positive:
+                ax.set_yscale("log")
             ax.set_xlabel("pods")
             ax.set_ylabel(label)
             ax.set_title(exp if row == 0 else "")
@@ -284,9 +303,14 @@ def write_report(run_dir: Path | str) -> list[Path]:
         lines += _md(expo)
         pt = push_table(df)
         lines += ["", "## Our push table held against istiod (smallest size)", "",
-                  "`table predicts`: bench/controlplane/pushrules.py (Istio 1.27.3, our "
-                  "reading); `istiod pushed`: proxies that received any response from the "
-                  f"real istiod ({commit}).", ""]
+                  "`istiod pushed`: proxies that received any response from the real istiod "
+                  f"({commit}); `istiod types`: each xDS type it sent, `whole` when a "
+                  "proxy's responses carried every resource it then held of that type, "
+                  "`incr` when fewer. `main table`: bench/controlplane/pushrules.py "
+                  "`plan_main`, our reading of the same commit; `1.27.3 table`: `plan`, the "
+                  "local backend's (Istio 1.27.3). A 1.27.3 row that differs where the main "
+                  "row agrees is a version difference, each listed with its source in "
+                  "pushrules.py (MAIN_*).", ""]
         lines += _md(pt)
         sync = df[df["experiment"] == "syncz"]
         if not sync.empty:

@@ -258,3 +258,95 @@ def table(kinds: Iterable[str] = ("ServiceEntry", "VirtualService", "Authorizati
                                              + [SOURCES[t] for t, v in p.types.items()
                                                 if v != CONTENT])})
     return rows
+
+
+# --- the same decision at Istio's main branch (istio.io/istio eed52ebb66ad, 2026-08-27), ---
+# the istiod the real-istiod sweep builds (bench/istiod). Read at that commit; the differences
+# from 1.27.3 above, each with its file:
+MAIN_VERSION = "main@eed52ebb66ad"
+# pilot/pkg/xds/cds.go skippedCdsConfigs: + TrafficExtension, Endpoints, Address
+MAIN_SKIPPED_CDS = SKIPPED_CDS | {"TrafficExtension", "Endpoints", "Address"}
+# pilot/pkg/xds/eds.go skippedEdsConfigs: + TrafficExtension, Sidecar, Address
+MAIN_SKIPPED_EDS = SKIPPED_EDS | {"TrafficExtension", "Sidecar", "Address"}
+# pilot/pkg/xds/lds.go: KubernetesGateway no longer listed; Endpoints and Address skipped
+MAIN_SKIPPED_LDS = (SKIPPED_LDS - {"KubernetesGateway"}) | {"Endpoints", "Address"}
+# pilot/pkg/xds/rds.go skippedRdsConfigs: + TrafficExtension, Endpoints (Address when scoped)
+MAIN_SKIPPED_RDS = SKIPPED_RDS | {"TrafficExtension", "Endpoints", "Address"}
+# pilot/pkg/networking/core/cluster.go deltaConfigTypes: + VirtualService, PeerAuthentication,
+# Sidecar
+MAIN_DELTA_CDS = DELTA_CDS | {"VirtualService", "PeerAuthentication", "Sidecar"}
+# pilot/pkg/xds/eds.go canSendPartialFullPushes: every key one of these (1.27: ServiceEntry)
+MAIN_EDS_PARTIAL = frozenset({"ServiceEntry", "Endpoints", "DestinationRule",
+                              "PeerAuthentication"})
+# pilot/pkg/model/sidecar.go: PeerAuthentication moved to the dependency-scoped kinds
+MAIN_CLUSTER_SCOPED = (CLUSTER_SCOPED - {"PeerAuthentication"}) | {"TrafficExtension"}
+MAIN_SIDECAR_SCOPED = SIDECAR_SCOPED | {"Endpoints", "PeerAuthentication"}
+MAIN_SOURCES = {
+    "who:sidecar": "pilot/pkg/xds/proxy_dependencies.go proxyDependentOnConfig: with "
+                   "AMBIENT_SCOPED_ADDRESS_PUSHES (default true, pilot/pkg/features/ambient.go) "
+                   "an Address key pushes only proxies that watch Address (not sidecars)",
+    "who:waypoint": "pilot/pkg/xds/xdsgen.go waypointNeedsPush: an Address change reaches a "
+                    "waypoint's CDS/EDS/LDS/RDS (whole) only when WaypointsUpdated names it",
+}
+
+
+def _main_pushed(meta: NodeMeta, keys: list[ConfigKey], root_ns: str) -> bool:
+    if not keys or meta.role in ("waypoint", "ztunnel"):
+        return True  # proxy_dependencies.go ConfigAffectsProxy: still "TODO ambient scoping"
+    for k in keys:
+        if k.kind == "Address":
+            continue  # scoped address pushes: sidecars do not watch Address
+        if k.kind in MAIN_CLUSTER_SCOPED:
+            if k.namespace in (root_ns, meta.namespace):
+                return True
+        elif k.kind not in MAIN_SIDECAR_SCOPED:
+            return True
+        elif k.kind == "Sidecar":
+            if k.namespace == meta.namespace:
+                return True
+        elif egress_sees(meta, k.namespace, k.name):
+            return True
+    return any(k.kind == "ServiceEntry" and k.name in meta.services for k in keys)
+
+
+def _attached(meta: NodeMeta, keys: list[ConfigKey]) -> bool:
+    """A waypoint named by the change's WaypointsUpdated: a service address (name NS/HOST)
+    in the waypoint's own namespace, the namespace using it (istio.io/use-waypoint; a
+    workload address does not, the waypoint being for services)."""
+    return meta.role == "waypoint" and any(
+        k.kind == "Address" and "/" in k.name and not k.name.startswith("Kubernetes//")
+        and k.name.split("/", 1)[0] == meta.namespace for k in keys)
+
+
+def plan_main(meta: NodeMeta, keys: Iterable[ConfigKey],
+              root_ns: str = ROOT_NAMESPACE) -> Plan:
+    """The decision of istiod at Istio's main branch (MAIN_VERSION) for one proxy and change.
+    Address keys are named as istiod's ambient index names them: NS/HOST for a service,
+    Kubernetes//Pod/NS/NAME for a workload (pilot/pkg/serviceregistry/ambient)."""
+    keys = list(keys)
+    kinds = {k.kind for k in keys}
+    if not _main_pushed(meta, keys, root_ns):
+        return Plan(False)
+    if meta.role == "ztunnel":
+        return Plan(True, ztunnel_types(kinds))
+    if not kinds:
+        return Plan(True, {t: WHOLE for t in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE,
+                                              ROUTE_TYPE)})
+    if _attached(meta, keys):
+        return Plan(True, {t: WHOLE for t in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE)})
+    out: dict[str, str] = {}
+    cds = kinds - MAIN_SKIPPED_CDS
+    # a waypoint's clusters are inbound-vip|..., and BuildDeltaClusters always rebuilds every
+    # inbound cluster (pilot/pkg/networking/core/cluster.go): whole for a waypoint
+    delta = cds <= MAIN_DELTA_CDS and meta.role != "waypoint"
+    out[CLUSTER_TYPE] = (INCREMENTAL if delta else WHOLE) if cds else SKIP
+    eds = kinds - MAIN_SKIPPED_EDS
+    # a waypoint's requests are never filtered: the partial check still sees Address
+    seen = kinds if meta.role == "waypoint" else kinds - {"Address"}
+    out[ENDPOINT_TYPE] = (INCREMENTAL if seen <= MAIN_EDS_PARTIAL else WHOLE) if eds else SKIP
+    out[LISTENER_TYPE] = WHOLE if kinds - MAIN_SKIPPED_LDS else SKIP
+    # a waypoint's routes are inline in its listeners (pilot/pkg/networking/core/waypoint.go):
+    # it subscribes no RDS, so none is sent
+    rds = kinds - MAIN_SKIPPED_RDS and meta.role != "waypoint"
+    out[ROUTE_TYPE] = WHOLE if rds else SKIP
+    return Plan(True, out)

@@ -83,3 +83,32 @@ def change_keys(experiment: str, mode: str, refs: list[PodRef]) -> list[Any]:
     return pushrules.change_keys("l4_authz", mode, last.namespace,
                                  f"{last.service}.{last.namespace}.svc.cluster.local",
                                  "deny-intruder-one")
+
+
+def main_keys(experiment: str, mode: str, refs: list[PodRef]) -> list[Any]:
+    """The ConfigKeys the measured istiod (Istio main) sees, named as its ambient index names
+    Address keys (NS/HOST for a service, Kubernetes//Pod/NS/NAME for a workload), for
+    pushrules.plan_main."""
+    from bench.controlplane.pushrules import ConfigKey
+
+    apps = [r for r in refs if r.service != cluster.WAYPOINT]
+    first = apps[0]
+    ns0 = first.namespace
+    ambient = mode in ("ambient", "waypoint")
+
+    def pods_of(selected: list[PodRef]) -> list[ConfigKey]:
+        return [ConfigKey("Address", "", f"Kubernetes//Pod/{r.namespace}/{r.name}")
+                for r in selected] if ambient else []
+    members = [r for r in apps if r.service == first.service]
+    if experiment == "new_service":
+        host = f"svc-new.{ns0}.svc.cluster.local"
+        return [ConfigKey("ServiceEntry", ns0, host),
+                *([ConfigKey("Address", "", f"{ns0}/{host}")] if ambient else []),
+                *pods_of(members)]
+    if experiment == "l7_route":
+        return [ConfigKey("VirtualService", ns0, f"{first.service}.{ns0}.svc.cluster.local")]
+    if experiment == "l4_authz":
+        return [ConfigKey("AuthorizationPolicy", ns0, "deny-intruder"), *pods_of(members)]
+    last_ns = apps[-1].namespace
+    target = next(r for r in apps if r.namespace == last_ns)
+    return [ConfigKey("AuthorizationPolicy", last_ns, "deny-intruder-one"), *pods_of([target])]

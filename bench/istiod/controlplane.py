@@ -50,6 +50,69 @@ LOCALHOST = "127.0.0.1"
 COMPAT_PROFILE = "manifests/charts/base/files/profile-compatibility-version-1.27.yaml"
 
 
+MEMCG = Path("/sys/fs/cgroup/memory/meshbench-istiod")  # cgroup v1, as on this kernel
+MEM_FRACTION = 0.8  # of the memory available at start, for the whole control plane
+
+
+class MemCap:
+    """A memory cgroup around the control plane and the simulated proxies, so that a size
+    too large for this machine ends with the OOM killer inside it (that size recorded
+    failed, with the limit) instead of taking the harness or the host down. Without a v1
+    memory controller it records why it is absent and caps nothing."""
+
+    def __init__(self, fraction: float = MEM_FRACTION) -> None:
+        self.path: Path | None = None
+        self.why = ""
+        self.limit = 0
+        if not MEMCG.parent.is_dir():
+            self.why = "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
+            return
+        try:
+            if MEMCG.exists():
+                MEMCG.rmdir()  # a previous run's, empty once its processes are gone
+            MEMCG.mkdir()
+            avail = _meminfo_kib("MemAvailable") * 1024
+            self.limit = int(avail * fraction)
+            (MEMCG / "memory.limit_in_bytes").write_text(str(self.limit))
+            self.path = MEMCG
+        except OSError as e:
+            self.why = f"cannot make the memory cgroup {MEMCG}: {e.strerror or e}"
+
+    def add(self, pid: int) -> None:
+        if self.path is not None:
+            with suppress(OSError):
+                (self.path / "cgroup.procs").write_text(str(pid))
+
+    def peak(self) -> int:
+        if self.path is None:
+            return 0
+        with suppress(OSError, ValueError):
+            return int((self.path / "memory.max_usage_in_bytes").read_text())
+        return 0
+
+    def oom_kills(self) -> int:
+        if self.path is None:
+            return 0
+        with suppress(OSError, ValueError):
+            for line in (self.path / "memory.oom_control").read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        if self.path is not None:
+            with suppress(OSError):
+                self.path.rmdir()
+            self.path = None
+
+
+def _meminfo_kib(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOCALHOST, 0))
@@ -188,6 +251,7 @@ class ControlPlane:
     env: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     token: str = ""
+    memcap: MemCap | None = None
     _lock_fd: int | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -221,6 +285,7 @@ class ControlPlane:
             remove_all(self.dir)  # a previous run's leftovers, by PID and our own dir only
         self.dir.mkdir(parents=True)
         (self.dir / "logs").mkdir()
+        self.memcap = MemCap()
         istio_dir = istio_module_dir(self.istio_version)
         t0 = time.monotonic()
         self._start_kine()
@@ -250,6 +315,8 @@ class ControlPlane:
             fh.close()
         proc = Proc(name, popen, log)
         self.procs[name] = proc
+        if self.memcap is not None:
+            self.memcap.add(popen.pid)
         with open(self.dir / "pids", "a") as f:
             f.write(f"{popen.pid} {args[0]}\n")
         return proc
@@ -390,6 +457,8 @@ class ControlPlane:
         self.procs.clear()
         if self.dir.exists():
             remove_all(self.dir)
+        if self.memcap is not None:
+            self.memcap.remove()
         lock = getattr(self, "_host_lock", None)
         if lock is not None:
             lock.release()
@@ -399,8 +468,14 @@ class ControlPlane:
         return self.procs[name].popen.pid
 
     def alive(self) -> list[str]:
-        """The names of the processes that died (empty when all run)."""
-        return [p.died() for p in self.procs.values() if not p.alive()]
+        """Why each process that died did (empty when all run): an OOM kill inside the
+        control plane's memory cgroup is named with the limit."""
+        dead = [p.died() for p in self.procs.values() if not p.alive()]
+        if dead and self.memcap is not None and self.memcap.oom_kills():
+            dead = [f"{d} -- killed by the OOM killer: the control plane's memory cgroup "
+                    f"limit is {self.memcap.limit / 2**30:.1f} GiB "
+                    f"({MEM_FRACTION:.0%} of the memory available at start)" for d in dead]
+        return dead
 
     def metrics(self) -> str:
         return _http_get(self.ports.monitoring, "/metrics")
@@ -472,6 +547,10 @@ def remove_all(directory: Path = RUNTIME) -> list[str]:
     if directory.exists() and directory.name == "istiod":
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(f"dir {directory}")
+    if MEMCG.exists():
+        with suppress(OSError):
+            MEMCG.rmdir()
+            removed.append(f"cgroup {MEMCG}")
     return removed
 
 

@@ -205,7 +205,9 @@ def exposure_of(role: str, bodies: Mapping[str, Mapping[str, str]], shape: Shape
     for url, res in bodies.items():
         t = short_type(url)
         for name, b64 in res.items():
-            if t == "cds" and name.startswith("outbound|"):
+            # sidecars: outbound|PORT||HOST; waypoints: inbound-vip|PORT|PROTO|HOST
+            # (pilot/pkg/model/service.go BuildSubsetKey, BuildInboundSubsetKey)
+            if t == "cds" and name.startswith(("outbound|", "inbound-vip|")):
                 services.add(name.split("|")[-1])
             if t == "wds_address" and "/" in name and not name.startswith(
                     f"{proxies.cluster_id()}/"):
@@ -266,6 +268,8 @@ class PointRun:
                 with XdsLoad(self.paths["mb-xdsload"], f"127.0.0.1:{cp.ports.xds}",
                              [p.to_json(i in keep) for i, p in enumerate(px)],
                              events.path, self.work) as load:
+                    if cp.memcap is not None:
+                        cp.memcap.add(load.pid)
                     usage.procs["mb-xdsload"] = psutil.Process(load.pid)
                     usage.peak["mb-xdsload"] = 0
                     self._connect(cp, load, usage, px, events)
@@ -276,6 +280,14 @@ class PointRun:
                     self._syncz(cp, px)
             finally:
                 usage.stop()
+                if cp.memcap is not None:
+                    peak = cp.memcap.peak()
+                    self.point.summary["memory"] = {
+                        "cgroup_peak_gib": round(peak / 2**30, 2),
+                        "cgroup_limit_gib": round(cp.memcap.limit / 2**30, 2),
+                        "cap": "on" if cp.memcap.path else cp.memcap.why}
+                    self.store.append([self.row("controlplane_mem_peak", "bytes", peak,
+                                                entity="cgroup", experiment="all")])
         self.point.timings["total_s"] = round(time.monotonic() - t0, 1)
         return self.point
 
@@ -330,6 +342,7 @@ class PointRun:
         _wait("every simulated proxy synced", synced, cp, self.spec.timeout_s, 0.5)
         wall = time.monotonic() - t0
         cpu1 = usage.cpu()
+        load.flush()
         evs = events.read()
         total = sum(int(e.get("bytes", 0)) for e in evs if "bytes" in e)
         last_t = max((int(e["t"]) for e in evs if "bytes" in e), default=0)
@@ -399,6 +412,7 @@ class PointRun:
 
         before = {int(k): held_digest(v) for k, v in
                   load.held(self.work / f"held-before-{exp}.json").items()}
+        load.flush()
         events.read()  # everything so far belongs to earlier steps
         mark = load.mark()
         m0 = _metric_totals(cp.metrics())
@@ -426,37 +440,45 @@ class PointRun:
         _wait(f"{exp}: istiod's pushes to settle", settled, cp, self.spec.timeout_s, 0.2)
         cpu1 = usage.cpu()
         m1 = _metric_totals(cp.metrics())
+        load.flush()
         evs = [e for e in events.read() if "bytes" in e and int(e.get("mark", 0)) >= mark]
         after = {int(k): held_digest(v) for k, v in
                  load.held(self.work / f"held-after-{exp}.json").items()}
         per_proxy_bytes: dict[int, int] = {}
         per_proxy_last: dict[int, int] = {}
         by_type: dict[tuple[str, str], int] = {}
-        types_by_role: dict[str, set[str]] = {}
         for e in evs:
             i = int(e["p"])
             per_proxy_bytes[i] = per_proxy_bytes.get(i, 0) + int(e["bytes"])
             per_proxy_last[i] = max(per_proxy_last.get(i, 0), int(e["t"]))
             rt = (px[i].role, str(e["type"]))
             by_type[rt] = by_type.get(rt, 0) + int(e["bytes"])
-            types_by_role.setdefault(px[i].role, set()).add(str(e["type"]))
         changed = {i for i in range(len(px)) if before.get(i) != after.get(i)}
-        keys = changes.change_keys(exp, self.mode, refs)
-        services_of = {p.name: (r.service,) for p, r in zip(px, refs, strict=False)}
-        predicted = set()
-        predicted_types: dict[str, set[str]] = {}
-        for i, p in enumerate(px):
-            host = services_of.get(p.name, ("",))[0]
-            meta = pushrules.NodeMeta(p.role, p.namespace,
-                                      (f"{host}.{p.namespace}.svc.cluster.local",)
-                                      if p.role == "sidecar" else ())
-            plan = pushrules.plan(meta, keys)
-            if plan.pushed:
-                sent = {short_type(t) for t, how in plan.types.items()
-                        if how in (pushrules.WHOLE, pushrules.INCREMENTAL)}
-                if sent:
-                    predicted.add(i)
-                    predicted_types.setdefault(p.role, set()).update(sent)
+        # whole or incremental, as istiod sent it: a proxy's responses of a type carried
+        # every resource it holds of that type after the change, including some it already
+        # held (whole), or fewer, or only new ones (incremental)
+        sent_n: dict[tuple[int, str], int] = {}
+        for e in evs:
+            key = (int(e["p"]), str(e["type"]))
+            sent_n[key] = sent_n.get(key, 0) + int(e.get("n", 0))
+
+        def count(held: dict[int, dict[str, tuple[int, int, str]]], i: int, t: str) -> int:
+            return next((v[0] for u, v in held.get(i, {}).items() if short_type(u) == t), 0)
+        how: dict[str, dict[str, list[str]]] = {}
+        for (i, t), n in sent_n.items():
+            held_n, new_n = count(after, i, t), count(after, i, t) - count(before, i, t)
+            how.setdefault(px[i].role, {}).setdefault(t, []).append(
+                "whole" if held_n and n >= held_n and n > new_n else "incr")
+        observed = {role: ",".join(f"{t}:{max(set(v), key=v.count)}"
+                                   for t, v in sorted(types.items()))
+                    for role, types in how.items()}
+        predictions = {
+            "1.27.3": self._predict(px, refs, changes.change_keys(exp, self.mode, refs),
+                                    pushrules.plan),
+            pushrules.MAIN_VERSION: self._predict(
+                px, refs, changes.main_keys(exp, self.mode, refs), pushrules.plan_main)}
+        predicted, predicted_types = predictions["1.27.3"]
+        predicted_main, predicted_main_types = predictions[pushrules.MAIN_VERSION]
         total = sum(per_proxy_bytes.values())
         last_ms = ((max(per_proxy_last.values()) / 1e9 - t0) * 1000.0
                    if per_proxy_last else 0.0)
@@ -481,9 +503,13 @@ class PointRun:
                               sum(1 for i in idx if i in predicted), entity=role,
                               experiment=exp),
                      self.row("proxies", "count", len(idx), entity=role, experiment=exp),
+                     self.row("proxies_predicted_main", "count",
+                              sum(1 for i in idx if i in predicted_main), entity=role,
+                              experiment=exp),
                      self.row("types_pushed", "list", 0, entity=role, experiment=exp,
-                              observed=",".join(sorted(types_by_role.get(role, ()))),
-                              predicted=",".join(sorted(predicted_types.get(role, ()))))]
+                              observed=observed.get(role, ""),
+                              predicted=predicted_types.get(role, ""),
+                              predicted_main=predicted_main_types.get(role, ""))]
         for (role, t), b in by_type.items():
             rows.append(self.row("push_bytes_by_type", "bytes", b, entity=role,
                                  experiment=exp, xds_type=t))
@@ -510,6 +536,29 @@ class PointRun:
                  f"proxies pushed ({len(changed)} changed; our table predicts "
                  f"{len(predicted)}), {total / 1024:.1f} KiB, last response after "
                  f"{last_ms:.0f} ms, istiod {cpu1['istiod'] - cpu0['istiod']:.2f} CPU-s")
+
+    def _predict(self, px: list[proxies.Proxy], refs: list[PodRef], keys: list[Any],
+                 plan: Callable[..., Any]) -> tuple[set[int], dict[str, str]]:
+        """Which proxies a push table pushes, and per role "type:whole|incr" as it says."""
+        from bench.controlplane import pushrules
+
+        service = {(r.namespace, r.name): r.service for r in refs}
+        pushed: set[int] = set()
+        types: dict[str, dict[str, str]] = {}
+        for i, p in enumerate(px):
+            svc = service.get((p.namespace, p.name), "")
+            meta = pushrules.NodeMeta(p.role, p.namespace,
+                                      (f"{svc}.{p.namespace}.svc.cluster.local",)
+                                      if p.role == "sidecar" and svc else ())
+            decision = plan(meta, keys)
+            sent = {short_type(t): ("whole" if how == pushrules.WHOLE else "incr")
+                    for t, how in decision.types.items()
+                    if decision.pushed and how in (pushrules.WHOLE, pushrules.INCREMENTAL)}
+            if sent:
+                pushed.add(i)
+                types.setdefault(p.role, {}).update(sent)
+        return pushed, {role: ",".join(f"{t}:{h}" for t, h in sorted(v.items()))
+                        for role, v in types.items()}
 
     def _syncz(self, cp: ControlPlane, px: list[proxies.Proxy]) -> None:
         """istiod's own view, read with the kube backends' parser: every simulated proxy is
