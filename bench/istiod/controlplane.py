@@ -113,10 +113,37 @@ def _meminfo_kib(key: str) -> int:
     return 0
 
 
+_taken: set[int] = set()
+
+
+def _ephemeral() -> tuple[int, int]:
+    with suppress(OSError, ValueError):
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and outside the kernel's ephemeral range, so that no
+    outgoing connection (the API server's to kine, istiod's to the API server) can take it
+    between this choice and the listener's bind; never the same one twice in a process."""
+    import random
+
+    lo, hi = _ephemeral()
+    candidates = [p for p in range(20000, 32000) if not lo <= p <= hi] or list(range(hi + 1,
+                                                                                      65535))
+    for port in random.sample(candidates, len(candidates)):
+        if port in _taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOCALHOST, port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise ProvisionError("no free loopback port outside the ephemeral range",
+                         hint="stop what listens on 127.0.0.1:20000-31999")
 
 
 def _tail(path: Path, n: int = 4) -> str:

@@ -569,8 +569,18 @@ class PointRun:
         state = parse_syncz(cp.syncz(), lambda proxy: proxy in ids)
         acked = sum(1 for types in state.values()
                     if types and all(s == a for s, a in types.values()))
-        self.store.append([self.row("syncz_proxies", "count", len(state), experiment="syncz"),
-                           self.row("syncz_acked", "count", acked, experiment="syncz")])
+        from bench.backends.kube.measure import ISTIOD_METRICS
+
+        # the families the kube backends read (bench/backends/kube/measure.py); a reject
+        # counter exists only once something was rejected, which nothing here should be
+        families = {k.partition("{")[0].removesuffix("_sum").removesuffix("_count")
+                    .removesuffix("_bucket") for k in _metric_totals(cp.metrics())}
+        rows = [self.row("syncz_proxies", "count", len(state), experiment="syncz"),
+                self.row("syncz_acked", "count", acked, experiment="syncz")]
+        rows += [self.row("istiod_metric_present", "bool", float(f in families),
+                          experiment="syncz", family=f)
+                 for f in ISTIOD_METRICS if f != "pilot_total_xds_rejects"]
+        self.store.append(rows)
         self.point.summary["syncz"] = {"listed": len(state), "acked": acked, "ours": len(ids)}
 
 
