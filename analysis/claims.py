@@ -541,6 +541,9 @@ def claims_section(src: RunSet | Run) -> list[str]:
                for r in rs.runs}
     latency_from = "; ".join(sorted(sources))
     lines = ["## Claims", "", "### Answers", ""] + answers(rows) + [""]
+    from analysis.istiod import report_lines
+
+    lines += report_lines(rs.primary.run_dir.parent)
     lines += ["### Detail", "",
               ("Each claim of ambient mode, tested at the load level closest to the "
                f"published {REFERENCE_RPS} rps (other levels in the last column). The unit "

@@ -329,3 +329,31 @@ def write_report(run_dir: Path | str) -> list[Path]:
     report.write_text("\n".join(lines) + "\n")
     out.append(report)
     return out
+
+
+def newest_sweep(root: Path) -> Path | None:
+    """The newest finished real-istiod sweep under `root` (a results directory)."""
+    found = []
+    for m in root.glob("*/manifest.json"):
+        try:
+            doc = json.loads(m.read_text())
+        except (OSError, ValueError):
+            continue
+        if doc.get("kind") == "istiod-sweep" and doc.get("finalized"):
+            found.append((m.stat().st_mtime, m.parent))
+    return max(found)[1] if found else None
+
+
+def report_lines(root: Path) -> list[str]:
+    """Claims (b) and (c) from the newest real-istiod sweep beside a run, for its report."""
+    sweep = newest_sweep(root)
+    if sweep is None:
+        return []
+    df = table(sweep)
+    if df.empty:
+        return []
+    commit = (json.loads((sweep / "manifest.json").read_text()).get("istiod") or {}).get(
+        "commit", "?")
+    return (["### (b) and (c) from real istiod", "",
+             f"From the sweep {sweep.name} (its report: {sweep / 'report.md'}):"]
+            + claim_lines(per_size(df), exposure(df), commit) + [""])

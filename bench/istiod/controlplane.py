@@ -330,8 +330,14 @@ class ControlPlane:
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Proc:
         log = self.dir / "logs" / f"{name}.log"
         fh = open(log, "wb")  # noqa: SIM115 (the child owns it; closed below)
+        argv = args
+        if self.memcap is not None and self.memcap.path is not None:
+            # join the memory cgroup before exec, so that istiod's automemlimit reads its
+            # limit at start (exec keeps the PID)
+            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"',
+                    str(self.memcap.path / "cgroup.procs"), *args]
         try:
-            popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT,
+            popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.dir,
                                      env={**os.environ, **(env or {})},
                                      start_new_session=True)
@@ -342,8 +348,6 @@ class ControlPlane:
             fh.close()
         proc = Proc(name, popen, log)
         self.procs[name] = proc
-        if self.memcap is not None:
-            self.memcap.add(popen.pid)
         with open(self.dir / "pids", "a") as f:
             f.write(f"{popen.pid} {args[0]}\n")
         return proc
