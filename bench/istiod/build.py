@@ -168,16 +168,23 @@ def _run_go(args: list[str], cwd: Path, env: dict[str, str], what: Binary) -> No
                  f"{what.name}")
 
 
-def _apiserver_gomod(go: str, env: dict[str, str], work: Path) -> str:
-    """The wrapper's go.mod: k8s.io/kubernetes, each of its staging modules at v0.X.Y."""
-    out = subprocess.run([go, "mod", "download", "-json",
-                          f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
-                         cwd=work, env=env, capture_output=True, text=True)
+def module_files(module: str, version: str) -> tuple[Path, Path]:
+    """(source directory, go.mod) of a module as `go mod download` leaves them; one line
+    naming the module and how to retry when it cannot be fetched."""
+    out = subprocess.run([_go(), "mod", "download", "-json", f"{module}@{version}"],
+                         capture_output=True, text=True,
+                         env={**os.environ, "GOFLAGS": "-mod=mod"})
     if out.returncode != 0:
-        raise PrerequisiteError(f"cannot fetch k8s.io/kubernetes@{KUBERNETES_VERSION}: "
-                                f"{out.stderr.strip().splitlines()[-1:] or out.stdout}",
-                                hint=f"{RETRY} kube-apiserver")
-    gomod = Path(json.loads(out.stdout)["GoMod"]).read_text()
+        why = (out.stderr.strip().splitlines() or out.stdout.strip().splitlines() or ["?"])
+        raise PrerequisiteError(f"cannot fetch {module}@{version}: {why[-1]}",
+                                hint=f"check the Go module proxy (go env GOPROXY), then {RETRY}")
+    info = json.loads(out.stdout)
+    return Path(info["Dir"]), Path(info["GoMod"])
+
+
+def _apiserver_gomod() -> str:
+    """The wrapper's go.mod: k8s.io/kubernetes, each of its staging modules at v0.X.Y."""
+    gomod = module_files("k8s.io/kubernetes", KUBERNETES_VERSION)[1].read_text()
     staging = sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", gomod, re.M)))
     minor = KUBERNETES_VERSION.replace("v1.", "v0.", 1)
     go_line = re.search(r"^go (\S+)", gomod, re.M)
@@ -219,7 +226,7 @@ def build(name: str, istio: str = ISTIO_VERSION, force: bool = False,
             _run_go([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), b.package],
                     work, env, b)
         elif name == "kube-apiserver":
-            (work / "go.mod").write_text(_apiserver_gomod(go, env, work))
+            (work / "go.mod").write_text(_apiserver_gomod())
             shutil.copy(HERE / "apiserver" / "main.go", work / "main.go")
             _run_go([go, "mod", "tidy"], work, env, b)
             _run_go([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "."],

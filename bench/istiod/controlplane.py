@@ -18,7 +18,6 @@ last lines.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import shutil
@@ -181,28 +180,22 @@ class Ports:
 
 def istio_module_dir(version: str) -> Path:
     """The istio module's source as `go` downloaded it (CRDs, the compatibility profile)."""
-    out = subprocess.run(["go", "mod", "download", "-json", f"istio.io/istio@{version}"],
-                         capture_output=True, text=True, env={**os.environ, "GOFLAGS": "-mod=mod"})
-    if out.returncode != 0:
-        raise PrerequisiteError(f"cannot fetch istio.io/istio@{version}: {out.stderr.strip()}",
-                                hint="meshbench istiod build")
-    return Path(json.loads(out.stdout)["Dir"])
+    from bench.istiod.build import module_files
+
+    return module_files("istio.io/istio", version)[0]
 
 
 def gateway_api_dir(istio_dir: Path) -> Path:
     """sigs.k8s.io/gateway-api at the version Istio's go.mod requires (its CRDs)."""
     import re
 
+    from bench.istiod.build import module_files
+
     m = re.search(r"^\s*sigs\.k8s\.io/gateway-api (v\S+)", (istio_dir / "go.mod").read_text(),
                   re.M)
     if not m:
         raise PrerequisiteError("istio's go.mod names no sigs.k8s.io/gateway-api version")
-    out = subprocess.run(["go", "mod", "download", "-json", f"sigs.k8s.io/gateway-api@{m[1]}"],
-                         capture_output=True, text=True, env={**os.environ, "GOFLAGS": "-mod=mod"})
-    if out.returncode != 0:
-        raise PrerequisiteError(f"cannot fetch sigs.k8s.io/gateway-api@{m[1]}",
-                                hint="meshbench istiod build")
-    return Path(json.loads(out.stdout)["Dir"])
+    return module_files("sigs.k8s.io/gateway-api", m[1])[0]
 
 
 def compat_env(istio_dir: Path, profile: str) -> dict[str, str]:
