@@ -306,9 +306,19 @@ def cmd_istiod(args: argparse.Namespace) -> int:
                      modes=scen.parse_modes(args.modes) if args.modes else None)
     from analysis.istiod import write_report
 
-    store = RunStore.create(Path(args.results), new_run_id(spec.name),
-                            {"scenario": spec.name, "kind": "istiod-sweep",
-                             "backend": "istiod"})
+    if args.add_to:  # more sizes into an earlier sweep: one report, one fit
+        prev = Path(args.add_to)
+        if not (prev / "manifest.json").exists():
+            raise UserError(f"{prev} is not a results directory",
+                            hint="--add-to results/<id>-fanout-istiod")
+        store = RunStore.reopen(prev)
+        if store.manifest.get("kind") != "istiod-sweep":
+            raise UserError(f"{prev} is not a real-istiod sweep", hint="--add-to "
+                            "results/<id>-fanout-istiod")
+    else:
+        store = RunStore.create(Path(args.results), new_run_id(spec.name),
+                                {"scenario": spec.name, "kind": "istiod-sweep",
+                                 "backend": "istiod"})
     try:
         code = run_sweep(spec, store, log)
     finally:
@@ -491,6 +501,8 @@ def parser() -> argparse.ArgumentParser:
                      "or latest; default: the pinned one)")
     ist.add_argument("--compat", default="", help="Istio compatibility profile, e.g. 1.27")
     ist.add_argument("--force", action="store_true", help="build: rebuild even if cached")
+    ist.add_argument("--add-to", metavar="RUN_DIR", help="sweep: add these sizes to an "
+                     "earlier sweep's results (one report and fit over all of them)")
     ist.add_argument("--results", default=str(DEFAULT_ROOT), help="results root directory")
     ist.set_defaults(fn=cmd_istiod)
 

@@ -125,6 +125,16 @@ class RunStore:
         store._samples = None
         return store
 
+    @classmethod
+    def reopen(cls, run_dir: Path) -> RunStore:
+        """A finished or interrupted run, opened to append more rows (its Parquet is written
+        again by finalize)."""
+        store = cls.open(run_dir)
+        store.manifest["finalized"] = False
+        store._samples = open(run_dir / "samples.jsonl", "ab", buffering=0)
+        store.save_manifest()
+        return store
+
     def save_manifest(self) -> None:
         _atomic_write(self.dir / "manifest.json", json.dumps(self.manifest, indent=2, default=str))
 

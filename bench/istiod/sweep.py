@@ -339,7 +339,17 @@ class PointRun:
                 self.say(f"  {self.mode} {self.pods} pods: {st['synced']}/{n} proxies synced "
                          f"({time.monotonic() - t0:.0f} s)")
             return int(st["synced"]) >= n
-        _wait("every simulated proxy synced", synced, cp, self.spec.timeout_s, 0.5)
+        try:
+            _wait("every simulated proxy synced", synced, cp, self.spec.timeout_s, 0.5)
+        except ProvisionError as err:  # say what was reached, and what it cost so far
+            st, cpu = load.status(), usage.cpu()
+            raise ProvisionError(
+                f"{err.message}: {st['synced']}/{n} proxies synced, {st['responses']} responses, "
+                f"{int(st['bytes']) / 2**30:.2f} GiB received; istiod "
+                f"{cpu['istiod'] - cpu0['istiod']:.0f} CPU-s, peak "
+                f"{usage.peak['istiod'] / 2**30:.1f} GiB; simulated proxies "
+                f"{cpu.get('mb-xdsload', 0.0) - cpu0.get('mb-xdsload', 0.0):.0f} CPU-s, peak "
+                f"{usage.peak.get('mb-xdsload', 0) / 2**30:.1f} GiB") from None
         wall = time.monotonic() - t0
         cpu1 = usage.cpu()
         load.flush()
@@ -591,7 +601,7 @@ def run_sweep(spec: SweepSpec, store: RunStore, say: Callable[[str], None]) -> i
     store.update(istiod={"module": "istio.io/istio", "version": spec.istio_version,
                          "commit": commit, "date": date, "compat": spec.compat or "none",
                          "kubernetes": build.KUBERNETES_VERSION, "kine": build.KINE_VERSION},
-                 sweep_spec=asdict(spec), points=[])
+                 sweep_spec=asdict(spec), points=store.manifest.get("points") or [])
     code = 0
     for pods in sorted(spec.sizes):
         for mode in spec.modes:
