@@ -365,6 +365,9 @@ class PointRun:
                 self.row("connect_wall", "s", wall, experiment="connect"),
                 self.row("connect_bytes_total", "bytes", total, experiment="connect"),
                 self.row("responses", "count", sum(1 for e in evs if "bytes" in e),
+                         experiment="connect"),
+                # streams istiod refused (its request rate limit) and the proxy retried
+                self.row("stream_retries", "count", int(load.status().get("retries", 0)),
                          experiment="connect")]
         for k, v in cpu1.items():
             rows.append(self.row("cpu", "s", v - cpu0.get(k, 0.0), entity=k,

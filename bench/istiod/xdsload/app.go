@@ -48,6 +48,7 @@ type app struct {
 	opened    atomic.Int64 // streams started
 	open      atomic.Int64 // streams started and not ended
 	failed    atomic.Int64
+	retries   atomic.Int64
 	responses atomic.Int64
 	bytes     atomic.Int64
 	lastResp  atomic.Int64
@@ -241,6 +242,7 @@ func (a *app) status() reply {
 		"errors_total":     total,
 		"decode_errors":    a.decodeErr.Load(),
 		"streams_failed":   a.failed.Load(),
+		"retries":          a.retries.Load(),
 		"opened":           a.opened.Load(),
 		"proxies":          len(a.proxies),
 		"mark":             a.mark.Load(),

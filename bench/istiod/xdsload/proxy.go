@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -288,7 +289,25 @@ func (p *proxy) setState(s streamState) {
 // run is the goroutine of one proxy's stream, from open to end. It is not retried.
 func (a *app) runStream(ctx context.Context, p *proxy, cc *grpc.ClientConn) {
 	defer a.wg.Done()
-	err := a.stream(ctx, p, cc)
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = a.stream(ctx, p, cc)
+		if ctx.Err() != nil {
+			break
+		}
+		// istiod refuses a stream it cannot take now (its request rate limit:
+		// ResourceExhausted; not ready: Unavailable) and expects the client to retry with
+		// backoff, as Envoy does; a stream that already had a response is not retried.
+		if attempt >= maxRetries || !retryable(err) || !p.resetIfUnanswered() {
+			break
+		}
+		a.retries.Add(1)
+		a.ev.streamEnd(time.Now().UnixNano(), p.idx, "retry", describeStreamErr(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff(attempt)):
+		}
+	}
 	now := time.Now().UnixNano()
 	a.open.Add(-1)
 	if ctx.Err() != nil {
@@ -301,6 +320,42 @@ func (a *app) runStream(ctx context.Context, p *proxy, cc *grpc.ClientConn) {
 	detail := describeStreamErr(err)
 	a.ev.streamEnd(now, p.idx, "error", detail)
 	a.addError(fmt.Sprintf("proxy %d (%s): stream: %s", p.idx, p.spec.ID, detail))
+}
+
+// maxRetries bounds the retries of one stream refused before its first response.
+const maxRetries = 8
+
+func retryable(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && (s.Code() == codes.ResourceExhausted || s.Code() == codes.Unavailable)
+}
+
+// backoff is Envoy's xDS retry: exponential from 500 ms, at most 30 s, fully jittered
+// (half the interval fixed, half random) so that refused proxies do not return together.
+func backoff(attempt int) time.Duration {
+	d := 500 * time.Millisecond << attempt
+	if d > 30*time.Second || d <= 0 {
+		d = 30 * time.Second
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// resetIfUnanswered forgets what the refused stream asked for, so that the next stream
+// starts as a new one (first requests carry the Node again); false when the proxy had
+// already received a response (then it is not retried).
+func (p *proxy) resetIfUnanswered() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ts := range p.types {
+		if ts.gotResponse || len(ts.res) > 0 {
+			return false
+		}
+	}
+	fresh := newProxy(p.idx, p.spec)
+	p.types, p.clusterEDS, p.edsRefs = fresh.types, fresh.clusterEDS, fresh.edsRefs
+	p.listenerRDS, p.rdsRefs, p.touched = fresh.listenerRDS, fresh.rdsRefs, nil
+	p.ldsStarted, p.node, p.firsts = false, nil, 0
+	return true
 }
 
 func describeStreamErr(err error) string {

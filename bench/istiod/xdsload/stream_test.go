@@ -27,6 +27,8 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -45,6 +47,7 @@ type fakeADS struct {
 	push      map[string]chan string                      // node -> types to push
 	nonce     int
 	badACKs   []string
+	refuse    int // stream opens still to refuse as istiod's rate limit does
 }
 
 func newFakeADS(t *testing.T) *fakeADS {
@@ -74,6 +77,15 @@ func wildcardType(u string) bool {
 }
 
 func (s *fakeADS) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	s.mu.Lock()
+	refused := s.refuse > 0
+	if refused {
+		s.refuse--
+	}
+	s.mu.Unlock()
+	if refused {
+		return status.Error(codes.ResourceExhausted, "request rate limit exceeded")
+	}
 	first, err := st.Recv()
 	if err != nil {
 		return err
@@ -624,7 +636,32 @@ func TestLDSAfterCDS(t *testing.T) {
 	}
 }
 
-// A stream that istiod refuses is recorded, not retried.
+// A stream refused by istiod's rate limit before any response is retried with backoff,
+// as Envoy does, and syncs on the next stream; the retry is counted.
+func TestRateLimitedStreamIsRetried(t *testing.T) {
+	fake, addr := startFake(t)
+	fake.mu.Lock()
+	fake.refuse = 1
+	fake.mu.Unlock()
+	a, evPath := newTestApp(t, addr, testSpecs(), false)
+	cmd(t, a, `{"cmd":"connect","from":2,"to":3}`)
+	waitFor(t, "synced after a retry", func() bool { return num(t, cmd(t, a, `{"cmd":"status"}`), "synced") == 1 })
+	st := cmd(t, a, `{"cmd":"status"}`)
+	if num(t, st, "retries") != 1 || num(t, st, "streams_failed") != 0 {
+		t.Errorf("status %v", st)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.nodes) != 1 {
+		t.Errorf("the retried stream's first request carries no Node: %v", fake.nodes)
+	}
+	cmd(t, a, `{"cmd":"flush"}`)
+	if lines := readEvents(t, evPath); len(lines) == 0 || lines[0]["event"] != "retry" {
+		t.Errorf("events %v", lines)
+	}
+}
+
+// A stream that istiod refuses for good (not a rate limit) is recorded, not retried.
 func TestStreamFailure(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
