@@ -26,6 +26,8 @@ from analysis.stats import fit_slope
 from bench.store import load_table
 
 Row = dict[str, Any]
+# the initial connect and the changes (bench.istiod.changes.EXPERIMENTS)
+CHANGES = ("connect", "new_service", "l7_route", "l4_authz", "l4_authz_one")
 
 
 def table(run_dir: Path) -> pd.DataFrame:
@@ -82,7 +84,7 @@ def _fmt(x: float) -> str:
 
 def slopes(df: pd.DataFrame) -> list[Row]:
     rows = []
-    for exp in sorted(set(df["experiment"].dropna()) - {"exposure", "syncz"}):
+    for exp in sorted(set(df["experiment"].dropna()) & set(CHANGES)):
         for mode in sorted(set(df["mode"])):
             for metric, unit in (("push_bytes_total", "bytes"), ("connect_bytes_total", "bytes"),
                                  ("proxies_pushed", "proxies")):
@@ -104,7 +106,7 @@ def per_size(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (experiment, mode, pods): the figures of a change."""
     out = []
     for (exp, mode, pods), g in df.groupby(["experiment", "mode", "pods"]):
-        if exp in ("exposure", "syncz"):
+        if exp not in CHANGES:
             continue
         mesh = g[g["entity"] == "mesh"]
 
@@ -118,8 +120,8 @@ def per_size(df: pd.DataFrame) -> pd.DataFrame:
                     "changed": m("proxies_changed"), "predicted": m("proxies_predicted"),
                     "bytes": m("push_bytes_total") if exp != "connect" else m(
                         "connect_bytes_total"),
-                    "last_ms": m("time_to_last_response") if exp != "connect" else 1000 * m(
-                        "connect_wall"),
+                    "last_ms": m("time_to_last_response") if exp != "connect" or not math.isnan(
+                        m("time_to_last_response")) else 1000 * m("connect_wall"),
                     "istiod_cpu_s": m("cpu", ist),
                     "istiod_rss_mib": m("rss_peak", ist) / 2**20,
                     "client_cpu_s": m("cpu", g[g["entity"] == "mb-xdsload"])})
@@ -127,7 +129,10 @@ def per_size(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def exposure(df: pd.DataFrame) -> pd.DataFrame:
+    """Per mode, size and role: config held at the start; services and workloads named by
+    the sample's config; policies named after the changes (when they were read)."""
     ex = df[(df["experiment"] == "exposure") & (df.get("state") == "initial")]
+    after = df[(df["experiment"] == "exposure") & (df.get("state") == "after_changes")]
     if ex.empty:
         return pd.DataFrame()
     rows = []
@@ -144,8 +149,20 @@ def exposure(df: pd.DataFrame) -> pd.DataFrame:
                      "config_kib_median": med("config_bytes") / 1024,
                      "resources_median": med("resources"),
                      "services": f"{mx('services_known'):.0f}/{mx('services_total'):.0f}",
-                     "workloads": f"{mx('workloads_known'):.0f}/{mx('workloads_total'):.0f}"})
+                     "workloads": f"{mx('workloads_known'):.0f}/{mx('workloads_total'):.0f}",
+                     "policies": _policies(after, mode, pods, role)})
     return pd.DataFrame(rows)
+
+
+def _policies(after: pd.DataFrame, mode: str, pods: int, role: str) -> str:
+    """Fewest and most of the mesh's policies a sampled proxy of the role names."""
+    g = after[(after["mode"] == mode) & (after["pods"] == pods) & (after["role"] == role)]
+    known = g[g["metric"] == "policies_known"]["value"]
+    total = g[g["metric"] == "policies_total"]["value"]
+    if known.empty:
+        return "not read"
+    lo, hi = known.min(), known.max()
+    return f"{lo:.0f}/{total.max():.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}/{total.max():.0f}"
 
 
 def push_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -257,8 +274,8 @@ def claim_lines(sizes: pd.DataFrame, expo: pd.DataFrame, commit: str) -> list[st
         for _, r in big.iterrows():
             lines.append(f"- (c) {r['mode']} at {r['pods']} pods, a {r['role']} holds "
                          f"{r['config_kib_median']:,.0f} KiB (median), services "
-                         f"{r['services']}, workloads {r['workloads']} (most exposed of the "
-                         "sample).")
+                         f"{r['services']}, workloads {r['workloads']}, policies "
+                         f"{r['policies']} (of the sampled proxies, the most exposed).")
     return lines
 
 

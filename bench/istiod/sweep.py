@@ -201,10 +201,13 @@ def exposure_of(role: str, bodies: Mapping[str, Mapping[str, str]], shape: Shape
              f".svc.cluster.local" for i, s in
              ((i, cluster.service_name(i)) for i in range(shape.services))}
     services: set[str] = set()
+    authz: set[str] = set()
     blob = b""
     for url, res in bodies.items():
         t = short_type(url)
         for name, b64 in res.items():
+            if t == "wds_authorization":
+                authz.add(name)
             # sidecars: outbound|PORT||HOST; waypoints: inbound-vip|PORT|PROTO|HOST
             # (pilot/pkg/model/service.go BuildSubsetKey, BuildInboundSubsetKey)
             if t == "cds" and name.startswith(("outbound|", "inbound-vip|")):
@@ -218,8 +221,10 @@ def exposure_of(role: str, bodies: Mapping[str, Mapping[str, str]], shape: Shape
         workloads = sum(1 for r in apps if socket.inet_aton(r.ip) in blob)
     else:
         workloads = sum(1 for r in apps if r.ip.encode() in blob)
-    pol = sum(1 for ns, name in policies
-              if f"policy[{name}]".encode() in blob or f"{ns}/{name}".encode() in blob)
+    if role == "ztunnel":
+        pol = sum(1 for ns, name in policies if f"{ns}/{name}" in authz)
+    else:
+        pol = sum(1 for ns, name in policies if f"-policy[{name}]-".encode() in blob)
     return {"services_known": len(services & hosts), "services_total": shape.services,
             "workloads_known": workloads, "workloads_total": len(apps),
             "policies_known": pol, "policies_total": len(policies)}
@@ -277,6 +282,8 @@ class PointRun:
                     applied: list[tuple[str, str]] = []
                     for exp in self.spec.experiments:
                         self._change(cp, load, usage, px, refs, events, exp, applied)
+                    if applied:  # which proxies hold which of the policies now in the mesh
+                        self._exposure(load, px, keep, refs, applied, state="after_changes")
                     self._syncz(cp, px)
             finally:
                 usage.stop()
@@ -361,8 +368,14 @@ class PointRun:
             if "bytes" in e:
                 rt = (px[int(e["p"])].role, str(e["type"]))
                 by_type[rt] = by_type.get(rt, 0) + int(e["bytes"])
+        started = time.time() - wall
         rows = [self.row("proxies_total", "count", n, experiment="connect"),
                 self.row("connect_wall", "s", wall, experiment="connect"),
+                # from the first connect to the last response received (the wall time above
+                # has the status poll's resolution)
+                self.row("time_to_last_response", "ms",
+                         (last_t / 1e9 - started) * 1000.0 if last_t else 0.0,
+                         experiment="connect"),
                 self.row("connect_bytes_total", "bytes", total, experiment="connect"),
                 self.row("responses", "count", sum(1 for e in evs if "bytes" in e),
                          experiment="connect"),

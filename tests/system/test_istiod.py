@@ -111,6 +111,12 @@ def test_exposure_is_measured_per_role(smoke) -> None:  # type: ignore[no-untype
     assert {("sidecar", "sidecar"), ("ambient", "ztunnel"), ("waypoint", "waypoint")} <= roles
     side = ex[ex["role"] == "sidecar"]["value"]
     assert (side == 2).all(), "a sidecar holds every service of the mesh (default scope)"
+    # after the changes, two policies: one on svc-0 in the first namespace, one on a single
+    # workload of the second; a ztunnel holds both, a sidecar only those selecting it
+    pol = df[(df["experiment"] == "exposure") & (df["metric"] == "policies_known")
+             & (df["state"] == "after_changes")]
+    assert (pol[pol["role"] == "ztunnel"]["value"] == 2).all()
+    assert pol[pol["role"] == "sidecar"]["value"].max() == 1
 
 
 def _sweep(results: Path, *extra: str) -> subprocess.Popen[str]:

@@ -106,6 +106,11 @@ def test_exposure_counts_services_workloads_policies() -> None:
                  "mb-ns-0/svc-0.mb-ns-0.svc.cluster.local": b64(b"")}}
     ez = exposure_of("ztunnel", zt, shape, refs, [])
     assert ez["workloads_known"] == 1 and ez["services_known"] == 1
+    authz = "type.googleapis.com/istio.security.Authorization"
+    zt[authz] = {"mb-ns-0/deny-intruder-one": b64(b"")}
+    two = [("mb-ns-0", "deny-intruder"), ("mb-ns-0", "deny-intruder-one")]
+    assert exposure_of("ztunnel", zt, shape, refs, two)["policies_known"] == 1
+    assert exposure_of("sidecar", bodies, shape, refs, two)["policies_known"] == 1
 
 
 def test_spec_refuses_typos_and_unknown_modes(tmp_path) -> None:
