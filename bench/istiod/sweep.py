@@ -60,6 +60,7 @@ class SweepSpec:
     timeout_s: float = 900.0
     exposure_sample: int = 3  # proxies per role whose config bodies are read
     compat: str = ""  # "1.27": Istio's compatibility profile
+    istiod_env: tuple[tuple[str, str], ...] = ()  # more istiod environment, e.g. a rate limit
     istio_version: str = build.ISTIO_VERSION
 
 
@@ -156,10 +157,12 @@ def _family(values: Mapping[str, float], name: str, **match: str) -> float:
 def _wait(what: str, cond: Callable[[], bool], cp: ControlPlane, timeout_s: float,
           poll_s: float = 0.2) -> float:
     t0 = time.monotonic()
-    while not cond():
-        dead = cp.alive()
+    while True:
+        dead = cp.alive()  # before the condition: a dead istiod fails the proxies' streams
         if dead:
             raise ProvisionError(dead[0])
+        if cond():
+            break
         if time.monotonic() - t0 > timeout_s:
             raise ProvisionError(f"{what}: not done after {timeout_s:.0f} s")
         time.sleep(poll_s)
@@ -256,7 +259,8 @@ class PointRun:
         self.work.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with ControlPlane.start(self.paths, self.spec.istio_version, compat=self.spec.compat,
-                                say=self.say, run_id=self.store.run_id) as cp:
+                                extra_env=dict(self.spec.istiod_env), say=self.say,
+                                run_id=self.store.run_id) as cp:
             self.point.timings.update({k: round(v, 2) for k, v in cp.timings.items()})
             assert cp.api is not None
             usage = Usage({"istiod": cp.pid("istiod"), "kube-apiserver": cp.pid("kube-apiserver"),
@@ -665,6 +669,8 @@ def read_spec(name_or_path: str, **overrides: Any) -> SweepSpec:
     for k in ("modes", "sizes", "experiments"):
         if k in raw:
             raw[k] = tuple(raw[k])
+    if "istiod_env" in raw:
+        raw["istiod_env"] = tuple((str(k), str(v)) for k, v in dict(raw["istiod_env"]).items())
     spec = SweepSpec(**raw)
     bad = [m for m in spec.modes if m not in MODES]
     if bad:
