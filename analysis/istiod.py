@@ -252,30 +252,47 @@ def figure(sizes: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
-def claim_lines(sizes: pd.DataFrame, expo: pd.DataFrame, commit: str) -> list[str]:
-    """(b) and (c) from real istiod: at the largest size both sidecar and ambient reached."""
+def claim_lines(sizes: pd.DataFrame, expo: pd.DataFrame, commit: str,
+                slope_rows: list[Row] | None = None) -> list[str]:
+    """(b) and (c) from real istiod: per change, at the largest size both sides reached,
+    and the slope of bytes per pod where 3 sizes or more were measured. An L7 change is
+    held against the waypoint mode: ambient without a waypoint has no L7 config."""
     lines = [f"Labelled **real istiod, {commit}**: measured from Istio's own control plane."]
+    slope = {(r["experiment"], r["mode"]): r for r in slope_rows or []
+             if r["figure"] == "push_bytes_total"}
+
+    def per_pod(exp: str, mode: str) -> str:
+        r = slope.get((exp, mode))
+        if not r or "slope" not in r:
+            return ""
+        return (f" {_fmt(r['slope'])} B per pod [95 % CI {_fmt(r['lo'])}, {_fmt(r['hi'])}], "
+                f"{r['sizes']} sizes")
     done = sizes[sizes["experiment"] != "connect"]
     for exp, g in done.groupby("experiment"):
-        both = set(g[g["mode"] == "sidecar"]["pods"]) & set(g[g["mode"] == "ambient"]["pods"])
+        other = "waypoint" if exp == "l7_route" else "ambient"
+        both = set(g[g["mode"] == "sidecar"]["pods"]) & set(g[g["mode"] == other]["pods"])
         if not both:
             continue
         n = max(both)
         s = g[(g["mode"] == "sidecar") & (g["pods"] == n)].iloc[0]
-        a = g[(g["mode"] == "ambient") & (g["pods"] == n)].iloc[0]
+        a = g[(g["mode"] == other) & (g["pods"] == n)].iloc[0]
         ratio = a["bytes"] / s["bytes"] if s["bytes"] > 0 else math.nan
         lines.append(f"- (b) {exp} at {n} pods: sidecar pushed {s['pushed']:.0f}/"
-                     f"{s['proxies']:.0f} proxies, {s['bytes'] / 1024:,.1f} KiB; ambient "
+                     f"{s['proxies']:.0f} proxies, {s['bytes'] / 1024:,.1f} KiB; {other} "
                      f"{a['pushed']:.0f}/{a['proxies']:.0f}, {a['bytes'] / 1024:,.1f} KiB "
-                     f"(ambient/sidecar bytes {_fmt(ratio)}x); istiod CPU "
-                     f"{_fmt(s['istiod_cpu_s'])} vs {_fmt(a['istiod_cpu_s'])} s.")
+                     f"({other}/sidecar bytes {_fmt(ratio)}x); istiod CPU "
+                     f"{_fmt(s['istiod_cpu_s'])} vs {_fmt(a['istiod_cpu_s'])} s. Growth: "
+                     f"sidecar{per_pod(str(exp), 'sidecar') or ' n/a'}; "
+                     f"{other}{per_pod(str(exp), other) or ' n/a'}.")
     if not expo.empty:
-        big = expo[expo["pods"] == expo["pods"].max()]
-        for _, r in big.iterrows():
-            lines.append(f"- (c) {r['mode']} at {r['pods']} pods, a {r['role']} holds "
-                         f"{r['config_kib_median']:,.0f} KiB (median), services "
-                         f"{r['services']}, workloads {r['workloads']}, policies "
-                         f"{r['policies']} (of the sampled proxies, the most exposed).")
+        for mode, g in expo.groupby("mode"):
+            big = g[g["pods"] == g["pods"].max()]
+            for _, r in big.iterrows():
+                lines.append(f"- (c) {mode} at {r['pods']} pods, a {r['role']} holds "
+                             f"{r['config_kib_median']:,.0f} KiB (median of "
+                             f"{r['proxies']}); of the sampled proxies, the most exposed "
+                             f"names services {r['services']}, workloads {r['workloads']}, "
+                             f"policies {r['policies']}.")
     return lines
 
 
@@ -308,7 +325,7 @@ def write_report(run_dir: Path | str) -> list[Path]:
         sizes = per_size(df)
         expo = exposure(df)
         lines += ["", "## Claims (b) and (c) from real istiod", ""]
-        lines += claim_lines(sizes, expo, commit)
+        lines += claim_lines(sizes, expo, commit, slopes(df))
         lines += ["", "## One change, per size (`last_ms`: API write to the last response; "
                   "each is ACKed at once)", ""]
         lines += _md(sizes.sort_values(["experiment", "mode", "pods"]))
@@ -373,4 +390,4 @@ def report_lines(root: Path) -> list[str]:
         "commit", "?")
     return (["### (b) and (c) from real istiod", "",
              f"From the sweep {sweep.name} (its report: {sweep / 'report.md'}):"]
-            + claim_lines(per_size(df), exposure(df), commit) + [""])
+            + claim_lines(per_size(df), exposure(df), commit, slopes(df)) + [""])
