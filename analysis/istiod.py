@@ -165,11 +165,13 @@ def _policies(after: pd.DataFrame, mode: str, pods: int, role: str) -> str:
     return f"{lo:.0f}/{total.max():.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}/{total.max():.0f}"
 
 
-def push_table(df: pd.DataFrame) -> pd.DataFrame:
-    """At the smallest size: per change and role, pushed (istiod) vs predicted (ours)."""
+def push_table(df: pd.DataFrame, pods: int | None = None) -> pd.DataFrame:
+    """At one size (default: the smallest): per change and role, pushed (istiod) vs
+    predicted (ours)."""
     if df.empty:
         return pd.DataFrame()
-    small = df[(df["pods"] == df["pods"].min()) & (df["experiment"] != "connect")]
+    size = int(df["pods"].min()) if pods is None else pods
+    small = df[(df["pods"] == size) & (df["experiment"] != "connect")]
     rows = []
     for (exp, mode, role), g in small[small["entity"].isin(["sidecar", "ztunnel", "waypoint"])
                                       ].groupby(["experiment", "mode", "entity"]):
@@ -192,8 +194,33 @@ def push_table(df: pd.DataFrame) -> pd.DataFrame:
                      "main table": f"{predicted_main:.0f}: {pred_main or '-'}",
                      "agrees (main)": _agree(pushed, obs, predicted_main, pred_main),
                      "1.27.3 table": f"{predicted:.0f}: {pred or '-'}",
-                     "agrees (1.27.3)": _agree(pushed, obs, predicted, pred)})
+                     "agrees (1.27.3)": _agree(pushed, obs, predicted, pred),
+                     "why 1.27.3 differs": _why(str(role), pred_main, pred)})
     return pd.DataFrame(rows)
+
+
+# Each type where the 1.27.3 table differs from main's, and why (bench/controlplane/
+# pushrules.py MAIN_* and plan_main cite the files)
+WHY = {
+    ("waypoint", "rds"): "waypoints carry their routes inline and subscribe no RDS "
+                         "(pilot/pkg/networking/core/waypoint.go); our local waypoint uses RDS",
+    ("waypoint", "cds"): "AMBIENT_SCOPED_ADDRESS_PUSHES (main): an address change reaches only "
+                         "the waypoints it names (pilot/pkg/xds/xdsgen.go waypointNeedsPush)",
+    ("waypoint", "eds"): "AMBIENT_SCOPED_ADDRESS_PUSHES (main): as CDS",
+    ("sidecar", "cds"): "main's delta CDS covers VirtualService, PeerAuthentication and "
+                        "Sidecar (pilot/pkg/networking/core/cluster.go deltaConfigTypes)",
+}
+
+
+def _why(role: str, main: str, old: str) -> str:
+    """Which documented version difference explains each type the two tables differ on."""
+    a = dict(x.split(":") for x in main.split(",") if ":" in x)
+    b = dict(x.split(":") for x in old.split(",") if ":" in x)
+    out = []
+    for t in sorted(set(a) | set(b)):
+        if a.get(t) != b.get(t):
+            out.append(f"{t}: {WHY.get((role, t), 'not explained')}")
+    return "; ".join(out) or "-"
 
 
 def _agree(pushed: float, observed: str, predicted: float, types: str) -> str:
@@ -346,6 +373,16 @@ def write_report(run_dir: Path | str) -> list[Path]:
                   "row agrees is a version difference, each listed with its source in "
                   "pushrules.py (MAIN_*).", ""]
         lines += _md(pt)
+        lines += ["", "At every size (rows of change x mode x role that agree on proxies "
+                  "pushed and on every type's whole/incremental):", ""]
+        for size in sorted(set(df["pods"])):
+            t = push_table(df, int(size))
+            if t.empty:
+                continue
+            main_ok = int((t["agrees (main)"] == "yes").sum())
+            old_ok = int((t["agrees (1.27.3)"] == "yes").sum())
+            lines.append(f"- {size} pods: main table {main_ok}/{len(t)}, 1.27.3 table "
+                         f"{old_ok}/{len(t)}")
         sync = df[df["experiment"] == "syncz"]
         if not sync.empty:
             lines += ["", "## istiod's own view (/debug/syncz, read with bench/backends/kube/"
