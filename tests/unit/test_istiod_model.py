@@ -114,7 +114,7 @@ def test_exposure_counts_services_workloads_policies() -> None:
 
 
 def test_spec_refuses_typos_and_unknown_modes(tmp_path) -> None:
-    assert read_spec("fanout-istiod").sizes == (10, 100, 1000, 10000)
+    assert read_spec("fanout-istiod").sizes == (10, 100, 1000, 3000, 10000)
     smoke = read_spec("fanout-istiod-smoke")
     assert set(smoke.modes) == {"sidecar", "ambient", "waypoint"}
     bad = tmp_path / "x.yaml"
