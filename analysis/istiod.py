@@ -292,8 +292,10 @@ def claim_lines(sizes: pd.DataFrame, expo: pd.DataFrame, commit: str,
         r = slope.get((exp, mode))
         if not r or "slope" not in r:
             return ""
-        return (f" {_fmt(r['slope'])} B per pod [95 % CI {_fmt(r['lo'])}, {_fmt(r['hi'])}], "
-                f"{r['sizes']} sizes")
+        exp_ = (f", log-log exponent {_fmt(r['exponent'])} [{_fmt(r['exp_lo'])}, "
+                f"{_fmt(r['exp_hi'])}]" if "exponent" in r else "")
+        return (f" {_fmt(r['slope'])} B per pod [95 % CI {_fmt(r['lo'])}, {_fmt(r['hi'])}]"
+                f"{exp_}, {r['sizes']} sizes")
     done = sizes[sizes["experiment"] != "connect"]
     for exp, g in done.groupby("experiment"):
         other = "waypoint" if exp == "l7_route" else "ambient"
