@@ -324,14 +324,11 @@ def plan_main(meta: NodeMeta, keys: Iterable[ConfigKey],
     Address keys are named as istiod's ambient index names them: NS/HOST for a service,
     Kubernetes//Pod/NS/NAME for a workload (pilot/pkg/serviceregistry/ambient)."""
     keys = list(keys)
-    kinds = {k.kind for k in keys}
     if not _main_pushed(meta, keys, root_ns):
         return Plan(False)
-    if meta.role == "ztunnel":
-        return Plan(True, ztunnel_types(kinds))
-    if not kinds:
-        return Plan(True, {t: WHOLE for t in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE,
-                                              ROUTE_TYPE)})
+    kinds = {k.kind for k in keys}
+    if meta.role == "ztunnel" or not kinds:
+        return plan(meta, keys, root_ns)  # WDS deltas, or a forced full push: as 1.27.3
     if _attached(meta, keys):
         return Plan(True, {t: WHOLE for t in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE)})
     out: dict[str, str] = {}

@@ -60,6 +60,15 @@ func (e *events) noteErr(err error) {
 	}
 }
 
+// begin starts a line with its time and proxy index, in the reused buffer; under e.mu.
+func (e *events) begin(t int64, p int) []byte {
+	b := e.line[:0]
+	b = append(b, `{"t":`...)
+	b = strconv.AppendInt(b, t, 10)
+	b = append(b, `,"p":`...)
+	return strconv.AppendInt(b, int64(p), 10)
+}
+
 // response writes the line of one response.
 func (e *events) response(t int64, p int, shortType string, size, n, rm int, mark int64, nonce []byte) {
 	e.mu.Lock()
@@ -67,11 +76,7 @@ func (e *events) response(t int64, p int, shortType string, size, n, rm int, mar
 	if e.w == nil {
 		return
 	}
-	b := e.line[:0]
-	b = append(b, `{"t":`...)
-	b = strconv.AppendInt(b, t, 10)
-	b = append(b, `,"p":`...)
-	b = strconv.AppendInt(b, int64(p), 10)
+	b := e.begin(t, p)
 	b = append(b, `,"type":`...)
 	b = appendJSONString(b, shortType)
 	b = append(b, `,"bytes":`...)
@@ -97,11 +102,7 @@ func (e *events) streamEnd(t int64, p int, event, detail string) {
 	if e.w == nil {
 		return
 	}
-	b := e.line[:0]
-	b = append(b, `{"t":`...)
-	b = strconv.AppendInt(b, t, 10)
-	b = append(b, `,"p":`...)
-	b = strconv.AppendInt(b, int64(p), 10)
+	b := e.begin(t, p)
 	b = append(b, `,"event":`...)
 	b = appendJSONString(b, event)
 	b = append(b, `,"detail":`...)
