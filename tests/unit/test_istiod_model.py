@@ -4,6 +4,7 @@ identities, the changes, the exposure count, the sweep file's checks, the slopes
 from __future__ import annotations
 
 import base64
+import os
 import json
 import socket
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis.istiod import slope_row
-from bench.errors import ScenarioError
+from bench.errors import PrerequisiteError, ScenarioError
 from bench.istiod import build, changes, cluster, proxies
 from bench.istiod.cluster import Shape
 from bench.istiod.kubeapi import KubeAPI, path_of
@@ -155,3 +156,38 @@ def test_api_paths_and_loopback_only() -> None:
     with pytest.raises(ValueError):
         KubeAPI("https://10.0.0.1:6443", "t")
     json.dumps(cluster.node_objects(Shape(10, "ambient")))
+
+
+def test_teardown_kills_only_its_own_processes(tmp_path) -> None:
+    """remove_all (meshbench teardown --all): a listed PID still running the listed
+    executable is killed; one now running something else (a reused PID) is left alone."""
+    import subprocess
+
+    from bench.istiod.controlplane import remove_all
+
+    d = tmp_path / "istiod"
+    d.mkdir()
+    ours = subprocess.Popen(["sleep", "60"])
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        exe = os.readlink(f"/proc/{ours.pid}/exe")
+        (d / "pids").write_text(f"{ours.pid} {exe}\n{stranger.pid} /usr/bin/not-sleep\n")
+        removed = remove_all(d)
+        assert ours.wait(timeout=30) is not None
+        assert stranger.poll() is None, "a PID running another executable was killed"
+        assert not d.exists() and any(str(ours.pid) in r for r in removed)
+    finally:
+        for p in (ours, stranger):
+            p.kill()
+            p.wait()
+
+
+def test_compat_profile_env(tmp_path) -> None:
+    from bench.istiod.controlplane import COMPAT_PROFILE, compat_env
+
+    f = tmp_path / COMPAT_PROFILE
+    f.parent.mkdir(parents=True)
+    f.write_text("pilot:\n  env:\n    PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS: false\n")
+    assert compat_env(tmp_path, "1.27") == {"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "false"}
+    with pytest.raises(PrerequisiteError, match="no Istio compatibility profile 1.20"):
+        compat_env(tmp_path, "1.20")
