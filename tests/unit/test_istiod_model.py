@@ -4,8 +4,8 @@ identities, the changes, the exposure count, the sweep file's checks, the slopes
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import socket
 
 import pandas as pd
