@@ -148,12 +148,14 @@ def test_real_binary_without_server(real_binary: Path, tmp_path: Path) -> None:
     addr = f"127.0.0.1:{_closed_port()}"
     with XdsLoad(real_binary, addr, PROXIES, events, tmp_path) as load:
         assert load.connect(0, 2) >= 0
+        # nothing listens: each stream is refused (Unavailable) and retried, as Envoy
+        # retries, until the harness closes it
         deadline = time.monotonic() + 30
-        while load.status()["streams_failed"] < 2:
+        while load.status()["retries"] < 2:
             assert time.monotonic() < deadline, load.status()
             time.sleep(0.1)
         st = load.status()
-        assert st["connected"] == 0 and st["synced"] == 0 and len(st["errors"]) == 2
+        assert st["connected"] == 2 and st["synced"] == 0 and st["streams_failed"] == 0
         assert load.mark() == 1
         assert load.held(tmp_path / "held.json") == {"0": {}, "1": {}}
         reply = load.dump([0, 1], tmp_path / "dump.json")
@@ -164,7 +166,9 @@ def test_real_binary_without_server(real_binary: Path, tmp_path: Path) -> None:
         popen = load._popen
     assert popen is not None and popen.returncode == 0
     lines = [json.loads(x) for x in events.read_text().splitlines()]
-    assert [e["event"] for e in lines] == ["error", "error"]
+    events_seen = [e["event"] for e in lines]
+    assert events_seen.count("close") == 2 and events_seen.count("retry") >= 2
+    assert "error" not in events_seen
 
 
 @pytest.mark.slow
@@ -174,9 +178,10 @@ def test_real_binary_sigterm_flushes(real_binary: Path, tmp_path: Path) -> None:
     with load:
         load.connect(0, 2)
         deadline = time.monotonic() + 30
-        while load.status()["streams_failed"] < 2:
+        while load.status()["retries"] < 2:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         os.kill(load.pid, signal.SIGTERM)
         assert load._popen is not None and load._popen.wait(timeout=10) == 0
-    assert len(events.read_text().splitlines()) == 2
+    # the retries' lines were flushed on SIGTERM
+    assert sum('"retry"' in x for x in events.read_text().splitlines()) >= 2
