@@ -385,6 +385,8 @@ def write_report(run_dir: Path | str) -> list[Path]:
             old_ok = int((t["agrees (1.27.3)"] == "yes").sum())
             lines.append(f"- {size} pods: main table {main_ok}/{len(t)}, 1.27.3 table "
                          f"{old_ok}/{len(t)}")
+        lines += ["", "## Two counts of the responses (ours vs istiod's)", ""]
+        lines += response_check(df)
         sync = df[df["experiment"] == "syncz"]
         if not sync.empty:
             lines += ["", "## istiod's own view (/debug/syncz, read with bench/backends/kube/"
@@ -402,6 +404,28 @@ def write_report(run_dir: Path | str) -> list[Path]:
     report.write_text("\n".join(lines) + "\n")
     out.append(report)
     return out
+
+
+def response_check(df: pd.DataFrame) -> list[str]:
+    """Responses our simulated proxies received per change and xDS type, against istiod's
+    own count of the responses it sent (pilot_xds_pushes deltas): a check independent of
+    the client's accounting."""
+    ours = df[df["metric"] == "responses_received"]
+    theirs = df[df["metric"] == "istiod_responses_sent"]
+    if ours.empty:
+        return ["Not recorded in this sweep (older than the check)."]
+    keys = ["mode", "pods", "experiment", "xds_type"]
+    m = ours.merge(theirs, on=keys, suffixes=("_ours", "_istiod"))
+    m = m[(m["value_ours"] > 0) | (m["value_istiod"] > 0)]
+    same = m[m["value_ours"] == m["value_istiod"]]
+    lines = [f"{len(same)} of {len(m)} (mode, size, change, type) counts agree exactly "
+             f"({int(m['value_ours'].sum())} responses received, "
+             f"{int(m['value_istiod'].sum())} sent by istiod's count)."]
+    for _, r in m[m["value_ours"] != m["value_istiod"]].head(10).iterrows():
+        lines.append(f"- differs: {r['mode']} {r['pods']} pods {r['experiment']} "
+                     f"{r['xds_type']}: ours {r['value_ours']:.0f}, istiod "
+                     f"{r['value_istiod']:.0f}")
+    return lines
 
 
 def newest_sweep(root: Path) -> Path | None:

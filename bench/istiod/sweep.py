@@ -43,6 +43,8 @@ from bench.store import RunStore, Sample
 
 VIEW = "real-istiod"
 XDS_SHORT = ("cds", "eds", "lds", "rds", "wds_address", "wds_authorization")
+ISTIOD_TYPE = {"cds": "cds", "eds": "eds", "lds": "lds", "rds": "rds", "wds_address": "wds",
+               "wds_authorization": "wads"}
 
 
 @dataclass(frozen=True)
@@ -557,6 +559,19 @@ class PointRun:
             if k.startswith("pilot_xds_pushes{"):
                 rows.append(self.row("istiod_pushes_by_type", "count", v, experiment=exp,
                                      series=k))
+        # two counts of one thing: the responses our proxies received, per type, and
+        # istiod's own count of responses it sent (pilot_xds_pushes{type}: cds, eds, lds,
+        # rds, wds for Address, wads for Authorization; pkg/model/xds.go GetMetricType)
+        received: dict[str, int] = {}
+        for e in evs:
+            t = ISTIOD_TYPE.get(str(e["type"]), str(e["type"]))
+            received[t] = received.get(t, 0) + 1
+        for t in sorted(set(received) | {ISTIOD_TYPE[x] for x in XDS_SHORT}):
+            rows.append(self.row("responses_received", "count", received.get(t, 0),
+                                 experiment=exp, xds_type=t))
+            rows.append(self.row("istiod_responses_sent", "count",
+                                 _family(deltas, "pilot_xds_pushes", type=t), experiment=exp,
+                                 xds_type=t))
         self.store.append(rows)
         self.point.summary[exp] = {
             "pushed": len(per_proxy_bytes), "changed": len(changed),

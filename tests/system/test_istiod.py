@@ -80,6 +80,19 @@ def test_a_change_reaches_exactly_the_proxies_istiod_should_push(smoke) -> None:
             r["experiment"], r["mode"], r["entity"], r["observed"], r["predicted_main"])
 
 
+def test_responses_received_equal_istiod_count_of_responses_sent(smoke) -> None:  # type: ignore[no-untyped-def]
+    """Our proxies' count of responses, per change and type, against istiod's own
+    (pilot_xds_pushes): two views of the same pushes, which must agree exactly."""
+    _, df = smoke
+    ours = df[df["metric"] == "responses_received"]
+    theirs = df[df["metric"] == "istiod_responses_sent"]
+    keys = ["mode", "experiment", "xds_type"]
+    m = ours.merge(theirs, on=keys, suffixes=("_ours", "_istiod"))
+    assert len(m) == len(ours) > 0 and m["value_ours"].sum() > 0
+    bad = m[m["value_ours"] != m["value_istiod"]]
+    assert bad.empty, bad[keys + ["value_ours", "value_istiod"]].to_string()
+
+
 def test_one_workload_policy_is_scoped_by_namespace_for_sidecars(smoke) -> None:  # type: ignore[no-untyped-def]
     """The smoke mesh has two namespaces of 5 pods: the policy in the second reaches its 5
     sidecars (changing one: the selected workload's), and every ztunnel."""
