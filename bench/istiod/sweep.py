@@ -264,6 +264,9 @@ class PointRun:
                                 extra_env=dict(self.spec.istiod_env), say=self.say,
                                 run_id=self.store.run_id) as cp:
             self.point.timings.update({k: round(v, 2) for k, v in cp.timings.items()})
+            # what istiod ran with (its limits and features), for the record
+            self.point.summary["istiod_env"] = {k: v for k, v in cp.env.items()
+                                                if k.startswith(("PILOT_", "ENABLE_", "INJECT"))}
             assert cp.api is not None
             usage = Usage({"istiod": cp.pid("istiod"), "kube-apiserver": cp.pid("kube-apiserver"),
                            "kine": cp.pid("kine")})
