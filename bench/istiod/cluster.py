@@ -241,14 +241,6 @@ def waypoint_objects(shape: Shape, n: int) -> tuple[list[Obj], PodRef]:
     return [gw, sa, svc], ref
 
 
-@dataclass
-class Written:
-    """Counts of what a write wrote, for the record."""
-
-    objects: int = 0
-    seconds: float = 0.0
-
-
 def write(api: KubeAPI, shape: Shape, say: Callable[[str], None] = print) -> list[PodRef]:
     """Write the whole simulated cluster; returns the application pods (and, last, each
     waypoint's pod). Progress every 1,000 pods."""

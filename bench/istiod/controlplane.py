@@ -17,7 +17,6 @@ last lines.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import secrets
 import shutil
@@ -508,8 +507,6 @@ class ControlPlane:
     def syncz(self) -> str:
         return _http_get(self.ports.http, "/debug/syncz")
 
-    def debug(self, path: str) -> str:
-        return _http_get(self.ports.http, path)
 
 
 def _http_get(port: int, path: str, timeout: float = 30.0) -> str:
@@ -577,9 +574,3 @@ def remove_all(directory: Path = RUNTIME) -> list[str]:
             MEMCG.rmdir()
             removed.append(f"cgroup {MEMCG}")
     return removed
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -194,41 +195,47 @@ def exposure_of(role: str, bodies: Mapping[str, Mapping[str, str]], shape: Shape
     """Which of the mesh's services, workloads and policies one proxy's config names.
 
     `bodies`: type URL -> resource name -> base64 of the resource. Services: sidecar and
-    waypoint clusters `outbound|PORT||HOST` (pilot/pkg/model/service.go BuildSubsetKey);
-    ztunnel: Address resources named `NAMESPACE/HOST`. Workloads: a pod's IP in an
-    endpoint (as text in Envoy's ClusterLoadAssignment; as 4 raw bytes in a WDS Address).
-    Policies: the policy's name in a listener's RBAC filter (istiod names its rules
-    `ns[NS]-policy[NAME]-rule[i]`), or a WDS Authorization named `NS/NAME`."""
+    waypoint clusters `outbound|PORT||HOST` / `inbound-vip|PORT|PROTO|HOST`
+    (pilot/pkg/model/service.go BuildSubsetKey); ztunnel: Address resources named
+    `NAMESPACE/HOST`. Workloads: for Envoy roles, a pod's IP as an endpoint's
+    SocketAddress.address (field 2: tag 0x12, then its length, then the text, so that
+    10.250.0.1 does not match inside 10.250.0.12); for a ztunnel, the Address resources
+    named by the pod's uid (Kubernetes//Pod/NS/NAME). Policies: the policy's name in a
+    listener's RBAC filter (istiod names its rules `ns[NS]-policy[NAME]-rule[i]`), or a WDS
+    Authorization named `NS/NAME`."""
     import base64
-    import socket
 
     hosts = {f"{s}.{cluster.namespace_name(i // shape.services_per_namespace)}"
              f".svc.cluster.local" for i, s in
              ((i, cluster.service_name(i)) for i in range(shape.services))}
     services: set[str] = set()
-    authz: set[str] = set()
-    blob = b""
+    names: dict[str, set[str]] = {}
+    parts: list[bytes] = []
     for url, res in bodies.items():
         t = short_type(url)
+        names.setdefault(t, set()).update(res)
         for name, b64 in res.items():
-            if t == "wds_authorization":
-                authz.add(name)
             # sidecars: outbound|PORT||HOST; waypoints: inbound-vip|PORT|PROTO|HOST
-            # (pilot/pkg/model/service.go BuildSubsetKey, BuildInboundSubsetKey)
             if t == "cds" and name.startswith(("outbound|", "inbound-vip|")):
                 services.add(name.split("|")[-1])
             if t == "wds_address" and "/" in name and not name.startswith(
                     f"{proxies.cluster_id()}/"):
                 services.add(name.split("/", 1)[1])
-            blob += name.encode() + b"\0" + base64.b64decode(b64)
+            parts.append(base64.b64decode(b64))
+    blob = b"\0".join(parts)  # one join: bodies reach megabytes at 10,000 pods
     apps = [r for r in refs if r.service != cluster.WAYPOINT]
     if role == "ztunnel":
-        workloads = sum(1 for r in apps if socket.inet_aton(r.ip) in blob)
-    else:
-        workloads = sum(1 for r in apps if r.ip.encode() in blob)
-    if role == "ztunnel":
+        addresses = names.get("wds_address", set())
+        authz = names.get("wds_authorization", set())
+        workloads = sum(1 for r in apps if
+                        f"{proxies.cluster_id()}//Pod/{r.namespace}/{r.name}" in addresses)
         pol = sum(1 for ns, name in policies if f"{ns}/{name}" in authz)
     else:
+        # every whole IPv4 address the config names, once: an endpoint's SocketAddress, or
+        # a waypoint's HBONE target "IP:PORT" in its endpoint metadata
+        seen = {m.decode() for m in re.findall(rb"(?<![0-9.])(\d{1,3}(?:\.\d{1,3}){3})(?![0-9])",
+                                                blob)}
+        workloads = sum(1 for r in apps if r.ip in seen)
         pol = sum(1 for ns, name in policies if f"-policy[{name}]-".encode() in blob)
     return {"services_known": len(services & hosts), "services_total": shape.services,
             "workloads_known": workloads, "workloads_total": len(apps),
@@ -340,7 +347,7 @@ class PointRun:
         n = len(px)
         usage.reset_peak()
         cpu0 = usage.cpu()
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), time.time()
         for start in range(0, n, self.spec.connect_batch):
             load.connect(start, min(n, start + self.spec.connect_batch))
         last_say = [t0]
@@ -377,14 +384,12 @@ class PointRun:
             if "bytes" in e:
                 rt = (px[int(e["p"])].role, str(e["type"]))
                 by_type[rt] = by_type.get(rt, 0) + int(e["bytes"])
-        started = time.time() - wall
+        last_ms = (last_t / 1e9 - started) * 1000.0 if last_t else 0.0
         rows = [self.row("proxies_total", "count", n, experiment="connect"),
                 self.row("connect_wall", "s", wall, experiment="connect"),
                 # from the first connect to the last response received (the wall time above
                 # has the status poll's resolution)
-                self.row("time_to_last_response", "ms",
-                         (last_t / 1e9 - started) * 1000.0 if last_t else 0.0,
-                         experiment="connect"),
+                self.row("time_to_last_response", "ms", last_ms, experiment="connect"),
                 self.row("connect_bytes_total", "bytes", total, experiment="connect"),
                 self.row("responses", "count", sum(1 for e in evs if "bytes" in e),
                          experiment="connect"),
@@ -405,8 +410,7 @@ class PointRun:
             "wall_s": round(wall, 2), "bytes": total, "istiod_cpu_s": round(istiod_cpu, 2),
             "client_cpu_s": round(cpu1.get("mb-xdsload", 0) - cpu0.get("mb-xdsload", 0), 2),
             "istiod_rss_peak_mib": round(usage.peak["istiod"] / 2**20, 1),
-            "last_response_after_s": round(last_t / 1e9 - (time.time() - wall), 2)
-            if last_t else None}
+            "last_response_after_s": round(last_ms / 1000.0, 2)}
         self.say(f"  {self.mode} {self.pods} pods: {n} proxies synced in {wall:.1f} s, "
                  f"{total / 2**20:.1f} MiB, istiod {istiod_cpu:.1f} CPU-s, "
                  f"peak {usage.peak['istiod'] / 2**20:.0f} MiB")

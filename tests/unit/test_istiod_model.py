@@ -96,12 +96,18 @@ def test_exposure_counts_services_workloads_policies() -> None:
     bodies = {cds: {"outbound|80||svc-0.mb-ns-0.svc.cluster.local": b64(b"x"),
                     "outbound|80||svc-3.mb-ns-1.svc.cluster.local": b64(b"x"),
                     "outbound|80||elsewhere.example": b64(b"x")},
-              eds: {"e": b64(f"..{refs[0].ip}..{refs[7].ip}".encode())},
+              eds: {"e": b64(b"".join(b"\x12" + bytes([len(r.ip)]) + r.ip.encode()
+                                      for r in (refs[0], refs[7])))},
               lds: {"l": b64(b"ns[mb-ns-0]-policy[deny-intruder]-rule[0]")}}
     pol = [("mb-ns-0", "deny-intruder"), ("mb-ns-1", "other")]
     ex = exposure_of("sidecar", bodies, shape, refs, pol)
     assert ex["services_known"] == 2 and ex["services_total"] == 4
     assert ex["workloads_known"] == 2 and ex["policies_known"] == 1
+    # an address is matched whole: pod 10.250.0.10 is not found inside 10.250.0.100
+    long_ip = "10.250.0.100"
+    inside = {eds: {"e": b64(b"\x12" + bytes([len(long_ip)]) + long_ip.encode())}}
+    assert refs[9].ip == "10.250.0.10" and len(refs) == 20
+    assert exposure_of("sidecar", inside, shape, refs, [])["workloads_known"] == 0
     addr = "type.googleapis.com/istio.workload.Address"
     zt = {addr: {"Kubernetes//Pod/mb-ns-0/svc-0-0": b64(socket.inet_aton(refs[0].ip)),
                  "mb-ns-0/svc-0.mb-ns-0.svc.cluster.local": b64(b"")}}
