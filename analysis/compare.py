@@ -127,6 +127,7 @@ def format_changes(changes: list[Change], a: Run, b: Run, threshold: float,
                    diffs: list[tuple[str, object, object]]) -> list[str]:
     """The comparison as Markdown lines (readable in a terminal and a CI summary)."""
     lines = [f"# meshbench compare: A = {a.run_id}, B = {b.run_id}", ""]
+    lines += set_aside_lines(a, b)
     if diffs:
         lines += [(f"WARNING: key metadata differ (compared because of --force): "
                    f"{describe_differences(diffs)}"), ""]
@@ -161,6 +162,17 @@ def format_changes(changes: list[Change], a: Run, b: Run, threshold: float,
     return lines + [""]
 
 
+def set_aside_lines(*runs: Run) -> list[str]:
+    """One line per run with cells set aside as contaminated by the machine's noise."""
+    out = []
+    for name, run in zip("AB", runs):
+        if run.set_aside:
+            why = next(iter(run.set_aside.values()))
+            out.append(f"- {name}: {len(run.set_aside)} cells set aside as contaminated by the "
+                       f"machine's noise (e.g. {why}); --include-noisy counts them")
+    return out + [""] if out else []
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshbench compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +184,9 @@ def parser() -> argparse.ArgumentParser:
                    help="smallest change in %% that counts (default: 5)")
     p.add_argument("--metrics", nargs="+", metavar="NAME",
                    help=f"families to compare, by name or part of one: {', '.join(FAMILIES)}")
+    p.add_argument("--include-noisy", action="store_true",
+                   help="count the cells the machine's noise contaminated (set aside by "
+                        "default: bench/probes/noise.py)")
     p.add_argument("--json", type=Path, metavar="FILE",
                    help="also write the outcome as JSON (status ok / worse / refused / error, "
                         "exit code, the worse metrics): for CI, where `make` turns every "
@@ -201,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             families = select_families(args.metrics)
         except ValueError as e:
             raise UserError(str(e)) from None
-        a, b = load_run(args.run_a), load_run(args.run_b)
+        a = load_run(args.run_a, args.include_noisy)
+        b = load_run(args.run_b, args.include_noisy)
         try:
             diffs = comparable(a, b, args.force)
         except UserError as e:

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.axes import Axes
 
+from analysis import noise
 from analysis.latency import PERCENTILES, by_cell
 from analysis.resources import DATAPLANE
 from analysis.rundata import IDLE, UNDER_LOAD, Run
@@ -71,7 +72,8 @@ def _latency_panel(ax: Axes, run: Run, level: int,
 
 
 def latency_figure(run: Run, path: Path) -> Path | None:
-    """Latency by percentile, one panel per level, median with min–max error bars.
+    """Latency by percentile, one panel per level, median with min–max error bars; under
+    them, when the run recorded it, the machine's noise per cell (analysis.noise.strip).
 
     Returns None (and writes nothing) when the run has no latency rows.
     """
@@ -81,12 +83,23 @@ def latency_figure(run: Run, path: Path) -> Path | None:
     if not levels:
         return None
     saturated = by_cell(summarize(run.client, "saturated"))
-    fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels) + 0.8, 4.8),
-                             sharey=True, squeeze=False)
+    with_noise = any(c.get("noise") for c in run.noise_cells())
+    width = 4.6 * len(levels) + 0.8
+    if with_noise:  # the machine's noise per cell in a strip under the panels
+        fig = plt.figure(figsize=(max(width, 8.0), 7.4))
+        grid = fig.add_gridspec(2, len(levels), height_ratios=[4.8, 2.2])
+        first = fig.add_subplot(grid[0, 0])
+        panels = [first] + [fig.add_subplot(grid[0, i], sharey=first)
+                            for i in range(1, len(levels))]
+        noise.strip(fig.add_subplot(grid[1, :]), run)
+    else:
+        fig, axes = plt.subplots(1, len(levels), figsize=(width, 4.8), sharey=True,
+                                 squeeze=False)
+        panels = list(axes[0])
     counts: list[int] = []
-    for ax, level in zip(axes[0], levels):
+    for ax, level in zip(panels, levels):
         counts += _latency_panel(ax, run, level, summaries, saturated)
-    axes[0][0].set_ylabel("client latency (µs, log scale)")
+    panels[0].set_ylabel("client latency (µs, log scale)")
     fig.suptitle("Client latency: median and min–max across repetitions "
                  f"({_n_text(counts)} per point)\n{_machine(run)}", fontsize=10)
     fig.tight_layout()

@@ -36,6 +36,8 @@ from analysis.metadata import (
     probes_section,
     simplifications_section,
 )
+from analysis.noise import first_screen as noise_first_screen
+from analysis.noise import noise_section
 from analysis.published import sources_section as published_sources
 from analysis.push import exposure_figure, push_section
 from analysis.resources import resource_cv_checks, resources_section
@@ -72,6 +74,7 @@ def header_section(run: Run, combined: bool = False) -> list[str]:
                 "every figure below is from this run only")
              + ", as median [min–max] across repetitions with n = repetitions measured."),
              ""]
+    lines[-1:-1] = noise_first_screen(run)
     if run.backend == "local":
         lines += [LOCAL_NOTE, ""]
     return lines
@@ -90,7 +93,7 @@ def render(run: Run | RunSet, latency_png: str | None, resources_png: str | None
     lines += cv_section(run, resource_cv_checks(run))
     lines += resources_section(run, resources_png) + push_section(run, exposure_png)
     lines += published_sources()
-    lines += failed_cells_section(run) + probes_section(run)
+    lines += failed_cells_section(run) + noise_section(run) + probes_section(run)
     lines += metadata_section(run) + simplifications_section(run)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -111,14 +114,15 @@ class ReportFiles:
 
 def run_set(run: Run, runs: Sequence[Path | str] | None = None, combine: bool = True) -> RunSet:
     """The runs the claims draw on: `runs` given (each checked against `run`), else the
-    default search (analysis.runset.discover) unless `combine` is False."""
+    default search (analysis.runset.discover) unless `combine` is False. Each is read as
+    `run` is (with or without its contaminated cells)."""
     if runs:
-        return explicit(run, [load_run(p) for p in runs])
+        return explicit(run, [load_run(p, run.include_noisy) for p in runs])
     return discover(run) if combine else single(run)
 
 
 def write_outputs(run_dir: Path | str, runs: Sequence[Path | str] | None = None,
-                  combine: bool = True) -> ReportFiles:
+                  combine: bool = True, include_noisy: bool = False) -> ReportFiles:
     """Write latency.png and, when data-plane resource rows exist, resources.png; then
     report.md, report.html (the same report with the figures embedded as data: URIs, no
     external resource) and smp.json (see analysis.smp) into `run_dir`. The claims draw
@@ -128,7 +132,7 @@ def write_outputs(run_dir: Path | str, runs: Sequence[Path | str] | None = None,
     Raises UserError when `run_dir` (or one of `runs`) is not a run directory, or when a
     run of `runs` is not compatible with it.
     """
-    run = load_run(run_dir)
+    run = load_run(run_dir, include_noisy)
     rs = run_set(run, runs, combine)
     latency = latency_figure(run, run.run_dir / "latency.png")
     resources = resources_figure(run, run.run_dir / "resources.png")
@@ -166,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw the claims from these runs too (checked compatible)")
     parser.add_argument("--single", action="store_true",
                         help="draw the claims from RUN_DIR only")
+    parser.add_argument("--include-noisy", action="store_true",
+                        help="count the cells the machine's noise contaminated (set aside "
+                             "by default)")
     args = parser.parse_args(argv)
     try:
         run_dir = args.run_dir or (args.runs[0] if args.runs else latest_run())
         if run_dir is None:
             raise UserError("no run under results/", hint="pass a run directory")
-        for path in write_outputs(run_dir, args.runs, not args.single).all():
+        for path in write_outputs(run_dir, args.runs, not args.single,
+                                  args.include_noisy).all():
             print(path)
     except BenchError as e:
         return fail(e, "meshbench report")

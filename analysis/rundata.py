@@ -37,6 +37,8 @@ class Run:
     run_dir: Path
     manifest: dict[str, Any]
     table: pd.DataFrame
+    # cells whose window the machine's noise contaminated count only when asked
+    include_noisy: bool = False
 
     @property
     def run_id(self) -> str:
@@ -98,13 +100,52 @@ class Run:
             for c in self.manifest.get("cells") or [] if c.get("status") == "failed"
         )
 
+    @cached_property
+    def set_aside(self) -> dict[tuple[str, int, int], str]:
+        """(mode, level, repetition) -> why, for the cells the analysis leaves out because
+        the machine's noise contaminated their last attempt (bench/probes/noise.py); empty
+        when the run was loaded with include_noisy."""
+        if self.include_noisy:
+            return {}
+        return {(str(c["mode"]), int(c["level"]), int(c["repetition"])): str(c["noisy"])
+                for c in self.manifest.get("cells") or []
+                if c.get("noisy") and c.get("status") == "ok"}
+
+    @cached_property
+    def _final_attempt(self) -> dict[tuple[str, int, int], int]:
+        """The attempt that stands for each re-run cell (the last one)."""
+        return {(str(c["mode"]), int(c["level"]), int(c["repetition"])): int(c["attempt"])
+                for c in self.manifest.get("cells") or [] if c.get("attempts")}
+
     def without_failed(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """`rows` minus those of failed cells: a failed cell's partial numbers are not
-        samples of the mode."""
-        if not self.failed_cells or rows.empty:
+        """`rows` that count: minus those of failed cells (a failed cell's partial numbers
+        are not samples of the mode), of cells set aside as contaminated, and of the
+        earlier attempts of a re-run cell (kept in the table, never mixed in)."""
+        drop = self.failed_cells | set(self.set_aside)
+        if (not drop and not self._final_attempt) or rows.empty:
             return rows
-        keys = zip(rows["mode"], rows["level"].astype(int), rows["repetition"].astype(int))
-        return rows[[k not in self.failed_cells for k in keys]]
+        keys = list(zip(rows["mode"], rows["level"].astype(int),
+                        rows["repetition"].astype(int)))
+        keep = [k not in drop for k in keys]
+        if self._final_attempt:
+            attempt = self.labels.loc[rows.index].map(lambda d: int(d.get("attempt", 1)))
+            keep = [ok and self._final_attempt.get(k, a) == a
+                    for ok, k, a in zip(keep, keys, attempt)]
+        return rows[keep]
+
+    def counted_cells(self) -> list[dict[str, Any]]:
+        """The manifest's entries of the cells that count: ok, and not set aside."""
+        return [c for c in self.manifest.get("cells") or [] if c.get("status") == "ok" and (
+            (str(c["mode"]), int(c["level"]), int(c["repetition"])) not in self.set_aside)]
+
+    def noise_cells(self) -> list[dict[str, Any]]:
+        """Every attempt at every cell with its noise record (the manifest's), the last
+        attempt marked "final"; for the report's noise section."""
+        out = []
+        for c in self.manifest.get("cells") or []:
+            for a in [*c.get("attempts", ()), c]:
+                out.append({**a, "final": a is c})
+        return out
 
     @cached_property
     def client(self) -> pd.DataFrame:
@@ -161,8 +202,10 @@ def _parse_labels(text: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def load_run(run_dir: Path | str) -> Run:
+def load_run(run_dir: Path | str, include_noisy: bool = False) -> Run:
     """Read manifest.json and the samples table (Parquet, else the JSONL rows so far).
+    Cells the machine's noise contaminated are left out of every figure unless
+    `include_noisy` (they stay in the table).
 
     Raises UserError when `run_dir` holds no manifest.json.
     """
@@ -174,4 +217,5 @@ def load_run(run_dir: Path | str) -> Run:
     if "schema_version" in manifest and manifest["schema_version"] != SCHEMA_VERSION:
         raise UserError(f"{run_dir}: manifest schema_version {manifest['schema_version']!r} is "
                         f"not one this meshbench reads ({SCHEMA_VERSION})")
-    return Run(run_dir=run_dir, manifest=manifest, table=load_table(run_dir))
+    return Run(run_dir=run_dir, manifest=manifest, table=load_table(run_dir),
+               include_noisy=include_noisy)

@@ -147,7 +147,7 @@ def discover(primary: Run, root: Path | None = None) -> RunSet:
         if diffs:
             passed.append((run_id, f"differs: {describe_differences(diffs)}"))
             continue
-        run = load_run(run_dir)
+        run = load_run(run_dir, primary.include_noisy)
         got = [m for m in offers if (run.table["mode"] == m).any()]
         for m in got:
             sources[m] = run

@@ -79,11 +79,11 @@ def hdr_minimum_us(run: Run) -> dict[tuple[str, int], float]:
     from bench.load import hdr
 
     out: dict[tuple[str, int], float] = {}
-    for c in run.manifest.get("cells") or []:
+    for c in run.counted_cells():
         window = c.get("window") or {}
-        if c.get("status") != "ok" or "start" not in window or not c.get("cell"):
+        if "start" not in window or not c.get("cell"):
             continue
-        files = hdr.hdr_files(run.run_dir / "hdr" / f"{c['cell']}.jsonl")
+        files = hdr.hdr_files(run.run_dir / c.get("hdr", f"hdr/{c['cell']}.jsonl"))
         if not files:
             continue
         hist, count, _, _ = hdr.merge(hdr.read_intervals(files), window["start"], window["end"])
@@ -97,9 +97,9 @@ def hdr_minimum_us(run: Run) -> dict[tuple[str, int], float]:
 
 def _windows(run: Run) -> dict[tuple[str, int], tuple[float, float]]:
     out: dict[tuple[str, int], tuple[float, float]] = {}
-    for c in run.manifest.get("cells") or []:
+    for c in run.counted_cells():
         w = c.get("window") or {}
-        if c.get("status") != "ok" or "start" not in w:
+        if "start" not in w:
             continue
         key = (str(c["mode"]), int(c["level"]))
         lo, hi = out.get(key, (w["start"], w["end"]))

@@ -162,6 +162,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="latency_p50", choices=list(FAMILIES))
     p.add_argument("--mode", help="one mode (default: every mode)")
     p.add_argument("--level", type=int, help="one target rps (default: every level)")
+    p.add_argument("--include-noisy", action="store_true",
+                   help="count the cells the machine's noise contaminated (set aside by "
+                        "default)")
     p.add_argument("--png", type=Path, default=Path("trend.png"),
                    help="figure to write (default: trend.png)")
     return p
@@ -173,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = find_runs(args.dirs)
         if not paths:
             raise UserError("no run found", hint="pass run directories or results/")
-        runs = sorted((load_run(p) for p in paths), key=lambda r: (started(r), r.run_id))
+        runs = sorted((load_run(p, args.include_noisy) for p in paths),
+                      key=lambda r: (started(r), r.run_id))
+        aside = sum(len(r.set_aside) for r in runs)
+        if aside:
+            print(f"{aside} cells set aside as contaminated by the machine's noise, over "
+                  f"{sum(1 for r in runs if r.set_aside)} runs (--include-noisy counts them)")
         rows = trend_rows(runs, args.metric, args.mode, args.level)
         print("\n".join(format_trend(rows, args.metric, runs[-1].run_id)), end="")
         png = trend_figure(rows, args.metric, args.png)

@@ -209,10 +209,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if rc == 130:
             return rc
         code = max(code, rc)
-        rows = agreement(load_run(run_dir))
+        run = load_run(run_dir)  # a contaminated cell (its window or its reference's) is
+        rows = agreement(run)    # set aside: no agreement across a stolen window
         order = same_order(rows, "harness_us")
+        aside = {f"r{r}-{m}-{lv}rps": why for (m, lv, r), why in run.set_aside.items()}
+        if aside:
+            log(f"calibrate: {len(aside)} cells set aside as contaminated by the machine's "
+                "noise (see the run's report)")
         record["runs"].append({"connections": c, "dir": run_dir.name, "exit": rc,
-                               "rows": rows, "same_order": {str(k): v for k, v in order.items()}})
+                               "rows": rows, "same_order": {str(k): v for k, v in order.items()},
+                               "set_aside": aside})
         (out_dir / "calibrate.json").write_text(json.dumps(record, indent=2))
         print(_agreement_text(c, rows, order))
     print(out_dir)
@@ -352,7 +358,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UserError(f"no run found at {d or args.results}",
                             hint="run `make bench` first, or pass a results/<run> directory")
     assert run_dir is not None
-    for p in write_outputs(run_dir, runs or None, combine=not args.single).all():
+    for p in write_outputs(run_dir, runs or None, combine=not args.single,
+                           include_noisy=args.include_noisy).all():
         print(p)
     return 0
 
@@ -483,6 +490,9 @@ def parser() -> argparse.ArgumentParser:
                           "naming the keys, when they are not compatible")
     rep.add_argument("--single", action="store_true",
                      help="draw the claims from RUN only, never from other runs")
+    rep.add_argument("--include-noisy", action="store_true",
+                     help="count the cells the machine's noise contaminated (set aside by "
+                          "default; the report's noise section lists them)")
     rep.set_defaults(fn=cmd_report)
 
     sub.add_parser("compare", help="RUN_A RUN_B [--force] [--threshold PCT]: changes with "

@@ -139,11 +139,32 @@ CHECKS: list[Callable[[], Check]] = [
 ]
 
 
+def _noise(seconds: float = 3.0) -> Check:
+    """Is someone else taking the CPU right now? Steal and other processes' CPU over the
+    next few seconds (no run is going, so all busy CPU is someone else's), and CPU
+    pressure over the last minute (PSI avg60); against the default contamination
+    threshold (bench/probes/noise.py)."""
+    from bench.probes.noise import sample_now
+    from bench.scenario import Timing
+
+    limit = Timing().noise_threshold
+    got = sample_now(seconds)
+    steal, busy, psi = got["steal_share"] or 0.0, got["busy_share"] or 0.0, got["psi_some_avg60"]
+    detail = (f"last {seconds:.0f} s: steal {100 * steal:.0f} %, other processes "
+              f"{100 * busy:.0f} % of the CPU; CPU pressure over the last minute "
+              + (f"{100 * psi:.0f} %" if psi is not None else "not available (no PSI)"))
+    ok = steal + busy <= limit and (psi is None or psi <= limit)
+    return Check("machine noise", "quiet", ok, detail,
+                 f"someone else is using this machine's CPU (above {100 * limit:.0f} %): cells "
+                 "measured now would be flagged as contaminated and set aside; wait, or find "
+                 "a quieter machine (timing.rerun_noisy re-runs flagged cells)")
+
+
 def run_checks(verbose: bool = True) -> int:
     """Print one line per check; exit 1 when the local backend cannot run."""
-    results = [c() for c in CHECKS] + _istiod_binaries()
+    results = [c() for c in CHECKS] + _istiod_binaries() + [_noise()]
     for r in results:
-        mark = "ok  " if r.ok else ("info" if r.needed_for == "info" else "MISS")
+        mark = "ok  " if r.ok else {"info": "info", "quiet": "WARN"}.get(r.needed_for, "MISS")
         line = f"{mark} {r.name:<20} [{r.needed_for:<5}] {r.detail}"
         if not r.ok and r.fix:
             line += f"\n     fix: {r.fix}"
@@ -156,5 +177,6 @@ def run_checks(verbose: bool = True) -> int:
           f"BCC probes: {'ready' if bcc_ok else 'not ready (runs go on without them)'}; "
           f"kind backend: {'ready' if kind_ok else 'not ready (needs Docker, kind, kubectl, istioctl)'}; "
           "real istiod: " + ("built" if istiod_ok else
-                             "not built (make istiod-build; make bench never needs it)"))
+                             "not built (make istiod-build; make bench never needs it)")
+          + ("" if results[-1].ok else "; the machine is busy or stolen from (see WARN)"))
     return 0 if local_ok else 1

@@ -183,8 +183,10 @@ class RunStore:
                       file=sys.stderr)
             raise
 
-    def hdr_path(self, cell: Cell) -> Path:
-        return self.dir / "hdr" / f"{cell.id}.jsonl"
+    def hdr_path(self, cell: Cell, attempt: int = 1) -> Path:
+        """The prefix of a cell's HDR files (a re-run attempt has its own)."""
+        return self.dir / "hdr" / (f"{cell.id}.jsonl" if attempt == 1 else
+                                   f"{cell.id}-a{attempt}.jsonl")
 
     def finalize(self) -> Path:
         """Write the tidy Parquet table from the JSONL rows."""

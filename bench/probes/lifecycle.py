@@ -12,13 +12,14 @@ and nothing retried silently:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, StorageError
 from bench.faults import inject
-from bench.probes.processes import Target, write_targets
+from bench.probes.processes import Target, read_targets, write_targets
 from bench.probes.resources import ResourceSampler, summarize_window
 from bench.store import Cell, RunStore, Sample
 
@@ -248,6 +249,17 @@ class RunProbe:
         """The processes to sample from now on (replacing the last set)."""
         if self.sampler is not None:
             write_targets(self.targets_path, targets)
+
+    def own_pids(self) -> set[int]:
+        """The run's own processes now: the sampler's targets, the sampler, this process."""
+        pids = {os.getpid()}
+        if self.sampler is not None and self.sampler.pid is not None:
+            pids.add(self.sampler.pid)
+        try:
+            pids |= {t.pid for t in read_targets(self.targets_path)}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self.book.failed("noise", f"cannot read {self.targets_path}: {e}")
+        return pids
 
     def window(self, cell: Cell, t0: float, t1: float) -> list[Sample] | None:
         """The window's rows, or None when the sampler did not run through it (on record:

@@ -13,7 +13,9 @@ appends one JSON line per target per sweep, flushed every sweep, so data survive
     {"ts", "mono", "seq", "pid", "entity", "role", "pod", "namespace", "node", "mode",
      "cpu_ns", "rss_bytes"[, "cpu_ticks_s", "threads"][, "pss_bytes", "uss_bytes"]}
 
-plus {"...", "gone": true} once when a process has exited, {"...", "error": reason} when
+plus one "host" row per sweep, before the process rows: the machine's steal, pressure,
+run queue (bench/probes/noise.py reads them);
+{"...", "gone": true} once when a process has exited, {"...", "error": reason} when
 it cannot be read, {"ts", "mono", "seq", "gap_s"} when a sweep starts more than two
 intervals after the previous one, a "meta" line at start, and its own row (role
 "sampler", with "sweep_s", the previous sweep's duration) every sweep.
@@ -59,6 +61,7 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 from bench.errors import BenchError
+from bench.probes.noise import read_host
 from bench.probes.processes import DATAPLANE_ROLES, Target, proxy_of, read_targets
 from bench.store import Cell, Sample
 
@@ -292,6 +295,11 @@ class _SamplerLoop:
         pss0, pss_n = self.pss_turns.pick(n)
         stat0, stat_n = self.stat_turns.pick(n)
         monotonic, clock_gettime_ns, pread = time.monotonic, time.clock_gettime_ns, os.pread
+        # the machine first (steal, pressure, run queue: bench/probes/noise.py), so that a
+        # window's noise and its processes' CPU are read at the same sweeps
+        mono = monotonic()
+        lines.append(f'{{"ts":{mono + offset:.6f},"mono":{mono:.6f},"seq":{seq},"host":'
+                     f'{json.dumps(read_host(), separators=(",", ":"))}}}\n')
         stamp, stamp_at = "", -math.inf
         for i, (k, w) in enumerate(items):
             mono = monotonic()
@@ -404,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     loop.run({
         "pid": os.getpid(), "interval": args.interval, "pss_interval": args.pss_interval,
         "stat_interval": args.stat_interval, "nice": os.getpriority(os.PRIO_PROCESS, 0),
-        "clk_tck": CLK_TCK,
+        "clk_tck": CLK_TCK, "ncpu": os.cpu_count(),
         "page_size": PAGE_SIZE, "cpu_source": "clock_gettime(CPUCLOCK_SCHED)",
         "rss_source": "statm", "pss_source": "smaps_rollup, spread over the sweeps",
     })

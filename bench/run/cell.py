@@ -19,7 +19,7 @@ from bench.load.driver import run_locust
 from bench.load.reference import SOURCE_KERNEL as REFERENCE_KERNEL
 from bench.load.reference import reference_cell
 from bench.load.reference import to_samples as reference_to_samples
-from bench.probes import client_latency
+from bench.probes import client_latency, noise
 from bench.probes.lifecycle import NothingToProbe, one_line
 from bench.probes.processes import Target
 from bench.probes.resources import per_krps
@@ -41,6 +41,18 @@ class CellOutcome:
     loadgen_pid: int | None = None
     kernel: hdr.LatencySummary | None = None
     reference: hdr.LatencySummary | None = None
+    attempt: int = 1
+    hdr: str = ""  # the HDR files' prefix, relative to the run directory
+    noise: dict[str, Any] | None = None  # the window's (bench/probes/noise.py)
+    noise_reference: dict[str, Any] | None = None  # the reference client's window's
+
+    @property
+    def noisy(self) -> str:
+        """Why the cell is contaminated ("" when it is not, or was not measured)."""
+        for what, n in (("window", self.noise), ("reference window", self.noise_reference)):
+            if n and n.get("contaminated"):
+                return f"{what}: {n['reason']}"
+        return ""
 
 
 def in_cluster(dep: Deployment) -> bool:
@@ -79,15 +91,15 @@ def make_hops(ok: bool) -> Any:
     return make
 
 
-def guarded(ctx: RunContext, cell: Cell, dep: Deployment) -> CellOutcome:
+def guarded(ctx: RunContext, cell: Cell, dep: Deployment, attempt: int = 1) -> CellOutcome:
     """run(), with any error of the harness or the OS recorded as the cell's failure (a
     full results disk still stops the run)."""
     try:
-        return run(ctx, cell, dep)
+        return run(ctx, cell, dep, attempt=attempt)
     except StorageError:
         raise
     except (BenchError, OSError) as e:
-        return CellOutcome(cell, "failed", one_line(e))
+        return CellOutcome(cell, "failed", one_line(e), attempt=attempt)
 
 
 def _start_load(ctx: RunContext, cell: Cell, dep: Deployment, duration: float,
@@ -112,9 +124,12 @@ def _start_load(ctx: RunContext, cell: Cell, dep: Deployment, duration: float,
     return load
 
 
-def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> CellOutcome:
+def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False,
+        attempt: int = 1) -> CellOutcome:
+    """One attempt at the cell (a contaminated cell is run again as attempt 2, ...: its
+    rows carry the label "attempt", its HDR files their own name)."""
     s = ctx.s
-    hdr_out = ctx.store.hdr_path(cell)
+    hdr_out = ctx.store.hdr_path(cell, attempt)
     if twin:
         hdr_out = hdr_out.with_name(f"{cell.id}-probes-off.jsonl")
     pods = in_cluster(dep)
@@ -122,7 +137,7 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
     # the reference runs before Locust in even repetitions, after it in odd ones, so that
     # drift within a cell does not always favour the same client
     ref_first = with_ref and cell.repetition % 2 == 0
-    early_ref = reference(ctx, cell, dep) if ref_first else None
+    early_ref = reference(ctx, cell, dep, attempt) if ref_first else (None, None)
     # Locust in pods starts through `kubectl exec` and waits for workers: give it longer
     start_s = IN_CLUSTER_START_S if pods else LOCUST_START_S
     duration = start_s + s.timing.warmup_s + s.timing.window_s + 1.0
@@ -144,9 +159,11 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
         if ctx.hops is not None:
             ctx.hops.reset()
         ctx.phase(cell.repetition, cell.mode, "window", cell=cell.id, loadgen_pid=load.pid)
+        m0 = noise.mark()
         w0 = (time.time(), time.monotonic())
         ctx.sleep_checking(dep, s.timing.window_s, load)
         w1 = (time.time(), time.monotonic())
+        m1 = noise.mark()
         ctx.phase(cell.repetition, cell.mode, "collect", cell=cell.id)
         hop_hists = ctx.hops.read(cell) if ctx.hops is not None else None
         # read while Locust writes its last interval (it ends at the next whole second)
@@ -156,7 +173,8 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
         else:  # the window is recorded: Locust's last second and shutdown are not needed
             load.finish_after(w1[0], processes=s.load.processes)  # type: ignore[attr-defined]
     except CellFailed as e:
-        return CellOutcome(cell, "failed", e.one_line(), loadgen_pid=load.pid)
+        return CellOutcome(cell, "failed", e.one_line(), loadgen_pid=load.pid,
+                           attempt=attempt)
     finally:
         load.stop()
         ctx.watch(dep, cell.mode)
@@ -184,7 +202,8 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
     if kernel is not None:
         rows += kernel[1]
     if twin:
-        ctx.store.append([replace(r, source=r.source + "_probes_off") for r in rows])
+        ctx.store.append([replace(r, source=r.source + "_probes_off") for r in rows]
+                         + ctx.noise(cell, m0, "probes_off", m1)[0])
         return CellOutcome(cell, "ok" if summary.count else "failed", "", window, summary,
                            load.pid, kernel=kernel[0] if kernel else None)
     if hop_hists is not None:
@@ -197,15 +216,20 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False) -> Cel
         rows += res_rows + with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
     api_rows = with_label(api_resources(ctx, cell), phase="load")
     rows += api_rows + with_label(per_krps(api_rows, summary.achieved_rps), phase="load")
-    ctx.store.append(rows)
+    noise_rows, noise_rec = ctx.noise(cell, m0, "load", m1, attempt)
+    rows += noise_rows
+    ctx.store.append(with_label(rows, attempt=attempt) if attempt > 1 else rows)
+    out = CellOutcome(cell, "ok", "", window, summary, load.pid,
+                      kernel=kernel[0] if kernel else None, attempt=attempt,
+                      hdr=str(hdr_out.relative_to(ctx.store.dir)), noise=noise_rec)
     if summary.count == 0:
-        return CellOutcome(cell, "failed", "no request completed in the window", window,
-                           loadgen_pid=load.pid)
+        return replace(out, status="failed", reason="no request completed in the window",
+                       summary=None, kernel=None)
     if with_ref and not ref_first:
         ctx.phase(cell.repetition, cell.mode, "reference", cell=cell.id)
-    ref = early_ref if ref_first else reference(ctx, cell, dep) if with_ref else None
-    return CellOutcome(cell, "ok", "", window, summary, load.pid,
-                       kernel=kernel[0] if kernel else None, reference=ref)
+    ref, ref_noise = early_ref if ref_first else reference(ctx, cell, dep, attempt) if (
+        with_ref) else (None, None)
+    return replace(out, reference=ref, noise_reference=ref_noise)
 
 
 def api_resources(ctx: RunContext, cell: Cell) -> list[Sample]:
@@ -245,18 +269,31 @@ def kernel_rows(ctx: RunContext, cell: Cell, got: tuple[Any, int] | None, t0: fl
     return ksum, client_latency.to_samples(cell, ksum, spread, lost)
 
 
-def reference(ctx: RunContext, cell: Cell, dep: Deployment) -> hdr.LatencySummary | None:
+def reference(ctx: RunContext, cell: Cell, dep: Deployment, attempt: int = 1
+              ) -> tuple[hdr.LatencySummary | None, dict[str, Any] | None]:
     """The independent reference client at the cell's rate and connections on the same
-    deployment (source "reference"; timed by the kernel probe too: "reference_kernel")."""
+    deployment (source "reference"; timed by the kernel probe too: "reference_kernel"),
+    and the noise of its window (it is a window of its own: a stolen one is flagged)."""
     s = ctx.s
     probe = ctx.kernel_latency.probe if ctx.kernel_latency else None
+
+    def started(pid: int) -> None:
+        if probe is not None:
+            probe.watch(pid)
+        # the run's own process (not foreign CPU); a mode of its own keeps it out of the
+        # cells' resource rows
+        ctx.watch(dep, cell.mode, [Target(pid=pid, role="loadgen", entity="refclient",
+                                          mode="reference")])
+
+    suffix = f"-a{attempt}" if attempt > 1 else ""
+    m0 = noise.mark()
     try:
         ref, rows, (t0, t1) = reference_cell(
             cell=cell, netns=dep.load_netns, url=dep.url + "/",
             connections=s.load.connections, warmup_s=s.timing.warmup_s,
             window_s=s.timing.window_s, arrivals=s.load.arrivals, seed=s.seed,
-            out=ctx.store.dir / "logs" / f"reference-{cell.id}.bin",
-            on_start=probe.watch if probe is not None else None)
+            out=ctx.store.dir / "logs" / f"reference-{cell.id}{suffix}.bin",
+            on_start=started)
         if probe is not None:
             req = probe.requests(t0, t1)
             if len(req):
@@ -265,13 +302,16 @@ def reference(ctx: RunContext, cell: Cell, dep: Deployment) -> hdr.LatencySummar
                                              source=REFERENCE_KERNEL)
     except BenchError as e:
         ctx.book.failed("reference", f"{cell.id}: {e.one_line()}")
-        return None
+        return None, None
     finally:
         if probe is not None:
             probe.clear()
             probe.unwatch_all()
-    ctx.store.append(rows)
-    return ref
+        ctx.watch(dep, cell.mode)
+    noise_rows, noise_rec = ctx.noise(cell, m0, "reference", attempt=attempt)
+    rows += noise_rows
+    ctx.store.append(with_label(rows, attempt=attempt) if attempt > 1 else rows)
+    return ref, noise_rec
 
 
 def probe_overhead_twin(ctx: RunContext, cell: Cell, dep: Deployment) -> None:
@@ -282,7 +322,7 @@ def probe_overhead_twin(ctx: RunContext, cell: Cell, dep: Deployment) -> None:
         return
     hops.detach()
     try:
-        outcome = run(ctx, cell, dep, twin=True)
+        outcome = run(ctx, cell, dep, twin=True)  # its noise rows: phase "probes_off"
         timed = outcome.kernel or outcome.summary
         ctx.progress(f"probe-off twin of {cell.id}: {outcome.status} "
                      + (f"p50 {timed.p50_us:.0f} us" if timed else outcome.reason))

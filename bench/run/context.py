@@ -3,6 +3,7 @@ results store, the probes' lifecycles, and the progress line."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -11,10 +12,11 @@ from typing import Any
 
 from bench.backends.base import Abilities, Backend, Deployment, LoadHandle
 from bench.errors import CellFailed
+from bench.probes import noise
 from bench.probes.lifecycle import ModeProbe, ProbeBook, RunProbe
 from bench.probes.processes import Target
 from bench.scenario import Scenario
-from bench.store import RunStore
+from bench.store import Cell, RunStore, Sample
 
 
 def log(msg: str) -> None:
@@ -81,6 +83,25 @@ class RunContext:
         self.store.update(current=self.current, phases=self.clock.times)  # one write
         what = detail.get("cell") or detail.get("experiment") or ""
         self.progress(f"r{rep} {mode}: {phase}" + (f" {what}" if what else ""))
+
+    def noise(self, cell: Cell, start: noise.Mark, phase: str, end: noise.Mark | None = None,
+              attempt: int = 1, **labels: Any) -> tuple[list[Sample], dict[str, Any] | None]:
+        """The machine's noise from `start` to `end` (now if None), bench/probes/noise.py:
+        its rows (source "noise", labelled with the phase and, past the first, the
+        attempt) and its record for the manifest; ([], None), on record, when it cannot be
+        read."""
+        end = end if end is not None else noise.mark()
+        own = {os.getpid()}
+        if self.resources is not None:
+            own |= self.resources.own_pids()
+        got = noise.summarize(start, end, own, self.resources.out_path
+                              if self.resources is not None else None)
+        if isinstance(got, str):
+            self.book.missing("noise", f"{cell.id} {phase}", got)
+            return [], None
+        threshold = self.s.timing.noise_threshold
+        lab = {"phase": phase, **labels, **({"attempt": attempt} if attempt > 1 else {})}
+        return got.samples(cell, threshold, end.ts, lab), got.record(threshold)
 
     def watch(self, dep: Deployment | None, mode: str, extra: Sequence[Target] = ()) -> None:
         """The processes the resource sampler watches: the deployment's, and `extra`."""

@@ -13,6 +13,7 @@ from bench.errors import BenchError, ModeBroken, StorageError
 from bench.experiments import changed_mesh, exposure_samples, run_push, to_samples
 from bench.mesh import Mesh
 from bench.outcomes import PushOutcome
+from bench.probes import noise
 from bench.probes.lifecycle import ExperimentProbe, one_line
 from bench.run.context import RunContext
 from bench.store import Cell
@@ -52,6 +53,7 @@ def run_mode(ctx: RunContext, wire: ExperimentProbe, rep: int, mode: str, dep: D
     cell = Cell(rep, mode, 0)
     names = list(ctx.s.experiments)
     step = "exposure"
+    m0 = noise.mark()
     try:
         ctx.phase(rep, mode, "experiment", experiment="exposure")
         exposure(ctx, dep.mesh, cell)
@@ -93,6 +95,9 @@ def run_mode(ctx: RunContext, wire: ExperimentProbe, rep: int, mode: str, dep: D
             ctx.progress(f"r{rep} {mode}: experiment {step} failed: {reason}")
     finally:
         wire.stop()
+        # the machine's noise over the mode's experiments, one window (a change takes
+        # well under a sampler interval)
+        ctx.store.append(ctx.noise(cell, m0, "experiment")[0])
 
 
 def progress_line(rep: int, mode: str, name: str, outcome: PushOutcome) -> str:

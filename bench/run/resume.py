@@ -71,7 +71,8 @@ def prepare(run_dir: Path, s: scen.Scenario, manifest: dict[str, Any]) -> RunSto
     moved = _set_rows_aside(run_dir, recorded, units)
     hdr_aside = run_dir / "hdr" / "discarded"
     for cell in todo:
-        for f in (run_dir / "hdr").glob(f"{cell}.jsonl*"):
+        for f in [*(run_dir / "hdr").glob(f"{cell}.jsonl*"),  # and re-run attempts'
+                  *(run_dir / "hdr").glob(f"{cell}-a[0-9]*.jsonl*")]:
             hdr_aside.mkdir(exist_ok=True)
             os.replace(f, hdr_aside / f"{f.name}.{int(time.time())}")
     (run_dir / "samples.parquet").unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.backends.base import Backend, Deployment
 from bench.errors import BenchError, CellFailed, ModeBroken, StorageError
-from bench.probes import client_latency
+from bench.probes import client_latency, noise
 from bench.probes.lifecycle import ExperimentProbe, ModeProbe, ProbeBook, RunProbe, one_line
 from bench.run import cell as cells
 from bench.run import pushes
@@ -151,6 +151,12 @@ class Runner:
                                      self.store.dir / "resources.jsonl",
                                      p.resources.interval_s, p.resources.pss_interval_s)
             ctx.resources.start()
+        # the machine's noise per window (bench/probes/noise.py): needs no root
+        book.set("noise", {"status": "ok", "reason": "",
+                           "threshold": self.s.timing.noise_threshold,
+                           "rerun_noisy": self.s.timing.rerun_noisy,
+                           "per_second": "from the resource sampler" if ctx.resources
+                           is not None else "no: the resource sampler is disabled"})
         if not p.hops.enabled:
             book.set("hops", {"status": "skipped", "reason": "disabled in the scenario"})
         else:
@@ -223,7 +229,17 @@ class Runner:
             for i, c in enumerate(todo):
                 self._ensure_probes(dep, c.id)
                 outcome = cells.guarded(ctx, c, dep)
-                self._record(outcome)
+                earlier: list[dict[str, Any]] = []
+                while (outcome.status == "ok" and outcome.noisy
+                       and len(earlier) < self.s.timing.rerun_noisy
+                       and not self.backend.check(dep)):
+                    earlier.append(_entry(outcome))
+                    self.progress(f"{c.id}: contaminated ({outcome.noisy}); running it again "
+                                  f"(attempt {outcome.attempt + 1} of "
+                                  f"{self.s.timing.rerun_noisy + 1})")
+                    self._ensure_probes(dep, c.id)
+                    outcome = cells.guarded(ctx, c, dep, attempt=outcome.attempt + 1)
+                self._record(outcome, earlier)
                 dead = self.backend.check(dep)
                 if dead:
                     self._broken(rep, mode, f"cell {c.id}", dead[0], todo[i + 1:], experiments)
@@ -332,6 +348,7 @@ class Runner:
         ctx = self.ctx
         ctx.phase(rep, mode, "idle")
         t0 = time.time()
+        m0 = noise.mark()
         for probe in self._mode_probes():
             probe.attach(dep)
         try:
@@ -339,21 +356,24 @@ class Runner:
         except CellFailed as e:
             raise ModeBroken(e.message) from None
         t1 = time.time()
+        idle = Cell(rep, mode, 0)
+        self.store.append(ctx.noise(idle, m0, "idle")[0])
         if ctx.resources is None:
             return
-        idle = Cell(rep, mode, 0)
         rows = ctx.resources.window(idle, t0, t1)
         if rows is None:
             return
         self.store.append(cells.with_label(rows, phase="idle"))
         self.store.append(cells.with_label(cells.api_resources(ctx, idle), phase="idle"))
 
-    def _record(self, outcome: CellOutcome) -> None:
-        entry = {"cell": outcome.cell.id, "mode": outcome.cell.mode, "level": outcome.cell.level,
-                 "repetition": outcome.cell.repetition, "status": outcome.status, "reason": outcome.reason,
-                 "window": outcome.window, "loadgen_pid": outcome.loadgen_pid}
+    def _record(self, outcome: CellOutcome, earlier: Sequence[dict[str, Any]] = ()) -> None:
+        """The cell's entry in the manifest: its last attempt, the earlier (contaminated)
+        ones under "attempts"; and the run's noise summary."""
+        entry = _entry(outcome)
+        if earlier:
+            entry["attempts"] = list(earlier)
         self.cells.append(entry)
-        self.store.update(cells=self.cells)
+        self.store.update(cells=self.cells, noise=noise_summary(self.cells))
         n = len(self.cells)
         if outcome.summary is not None:
             sm = outcome.summary
@@ -366,3 +386,42 @@ class Runner:
                           f"{sm.achieved_rps:.0f}/{outcome.cell.level} rps, {sm.errors} errors")
         else:
             self.progress(f"[{n}/{self.total}] {outcome.cell.id}: {outcome.status.upper()}: {outcome.reason}")
+        if outcome.noisy:
+            self.progress(f"{outcome.cell.id}: CONTAMINATED ({outcome.noisy}): the analysis "
+                          "sets it aside (timing.rerun_noisy runs such cells again)")
+
+
+def _entry(outcome: CellOutcome) -> dict[str, Any]:
+    """One attempt at a cell, as the manifest keeps it ("noisy": why it is contaminated)."""
+    c = outcome.cell
+    entry: dict[str, Any] = {
+        "cell": c.id, "mode": c.mode, "level": c.level, "repetition": c.repetition,
+        "status": outcome.status, "reason": outcome.reason, "window": outcome.window,
+        "loadgen_pid": outcome.loadgen_pid, "attempt": outcome.attempt}
+    if outcome.hdr:
+        entry["hdr"] = outcome.hdr
+    if outcome.noise is not None or outcome.noise_reference is not None:
+        entry["noise"] = outcome.noise
+        if outcome.noise_reference is not None:
+            entry["noise_reference"] = outcome.noise_reference
+        entry["noisy"] = outcome.noisy
+    return entry
+
+
+def noise_summary(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's `noise`: how many cells were measured for noise, contaminated (in
+    their last attempt), re-run; the worst shares seen in any window."""
+    measured = [e for e in entries if "noisy" in e]
+    windows = [n for e in entries for a in (e, *e.get("attempts", ()))
+               for n in (a.get("noise"), a.get("noise_reference")) if n]
+
+    def worst(key: str) -> float | None:
+        vals = [n[key] for n in windows if n.get(key) is not None]
+        return round(max(vals), 4) if vals else None
+
+    return {"cells": len(entries), "measured": len(measured),
+            "contaminated": sum(1 for e in measured if e["noisy"]),
+            "rerun": sum(1 for e in entries if e.get("attempts")),
+            "attempts_set_aside": sum(len(e.get("attempts", ())) for e in entries),
+            "worst": {k: worst(k) for k in ("lost_share", "steal_share", "steal_peak_share",
+                                             "foreign_share", "psi_some_share")}}

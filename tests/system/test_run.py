@@ -75,6 +75,12 @@ def test_smoke_run_writes_parquet_in_microseconds_and_a_report(tmp_path: Path) -
     xds = df[(df.source == "xds") & (df.metric == "proxies_updated")]
     assert set(xds["mode"]) == {"sidecar", "ambient", "waypoint"}  # the push experiments ran
     assert manifest["deployments"][1]["processes"][-1]["role"] == "control-plane"
+    # the machine's noise of every cell window, idle period and mode's experiments
+    assert all("noisy" in c and c["noise"]["span_s"] > 0 for c in manifest["cells"])
+    phases = {json.loads(lab)["phase"] if isinstance(lab, str) else lab["phase"]
+              for lab in df[df.source == "noise"]["labels"]}
+    assert {"idle", "load", "experiment"} <= phases
+    assert manifest["noise"]["measured"] == 4
     assert netns.list_ours() == []
     assert not [p for p in _all_pids(manifest) if _alive(p)]
 

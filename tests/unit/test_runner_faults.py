@@ -239,6 +239,8 @@ def test_a_full_results_disk_stops_the_run_torn_down_with_rows_kept(
     writes: list[bytes] = []
 
     def write(fd: int, data: bytes) -> int:
+        if b'"level":0,' in data:  # the machine's noise when idle: not the cells' rows
+            return real_write(fd, data)
         if writes:  # the second cell's rows: half of them get out, then the disk is full
             if len(data) > 1:
                 writes.append(data[: len(data) // 2])
@@ -257,9 +259,9 @@ def test_a_full_results_disk_stops_the_run_torn_down_with_rows_kept(
     assert backend.torn_down == 1  # the mode in progress was torn down
     # the rows before stay, whole (the cut write was taken back)
     df = read_jsonl_table(store.dir)
-    assert set(df["level"]) == {100}
-    assert len(df) == writes[0].count(b"\n")
-    assert (store.dir / "samples.jsonl").read_bytes() == writes[0]
+    assert set(df["level"]) - {0} == {100}
+    assert len(df[df["level"] > 0]) == writes[0].count(b"\n")
+    assert (store.dir / "samples.jsonl").read_bytes().endswith(writes[0])
 
 
 def test_manifest_write_on_a_full_disk_keeps_the_previous_manifest(
@@ -332,13 +334,17 @@ def test_resume_runs_what_was_not_finished_and_counts_no_row_twice(
         (mode, n) for mode in ("sidecar", "ambient") for n in s.experiments]
     [resumed] = m["resumed"]
     assert resumed["units"] == ["r1-ambient"] and resumed["cells"] == []
-    assert resumed["rows_set_aside"] == len(ambient_xds)
+    # the unit's run-wide rows: its experiments', and the machine's noise of its idle
+    # period and experiments (all run again)
+    unit_rows = before[(before["mode"] == "ambient") & (before["level"] == 0)]
+    assert len(unit_rows) == len(ambient_xds) + len(unit_rows[unit_rows.source == "noise"])
+    assert resumed["rows_set_aside"] == len(unit_rows)
     after = read_jsonl_table(run_dir)
     key = ["mode", "level", "repetition", "source", "metric", "entity", "labels"]
     assert not after.duplicated(key).any()
     assert len(after[after.source == "load"]) == len(before[before.source == "load"])
     aside = (run_dir / "samples.discarded.jsonl").read_text().splitlines()
-    assert len(aside) == len(ambient_xds)  # set aside, not lost
+    assert len(aside) == len(unit_rows)  # set aside, not lost
 
 
 def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
@@ -350,6 +356,8 @@ def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
     calls = []
 
     def write(fd: int, data: bytes) -> int:
+        if b'"level":0,' in data:  # the machine's noise when idle: not the cells' rows
+            return real_write(fd, data)
         calls.append(len(data))
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -366,7 +374,7 @@ def test_execute_on_a_full_disk_stops_with_one_line_and_keeps_the_run(
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["exit_status"].startswith("error: cannot write") and m["exit_code"] == 1
     df = read_jsonl_table(tmp_path / "run")  # the first cell's rows, whole
-    assert set(df["level"]) == {100} and len(df) > 0
+    assert set(df["level"]) - {0} == {100} and len(df[df["level"] > 0]) > 0
     assert (tmp_path / "run" / "samples.parquet").exists()  # the kept rows, as a table
 
 
@@ -448,3 +456,67 @@ def test_waiting_for_an_event_notices_a_dead_process_and_times_out(tmp_path: Pat
     backend.dead = ["sidecar-client-0 (pid 7) exited with 1"]
     with pytest.raises(CellFailed, match="process died mid-cell: sidecar-client-0"):
         ctx.wait_checking(dep, lambda: False, 10, "never")
+
+
+def test_a_contaminated_cell_is_run_again_and_every_attempt_is_kept(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.probes import noise
+
+    s = _scenario(modes=["sidecar"])
+    raw = s.to_dict()
+    raw["timing"]["rerun_noisy"] = 2
+    s = scen.from_dict(raw, source="test")
+    backend = FakeBackend(s)
+    lost = {"collect": [0.5, 0.4, 0.01]}  # the cell's windows: two stolen, then a quiet one
+
+    def summarize(a: Any, b: Any, own: Any, sampler_out: Any = None) -> noise.Noise:
+        phase = backend._runner.current.get("phase")  # type: ignore[attr-defined]
+        share = lost[phase].pop(0) if phase in lost else 0.0
+        return noise.Noise(span_s=1.0, ncpu=2, steal_share=share, steal_max_cpu_share=share,
+                           steal_peak_share=None, foreign_share=0.0, foreign_cores=0.0,
+                           foreign_kernel_cores=0.0, psi_some_share=None,
+                           psi_full_share=None, runq_mean=None, runq_max=None, sweeps=0)
+
+    monkeypatch.setattr(noise, "summarize", summarize)
+    r, m = _run(tmp_path, backend)
+    [cell] = m["cells"]
+    assert cell["status"] == "ok" and cell["attempt"] == 3 and cell["noisy"] == ""
+    assert [a["attempt"] for a in cell["attempts"]] == [1, 2]
+    assert all(a["noisy"].startswith("window: ") for a in cell["attempts"])
+    assert [a["noise"]["steal_share"] for a in cell["attempts"]] == [0.5, 0.4]
+    assert sorted(fake_load) == ["r1-sidecar-100rps", "r1-sidecar-100rps-a2",
+                                 "r1-sidecar-100rps-a3"]  # each attempt its own HDR files
+    assert m["noise"]["rerun"] == 1 and m["noise"]["attempts_set_aside"] == 2
+    rows = read_jsonl_table(tmp_path / "run")
+    attempts = rows[(rows["source"] == "noise") & (rows["metric"] == "contaminated")]
+    labels = [json.loads(x) if isinstance(x, str) else x for x in attempts["labels"]]
+    assert sorted((lab.get("phase"), lab.get("attempt", 1)) for lab in labels) == [
+        ("experiment", 1), ("idle", 1), ("load", 1), ("load", 2), ("load", 3)]
+
+
+def test_a_cell_still_contaminated_after_its_reruns_is_recorded_so(
+        tmp_path: Path, fake_load: dict[str, FakeLoad], monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.probes import noise
+
+    s = _scenario(modes=["sidecar"])
+    backend = FakeBackend(s)  # rerun_noisy 0: flagged, not run again
+
+    def summarize(a: Any, b: Any, own: Any, sampler_out: Any = None) -> noise.Noise:
+        return noise.Noise(span_s=1.0, ncpu=2, steal_share=0.0, steal_max_cpu_share=0.0,
+                           steal_peak_share=None, foreign_share=0.3, foreign_cores=0.6,
+                           foreign_kernel_cores=0.0, psi_some_share=0.2,
+                           psi_full_share=0.0, runq_mean=1.0, runq_max=2, sweeps=1,
+                           foreign_top=({"comm": "stress-ng", "cores": 0.6},))
+
+    monkeypatch.setattr(noise, "summarize", summarize)
+    said: list[str] = []
+    store = _store(tmp_path)
+    r = Runner(backend.s, backend, store, progress=said.append)
+    backend._runner = r  # type: ignore[attr-defined]
+    r.run()
+    m = json.loads((store.dir / "manifest.json").read_text())
+    [cell] = m["cells"]
+    assert cell["attempt"] == 1 and "attempts" not in cell
+    assert "stress-ng 0.60 cores" in cell["noisy"] and "30 %" in cell["noisy"]
+    assert m["noise"]["contaminated"] == 1
+    assert any("CONTAMINATED" in line for line in said)
