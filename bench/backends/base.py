@@ -143,6 +143,13 @@ class ProvesPath(Protocol):
     def path_counters(self, deployment: Deployment) -> dict[str, float]: ...
 
 
+class ClusterOnHost(Protocol):
+    """The cluster's nodes run on this host (kind): their processes (kubelet, the API
+    server, every pod) are the run's own, not a neighbour's, for the machine's noise."""
+
+    def cluster_cgroups(self) -> tuple[str, ...]: ...
+
+
 @dataclass(frozen=True)
 class Abilities:
     """The optional abilities of one backend, each the backend itself or None."""
@@ -153,3 +160,4 @@ class Abilities:
     api_resources: ReadsApiResources | None = None
     lock: HoldsLock | None = None
     path: ProvesPath | None = None
+    cluster_on_host: ClusterOnHost | None = None

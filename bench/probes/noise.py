@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,8 @@ def _deltas(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
     return [[y - x for x, y in zip(ca, cb)] for ca, cb in zip(a, b)]
 
 
-def summarize(a: Mark, b: Mark, own: set[int], sampler_out: Path | None = None
-              ) -> Noise | str:
+def summarize(a: Mark, b: Mark, own: set[int], sampler_out: Path | None = None,
+              own_cgroups: tuple[str, ...] = ()) -> Noise | str:
     """The noise between two marks, or why there is none: steal and pressure from the
     machine's counters at the marks, other processes' CPU from the marks' process scans
     (`own`: the run's root processes), the one-second steal peak and the run queue from
@@ -207,7 +208,7 @@ def summarize(a: Mark, b: Mark, own: set[int], sampler_out: Path | None = None
     total = sum(sum(x) for x in d)
     if total <= 0:
         return "no CPU ticks between the window's ends"
-    f = foreign(a, b, own)
+    f = foreign(a, b, own, own_cgroups=own_cgroups)
     hosts = _host_rows(sampler_out, a.ts, b.ts) if sampler_out is not None and (
         sampler_out.exists()) else []
     peak = None
@@ -308,10 +309,19 @@ class Foreign:
     top: list[dict[str, Any]]
 
 
-def foreign(a: Mark, b: Mark, own: set[int], n: int = 3) -> Foreign:
+def read_cgroup(pid: int) -> str:
+    try:
+        return _read(Path("/proc") / str(pid) / "cgroup").decode(errors="replace")
+    except OSError:
+        return ""  # gone: judged by its PID's ancestry alone
+
+
+def foreign(a: Mark, b: Mark, own: set[int], n: int = 3, own_cgroups: tuple[str, ...] = (),
+            cgroup_of: Callable[[int], str] = read_cgroup) -> Foreign:
     """CPU of the processes that are not the run's own between two marks, in cores.
 
-    Every process below `own` (the orchestrator, the sampler, the targets) is the run's. A
+    Every process below `own` (the orchestrator, the sampler, the targets) is the run's,
+    and so is one whose cgroup path holds one of `own_cgroups` (a kind cluster's). A
     process counts its own CPU time and its reaped children's (cutime + cstime), so that
     a short job that started and exited inside the window is seen through its parent; a
     process that was there at the first mark and is gone at the second is seen through
@@ -337,6 +347,11 @@ def foreign(a: Mark, b: Mark, own: set[int], n: int = 3) -> Foreign:
         if pid in mine:
             continue
         prev = a.procs.get(pid)
+        if own_cgroups and p.ticks + p.children != (
+                (prev.ticks + prev.children) if prev is not None else 0) and any(
+                mark in cgroup_of(pid) for mark in own_cgroups):
+            mine.add(pid)  # the cluster's (its reaped children too)
+            continue
         if prev is not None and prev.start != p.start:
             prev = None  # another process on a reused PID: it counts from 0
         kthread = is_kernel_thread(pid, p)
@@ -344,7 +359,7 @@ def foreign(a: Mark, b: Mark, own: set[int], n: int = 3) -> Foreign:
         add(f"{label(p, pid)}: exited children", p.children - (prev.children if prev else 0))
     for pid, q in a.procs.items():
         now = b.procs.get(pid)
-        if pid in mine or (now is not None and now.start == q.start) or (
+        if pid in mine or q.ppid in mine or (now is not None and now.start == q.start) or (
                 is_kernel_thread(pid, q)):
             continue
         # gone: its reaper's children's time holds its whole life, less what it had

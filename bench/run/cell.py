@@ -277,14 +277,6 @@ def reference(ctx: RunContext, cell: Cell, dep: Deployment, attempt: int = 1
     s = ctx.s
     probe = ctx.kernel_latency.probe if ctx.kernel_latency else None
 
-    def started(pid: int) -> None:
-        if probe is not None:
-            probe.watch(pid)
-        # the run's own process (not foreign CPU); a mode of its own keeps it out of the
-        # cells' resource rows
-        ctx.watch(dep, cell.mode, [Target(pid=pid, role="loadgen", entity="refclient",
-                                          mode="reference")])
-
     suffix = f"-a{attempt}" if attempt > 1 else ""
     m0 = noise.mark()
     try:
@@ -293,7 +285,7 @@ def reference(ctx: RunContext, cell: Cell, dep: Deployment, attempt: int = 1
             connections=s.load.connections, warmup_s=s.timing.warmup_s,
             window_s=s.timing.window_s, arrivals=s.load.arrivals, seed=s.seed,
             out=ctx.store.dir / "logs" / f"reference-{cell.id}{suffix}.bin",
-            on_start=started)
+            on_start=probe.watch if probe is not None else None)
         if probe is not None:
             req = probe.requests(t0, t1)
             if len(req):
@@ -307,7 +299,7 @@ def reference(ctx: RunContext, cell: Cell, dep: Deployment, attempt: int = 1
         if probe is not None:
             probe.clear()
             probe.unwatch_all()
-        ctx.watch(dep, cell.mode)
+    # the reference client is the orchestrator's child: the run's own CPU, not foreign
     noise_rows, noise_rec = ctx.noise(cell, m0, "reference", attempt=attempt)
     rows += noise_rows
     ctx.store.append(with_label(rows, attempt=attempt) if attempt > 1 else rows)

@@ -94,8 +94,10 @@ class RunContext:
         own = {os.getpid()}
         if self.resources is not None:
             own |= self.resources.own_pids()
+        cluster = self.abilities.cluster_on_host
         got = noise.summarize(start, end, own, self.resources.out_path
-                              if self.resources is not None else None)
+                              if self.resources is not None else None,
+                              own_cgroups=cluster.cluster_cgroups() if cluster else ())
         if isinstance(got, str):
             self.book.missing("noise", f"{cell.id} {phase}", got)
             return [], None

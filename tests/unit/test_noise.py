@@ -220,3 +220,16 @@ def test_report_shows_noise_and_warns_when_most_cells_are_contaminated(
     busy = Run(run_dir=run.run_dir, manifest=man, table=run.table)
     assert busy.set_aside
     assert "Most cells were contaminated" in noise_report.first_screen(busy)[0]
+
+
+def test_a_kind_clusters_processes_are_the_runs_own_by_their_cgroup() -> None:
+    a = {1: Proc("init", 0, 0, 1), 50: Proc("containerd-shim", 1, 0, 2),
+         60: Proc("kubelet", 50, 0, 3), 70: Proc("stress-ng", 1, 0, 4)}
+    b = {1: Proc("init", 0, 0, 1), 50: Proc("containerd-shim", 1, 0, 2),
+         60: Proc("kubelet", 50, 3 * T, 3), 70: Proc("stress-ng", 1, 2 * T, 4)}
+    cgroups = {60: "0::/system.slice/docker-abc.scope/kubelet.slice", 70: "0::/user.slice"}
+    f = noise.foreign(_mark(0.0, [], a), _mark(2.0, [], b), own={999},
+                      own_cgroups=("kubelet", "docker"), cgroup_of=lambda pid: cgroups[pid])
+    assert f.cores == pytest.approx(1.0) and f.top == [{"comm": "stress-ng", "cores": 1.0}]
+    plain = noise.foreign(_mark(0.0, [], a), _mark(2.0, [], b), own={999})
+    assert plain.cores == pytest.approx(2.5)  # the local backend: a cluster is someone else

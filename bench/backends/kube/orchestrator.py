@@ -161,7 +161,16 @@ class KubeBackend:
     def abilities(self) -> Abilities:
         """Pushes measured from istiod, Locust in the cluster's pods, CPU and memory from
         the metrics API where the host sees no pod process, and the proxies' counters."""
-        return Abilities(istiod=self, in_cluster_load=self, api_resources=self, path=self)
+        return Abilities(istiod=self, in_cluster_load=self, api_resources=self, path=self,
+                         cluster_on_host=self)
+
+    def cluster_cgroups(self) -> tuple[str, ...]:
+        """Where this host sees the cluster's processes (a kind node is a Docker container
+        on the host kernel, its pods under kubepods): those cgroup paths are the run's own
+        for the machine's noise; none when the host sees no pod (a remote cluster). Any
+        other container on the host counts as the run's too: stated in docs/noise.md."""
+        d = self._discovered
+        return ("kubepods", "kubelet", "docker") if d is not None and d.status == "ok" else ()
 
     def __init__(self, scenario: Scenario, *, run_id: str, context: str, commands: Commands,
                  kube_factory: KubeFactory, clock: Clock, workdir: Path,
