@@ -8,11 +8,17 @@ analysis.published):
   (b) push fan-out: a config change reaches every sidecar, vs only ztunnels + the
       affected waypoint (deterministic counts: exact comparison).
   (c) exposure: the seed's phrasing, "every sidecar holds every policy", is the claim
-      tested; Istio 1.27 scopes it otherwise (pilot/pkg/model/sidecar.go, xds/workload.go):
-      a sidecar holds every service of the mesh but only the policies that select its
-      workload (from its own or the root namespace); every ztunnel holds every workload
-      address and every ambient policy. Measured (exact comparison): config bytes held by
-      all proxies of a mode, and the policies held by a mode's most exposed proxy.
+      tested, on the least exposed sidecar (exact counts), with the share of all policies
+      each role holds beside it; Istio 1.27 scopes it otherwise (pilot/pkg/model/
+      sidecar.go, xds/workload.go): a sidecar holds every service of the mesh but only the
+      policies that select its workload (from its own or the root namespace); every
+      ztunnel holds every workload address and every ambient policy. Also measured (exact
+      comparison): config bytes held by all proxies of a mode.
+
+Preconditions (analysis.preconditions): a claim the run's topology or the backend's
+stand-ins would decide (no more pods than nodes for fan-out and exposure, one policy for
+(c), an Envoy as ztunnel for memory, an L7 change on ambient without a waypoint) reads
+"not testable here", with the target that tests it.
   (d) latency: two ztunnels add less than two sidecars (superiority); the waypoint path
       (one L7 Envoy) adds no more than two sidecars (non-inferiority, margin
       claimtests.NI_MARGIN).
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis import published
+from analysis import preconditions, published
 from analysis.claimtests import (
     EXACT,
     INCONCLUSIVE,
@@ -39,6 +45,7 @@ from analysis.claimtests import (
     NON_INFERIORITY,
     NOT_MEASURED,
     NOT_SUPPORTED,
+    NOT_TESTABLE,
     SUPERIORITY,
     SUPPORTED,
     VERDICTS,
@@ -52,7 +59,8 @@ from analysis.rundata import LATENCY_SOURCES, UNDER_LOAD, Run
 from analysis.runset import RunSet, single
 from analysis.stats import MIN_EFFECT, SlopeFit, fit_slope, paired_deltas
 
-__all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "NOT_MEASURED", "VERDICTS",
+__all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "NOT_MEASURED", "NOT_TESTABLE",
+           "VERDICTS",
            "ClaimRow", "claim_rows", "claims_section"]
 
 REFERENCE_RPS = 1000  # the load of istio.io's published figures
@@ -107,7 +115,7 @@ class ClaimRow:
     def answer(self) -> str:
         """The row's answer in one line: verdict, ratio, CI, n."""
         r = self.result
-        if r.verdict == NOT_MEASURED or r.ratio is None or not self.phrase:
+        if r.verdict in (NOT_MEASURED, NOT_TESTABLE) or r.ratio is None or not self.phrase:
             return f"**{r.verdict}**: {self.tested}" + (f" ({r.reason})" if r.reason else "")
         at = f" at {self.level} rps" if self.level is not None else ""
         x = "undefined" if np.isnan(r.ratio.ratio) else f"{r.ratio.ratio:.2f}x"
@@ -274,6 +282,12 @@ def resource_rows(rs: RunSet) -> list[ClaimRow]:
                 missing = [m for m in (mode, "sidecar") if not (per_mode[m]["mode"] == m).any()]
                 verdict = Outcome(NOT_MEASURED, f"no {' or '.join(missing or [mode])} "
                                   "data-plane rows in the runs drawn from")
+            why = preconditions.memory(preconditions.setup_of(rs.run_for(mode))) if (
+                kind == "memory") else ""
+            if why and verdict.verdict != NOT_MEASURED:
+                out.append(ClaimRow(A_RES, tested, ref, measured, Outcome(NOT_TESTABLE, why),
+                                    pub))
+                continue
             out.append(ClaimRow(A_RES, tested, ref, measured, verdict, pub,
                                 _others(levels, ref, test), phrase))
     return out + scaling_rows(rs.primary)
@@ -409,7 +423,8 @@ def _xds_values(rows: pd.DataFrame, metric: str, mode: str, entity: str | None =
 def _xds_rows(run: Run) -> pd.DataFrame:
     rows = run.without_failed(run.rows(XDS))
     return rows.assign(experiment=run.label("experiment").loc[rows.index],
-                       state=run.label("state").loc[rows.index].fillna("initial"))
+                       state=run.label("state").loc[rows.index].fillna("initial"),
+                       role=run.label("role").loc[rows.index].fillna(""))
 
 
 def _held(rows: pd.DataFrame) -> pd.DataFrame:
@@ -468,8 +483,11 @@ def xds_rows(rs: RunSet) -> list[ClaimRow]:
             measured = (f"{mode} {reached(rows, mode)} proxies, {_count_text(a)} B; sidecar "
                         f"{reached(side, 'sidecar')} proxies, {_count_text(b)} B"
                         if a.size and b.size else _measured_pair(mode, a, "sidecar", b, "B"))
+            why = preconditions.fanout(preconditions.setup_of(rs.run_for(mode)), mode,
+                                       experiment)
             out.append(ClaimRow(B_FANOUT, f"{experiment}: bytes pushed, {mode} < sidecar",
-                                None, measured, _xds_test(a, b, mode, rs, "push"),
+                                None, measured, Outcome(NOT_TESTABLE, why) if why and a.size
+                                and b.size else _xds_test(a, b, mode, rs, "push"),
                                 published.FANOUT,
                                 phrase=f"the {experiment} change pushed {{x}} the bytes to "
                                        f"{mode}'s proxies that it pushed to the sidecars"))
@@ -477,33 +495,66 @@ def xds_rows(rs: RunSet) -> list[ClaimRow]:
         a = _xds_values(_held(per_mode[mode]), "config_bytes", mode, entity=None)
         b = _xds_values(_held(side), "config_bytes", "sidecar", entity=None)
         if a.size or b.size:
+            why = preconditions.exposure(preconditions.setup_of(rs.run_for(mode)))
             out.append(ClaimRow(C_EXPOSURE, f"config held by all proxies: {mode} < sidecar",
                                 None, f"{mode} {_count_text(a)} B, sidecar {_count_text(b)} B"
                                 if a.size and b.size else
                                 _measured_pair(mode, a, "sidecar", b, "B"),
-                                _xds_test(a, b, mode, rs, "exposure"),
+                                Outcome(NOT_TESTABLE, why) if why and a.size and b.size
+                                else _xds_test(a, b, mode, rs, "exposure"),
                                 published.EXPOSURE,
                                 phrase=f"{mode}'s proxies held {{x}} the config bytes of "
                                        "the sidecars"))
-        # policies held by the mode's most exposed proxy (a ztunnel: every ambient policy)
-        pa, pb = (_held(rows)[(_held(rows)["metric"] == "policies_known")
-                              & (_held(rows)["mode"] == m)]
-                  .groupby("repetition")["value"].max().astype(float)
-                  for m, rows in ((mode, per_mode[mode]), ("sidecar", side)))
-        if pa.size or pb.size:
-            out.append(ClaimRow(C_EXPOSURE, f"policies held by the most exposed proxy: "
-                                f"{mode} < sidecar", None,
-                                f"{mode} {_count_text(pa)}, sidecar {_count_text(pb)} policies"
-                                if pa.size and pb.size else
-                                _measured_pair(mode, pa, "sidecar", pb, "policies"),
-                                _xds_test(pa, pb, mode, rs, "exposure"), published.EXPOSURE,
-                                phrase=f"{mode}'s most exposed proxy held {{x}} the policies "
-                                       "of the sidecars' most exposed one"))
+    out += policy_rows(rs, per_mode)
     if not out:
         why = "xds rows present but none comparable between sidecar and ambient modes"
         out = [ClaimRow(B_FANOUT, fan_test, None, "", Outcome(NOT_MEASURED, why),
                         published.FANOUT)]
     return out
+
+
+POLICY_CLAIM = "every sidecar holds every policy (the least exposed sidecar)"
+
+
+def policy_rows(rs: RunSet, per_mode: dict[str, pd.DataFrame]) -> list[ClaimRow]:
+    """(c) in the seed's words, "every sidecar holds every policy": the least exposed
+    sidecar's policies against all the mesh's, per repetition (exact counts; Istio scopes
+    a sidecar's policies to its workload, pilot/pkg/model/sidecar.go), with the share of
+    all policies each role's proxies hold beside it."""
+    def share(rows: pd.DataFrame, mode: str) -> pd.DataFrame:
+        held = _held(rows)
+        known = held[(held["metric"] == "policies_known") & (held["mode"] == mode)]
+        total = held[(held["metric"] == "policies_total") & (held["mode"] == mode)]
+        return known.assign(total=total.set_index(["repetition", "entity"])["value"]
+                            .reindex(list(zip(known["repetition"], known["entity"]))).values)
+
+    side = share(per_mode["sidecar"], "sidecar")
+    if side.empty or not (side["total"] > 0).any():
+        return []
+    least = side.groupby("repetition")["value"].min()
+    total = side.groupby("repetition")["total"].max()
+    roles = []
+    for mode in ("sidecar", "ambient", "waypoint"):
+        s = share(per_mode[mode], mode) if mode != "sidecar" else side
+        if s.empty:
+            continue
+        for role, g in s.groupby("role"):
+            lo, hi = g["value"].min(), g["value"].max()
+            n = g["total"].max()
+            roles.append(f"{mode} {role}s {lo:.0f}" + (f"–{hi:.0f}" if hi != lo else "")
+                         + f" of {n:.0f}")
+    measured = "; ".join(roles) + " policies"
+    why = preconditions.policies(preconditions.setup_of(rs.run_for("sidecar")))
+    if why:
+        verdict = Outcome(NOT_TESTABLE, why)
+    elif (least >= total).all():
+        verdict = Outcome(SUPPORTED, "the least exposed sidecar held every policy in every "
+                          "repetition", test="exact comparison of counts")
+    else:
+        verdict = Outcome(NOT_SUPPORTED, f"the least exposed sidecar held "
+                          f"{least.min():.0f} of {total.max():.0f} policies",
+                          test="exact comparison of counts")
+    return [ClaimRow(C_EXPOSURE, POLICY_CLAIM, None, measured, verdict, published.EXPOSURE)]
 
 
 def _as_set(src: RunSet | Run) -> RunSet:
@@ -519,16 +570,17 @@ def claim_rows(src: RunSet | Run) -> list[ClaimRow]:
 def answers(rows: Sequence[ClaimRow]) -> list[str]:
     """The first screen: one line per measured claim row, the answer first; then one line
     listing what was not measured."""
-    measured = [r for r in rows if r.verdict != NOT_MEASURED]
+    measured = [r for r in rows if r.verdict not in (NOT_MEASURED, NOT_TESTABLE)]
     lines = [f"- {r.claim.split()[0]} {r.answer()}" for r in measured]
-    why: dict[str, list[str]] = {}
-    for r in rows:
-        if r.verdict == NOT_MEASURED:
-            why.setdefault(r.result.reason or "no data", []).append(r.claim.split()[0])
-    for reason, claims in why.items():
-        counted = [f"{c}{f' x{claims.count(c)}' if claims.count(c) > 1 else ''}"
-                   for c in dict.fromkeys(claims)]
-        lines.append(f"- **not measured** ({', '.join(counted)}): {reason}")
+    for verdict in (NOT_TESTABLE, NOT_MEASURED):
+        why: dict[str, list[str]] = {}
+        for r in rows:
+            if r.verdict == verdict:
+                why.setdefault(r.result.reason or "no data", []).append(r.claim.split()[0])
+        for reason, claims in why.items():
+            counted = [f"{c}{f' x{claims.count(c)}' if claims.count(c) > 1 else ''}"
+                       for c in dict.fromkeys(claims)]
+            lines.append(f"- **{verdict}** ({', '.join(counted)}): {reason}")
     return lines
 
 
@@ -564,7 +616,11 @@ def claims_section(src: RunSet | Run) -> list[str]:
                f"bound is above {1 + NI_MARGIN:.2f}. Counts that do not vary (proxies "
                "reached, bytes pushed, config held) are compared exactly when every "
                "repetition gave the same value. Anything else is inconclusive, with the "
-               "reason; not measured = no data for it in the runs drawn from."), ""]
+               "reason; not measured = no data for it in the runs drawn from; not testable "
+               "here = the runs lack what the claim needs (more pods than nodes, two "
+               "policies on different workloads, a real ztunnel, a waypoint: "
+               "analysis.preconditions), so their topology or a stand-in would decide the "
+               "verdict, and the reason names the target that tests it."), ""]
     lines += table(HEADERS, [r.cells() for r in rows])
     lines += ["", ("Published figures come from other machines and setups (given with each, "
                    "with their source and what could be verified: analysis.published); they "

@@ -55,7 +55,10 @@ from analysis.stats import MIN_EFFECT
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
 INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED)
+# the run lacks what the claim needs (analysis.preconditions): a topology or a stand-in
+# would decide the verdict, so none is given
+NOT_TESTABLE = "not testable here"
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE, NOT_MEASURED)
 
 SUPERIORITY, NON_INFERIORITY, EXACT = "superiority", "non-inferiority", "exact"
 CONFIDENCE = 0.95

@@ -26,11 +26,12 @@ img { max-width: 100%; border: 1px solid #eee; }
 td.v-supported, td.v-better { background: #e3f4e3 !important; }
 td.v-not-supported, td.v-worse { background: #f8dddd !important; }
 td.v-inconclusive, td.v-not-significant, td.v-n-too-small { background: #fff5d6 !important; }
-td.v-not-measured { background: #eeeeee !important; color: #555; }
+td.v-not-measured, td.v-not-testable-here { background: #eeeeee !important; color: #555; }
 """
 
 # a table cell starting with one of these gets a class, so verdicts stand out
-VERDICT_CLASSES = ("not supported", "supported", "inconclusive", "not measured", "better",
+VERDICT_CLASSES = ("not supported", "supported", "inconclusive", "not testable here",
+                   "not measured", "better",
                    "worse", "not significant", "n too small")
 IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)$")
 INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")

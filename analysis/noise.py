@@ -70,14 +70,17 @@ def noise_section(run: Run) -> list[str]:
     out = ["## The machine's noise", "",
            "Per cell window, the share of the machine's CPU taken by steal (a neighbour on "
            "the hypervisor) and by processes that are not the run's own, the share of time a "
-           "runnable task waited for a CPU (PSI \"some\"), and the run queue "
-           "(bench/probes/noise.py). A window that lost more than "
+           "runnable task waited for a CPU (PSI \"some\"), the run queue, and how fast "
+           "the machine was right after the window (its load stopped: a neighbour taking "
+           "the host's memory bandwidth or the cores' clock shows there, not as steal; "
+           "bench/probes/noise.py). A window that lost more than "
            f"{_pct(t)} % is contaminated: the analysis sets its cell aside "
            f"({n['set_aside']} here), and `timing.rerun_noisy` runs it again (every "
            "attempt is kept below). `--include-noisy` puts set-aside cells back.", "",
            "| cell | attempt | steal % | other processes % (largest) | lost % | "
-           "CPU pressure % | run queue | verdict |",
-           "|---|---|---|---|---|---|---|---|"]
+           "CPU pressure % | run queue | machine speed after (SHA-256 MiB/s, copy GiB/s) "
+           "| verdict |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for c in rows:
         nz = c["noise"]
         top = nz.get("foreign_top") or []
@@ -96,10 +99,12 @@ def noise_section(run: Run) -> list[str]:
         if ref:
             lost += f" (reference window {_pct(ref.get('lost_share'))})"
         runq = nz.get("runq_mean")
+        fast = (f"{nz['cpu_mibps']:.0f}, {nz['mem_gibps']:.2f}" if nz.get("cpu_mibps")
+                else "–")
         out.append(f"| {c['cell']} | {c.get('attempt', 1)} | {_pct(nz.get('steal_share'))} | "
                    f"{_pct(nz.get('foreign_share'))}{who} | {lost} | "
                    f"{_pct(nz.get('psi_some_share'))} | "
-                   f"{'–' if runq is None else f'{runq:.1f}'} | {verdict} |")
+                   f"{'–' if runq is None else f'{runq:.1f}'} | {fast} | {verdict} |")
     worst = (run.manifest.get("noise") or {}).get("worst") or {}
     if worst:
         out += ["", f"Worst window of the run: lost {_pct(worst.get('lost_share'))} %, steal "

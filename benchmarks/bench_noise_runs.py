@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from analysis.claims import claim_rows  # noqa: E402
 from analysis.latency import overhead_medians  # noqa: E402
 from analysis.rundata import Run, load_run  # noqa: E402
+from analysis.stats import paired_deltas  # noqa: E402
 from bench.load.hog import CpuHog  # noqa: E402
 from bench.meta import cpu_model  # noqa: E402
 
@@ -77,8 +79,31 @@ def run_quick(results: Path, hog: tuple[float, float, float] | None) -> tuple[Pa
 
 
 def overheads(run: Run) -> dict[str, dict[str, Any]]:
-    return {f"{m} {lv}": {"p50_overhead_us": round(v, 1), "pairs": n}
-            for (m, lv), (v, n) in overhead_medians(run.latency).items()}
+    """Per mode and level: the median p50 overhead over baseline, and the repetitions'
+    own overheads with their spread (log-scale sd): the noise inside one run that no
+    machine signal removes."""
+    reps = paired_deltas(run.latency, "latency_p50")
+    out = {}
+    for (m, lv), (v, n) in overhead_medians(run.latency).items():
+        d = sorted(float(x) for x in reps[(reps["mode"] == m) & (reps["level"] == lv)]["delta"])
+        logs = [math.log(x) for x in d if x > 0]
+        out[f"{m} {lv}"] = {"p50_overhead_us": round(v, 1), "pairs": n,
+                            "repetitions_us": [round(x, 1) for x in d],
+                            "log_sd": round(statistics.stdev(logs), 3) if len(logs) > 1
+                            else None}
+    return out
+
+
+def expected_within(log_sd: float, n: int, tolerance: float = AGREE,
+                    draws: int = 20000, seed: int = 1) -> float:
+    """How often two runs' medians of n repetitions agree within `tolerance` when the
+    repetitions scatter with `log_sd` and nothing else differs (simulated)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = np.median(rng.normal(0, log_sd, (draws, n)), axis=1)
+    b = np.median(rng.normal(0, log_sd, (draws, n)), axis=1)
+    return float(np.mean(np.abs(np.exp(a - b) - 1) <= tolerance))
 
 
 def claims(run: Run) -> dict[str, dict[str, Any]]:
@@ -96,8 +121,30 @@ def claims(run: Run) -> dict[str, dict[str, Any]]:
     return out
 
 
+def speed_of(run: Run) -> dict[str, Any]:
+    """The machine's speed after each cell (bench.probes.noise.speed): median [min-max]
+    per run, and per cell beside the baseline's p50."""
+    cells = [c for c in run.manifest.get("cells") or [] if (c.get("noise") or {}).get(
+        "cpu_mibps")]
+    if not cells:
+        return {}
+    cpu = sorted(c["noise"]["cpu_mibps"] for c in cells)
+    mem = sorted(c["noise"]["mem_gibps"] for c in cells)
+    lat = run.latency[run.latency["metric"] == "latency_p50"]
+    base = {(int(r), int(lv)): v for r, lv, v, m in zip(
+        lat["repetition"], lat["level"], lat["value"], lat["mode"]) if m == "baseline"}
+    return {"cpu_mibps": [round(cpu[0]), round(statistics.median(cpu)), round(cpu[-1])],
+            "mem_gibps": [round(mem[0], 2), round(statistics.median(mem), 2),
+                          round(mem[-1], 2)],
+            "baseline_cells": [{"cell": c["cell"], "cpu_mibps": round(c["noise"]["cpu_mibps"]),
+                                "mem_gibps": round(c["noise"]["mem_gibps"], 2),
+                                "p50_us": base.get((c["repetition"], c["level"]))}
+                               for c in cells if c["mode"] == "baseline"]}
+
+
 def noise_of(run: Run) -> dict[str, Any]:
-    return {**(run.manifest.get("noise") or {}), "set_aside": len(run.set_aside),
+    return {**(run.manifest.get("noise") or {}), "speed": speed_of(run),
+            "set_aside": len(run.set_aside),
             "set_aside_cells": [f"r{r}-{m}-{lv}rps: {why}"
                                 for (m, lv, r), why in run.set_aside.items()]}
 
@@ -110,8 +157,14 @@ def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         if va > 0:
             rows[k] = {"a": va, "b": vb, "ratio": round(vb / va, 3),
                        "within": abs(vb / va - 1) <= AGREE}
+    sds = [x[k]["log_sd"] for x in (a, b) for k in rows if x[k].get("log_sd")]
+    pooled = math.sqrt(statistics.mean(s * s for s in sds)) if sds else None
+    n = min((a[k]["pairs"] for k in rows), default=0)
     return {"rows": rows, "within": sum(r["within"] for r in rows.values()),
-            "of": len(rows), "missing": sorted(set(a) ^ set(b))}
+            "of": len(rows), "missing": sorted(set(a) ^ set(b)),
+            "pooled_log_sd": None if pooled is None else round(pooled, 3),
+            "expected_share_within": None if pooled is None or n < 1 else round(
+                expected_within(pooled, n), 3)}
 
 
 def claims_against(ref: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +229,10 @@ def main() -> int:
     OUT.write_text(json.dumps(record, indent=1) + "\n")
     for key in ("clean_cells", "with_noisy_cells"):
         r = record[key]
+        ab = r["a_vs_b_p50_overheads"]
         print(f"{key}: A vs B p50 overheads within {100 * AGREE:.0f} %: "
-              f"{r['a_vs_b_p50_overheads']['within']}/{r['a_vs_b_p50_overheads']['of']}; "
+              f"{ab['within']}/{ab['of']} (expected from the repetitions' own spread, log-sd "
+              f"{ab['pooled_log_sd']}: {ab['expected_share_within']}); "
               f"C vs A: {r['c_vs_a_p50_overheads']['within']}/"
               f"{r['c_vs_a_p50_overheads']['of']}; C's claims: same verdict "
               f"{r['c_claims_vs_a']['same_verdict']}/{r['c_claims_vs_a']['of']}, ratio in A's CI "

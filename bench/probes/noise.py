@@ -33,6 +33,9 @@ resource sampler (bench/probes/resources.py) writes one "host" row per sweep (`r
   not see it as waiting).
 - runq_mean / runq_max: runnable tasks other than the sampler (procs_running - 1, per
   sweep).
+- speed_cpu (MiB/s of SHA-256) and speed_mem (GiB/s of a 64 MiB copy): how fast the
+  machine is right after a cell's window, its load stopped (`speed()`): a neighbour that
+  takes the host's memory bandwidth or the cores' clock shows here and not as steal.
 - lost_share: steal_share + foreign_share, the share of the machine someone else took. A
   window whose lost_share exceeds the scenario's `timing.noise_threshold` is
   *contaminated* (metric "contaminated" = 1); the threshold comes from the curve in
@@ -41,6 +44,7 @@ resource sampler (bench/probes/resources.py) writes one "host" row per sweep (`r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -127,6 +131,9 @@ class Noise:
     runq_max: int | None
     sweeps: int
     foreign_top: tuple[dict[str, Any], ...] = ()
+    # the machine's speed right after the window, its load stopped (speed()); None: not read
+    cpu_mibps: float | None = None
+    mem_gibps: float | None = None
 
     @property
     def lost_share(self) -> float:
@@ -164,6 +171,8 @@ class Noise:
                 ("runq_mean", "tasks", self.runq_mean),
                 ("runq_max", "tasks", None if self.runq_max is None else float(self.runq_max)),
                 ("lost_share", "share", self.lost_share),
+                ("speed_cpu", "MiB/s", self.cpu_mibps),
+                ("speed_mem", "GiB/s", self.mem_gibps),
                 ("contaminated", "bool", 1.0 if self.contaminated(threshold) else 0.0)]
         lab = {**labels, "sweeps": self.sweeps, "threshold": threshold, "span_s": self.span_s}
         return [Sample.for_cell(cell, source=SOURCE, metric=m, unit=u, value=v,
@@ -371,6 +380,33 @@ def foreign(a: Mark, b: Mark, own: set[int], n: int = 3, own_cgroups: tuple[str,
     top = sorted(((c, s) for c, s in used.items() if s > 0), key=lambda kv: -kv[1])[:n]
     return Foreign(max(0.0, total) / span, max(0.0, kernel) / span,
                    [{"comm": c, "cores": round(s / span, 3)} for c, s in top])
+
+
+# ------------------------------------------------------------------ the machine's speed
+
+SPEED_HASH_MIB = 2
+SPEED_COPY_MIB = 64  # above any last-level cache: main memory's bandwidth
+
+
+def speed(rounds: int = 3) -> dict[str, float]:
+    """How fast this machine is right now, with nothing of the run's load going: SHA-256
+    over 2 MiB (MiB/s: the cores' speed, their clock and what a neighbour leaves of the
+    shared caches) and a 64 MiB copy (GiB/s: memory bandwidth), the best of `rounds`
+    (~100 ms in all). A neighbour that takes the hypervisor's memory bandwidth or the
+    core's frequency shows here, not as steal."""
+    block = bytes(SPEED_HASH_MIB << 20)
+    src = bytearray(b"\x01") * (SPEED_COPY_MIB << 20)
+    dst = bytearray(SPEED_COPY_MIB << 20)
+    dst[:] = src  # touch every page first: page faults are not bandwidth
+    hash_s = copy_s = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        hashlib.sha256(block).digest()
+        t1 = time.perf_counter()
+        dst[:] = src
+        t2 = time.perf_counter()
+        hash_s, copy_s = min(hash_s, t1 - t0), min(copy_s, t2 - t1)
+    return {"cpu_mibps": SPEED_HASH_MIB / hash_s, "mem_gibps": SPEED_COPY_MIB / 1024 / copy_s}
 
 
 # ------------------------------------------------------------------ doctor

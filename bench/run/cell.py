@@ -179,6 +179,8 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False,
         load.stop()
         ctx.watch(dep, cell.mode)
     window = {"start": w0[0], "end": w1[0], "start_mono": w0[1], "end_mono": w1[1]}
+    # the machine's own speed, now that the load has stopped (bench/probes/noise.py)
+    machine = noise.speed() if not twin else None
     paths = load.hdr_paths()
     summary = hdr.summarize(hdr.read_intervals(paths), w0[0], w1[0])
     cpu = load.cpu_percent_max(w0[0], w1[0])
@@ -216,7 +218,7 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False,
         rows += res_rows + with_label(per_krps(res_rows, summary.achieved_rps), phase="load")
     api_rows = with_label(api_resources(ctx, cell), phase="load")
     rows += api_rows + with_label(per_krps(api_rows, summary.achieved_rps), phase="load")
-    noise_rows, noise_rec = ctx.noise(cell, m0, "load", m1, attempt)
+    noise_rows, noise_rec = ctx.noise(cell, m0, "load", m1, attempt, speed=machine)
     rows += noise_rows
     ctx.store.append(with_label(rows, attempt=attempt) if attempt > 1 else rows)
     out = CellOutcome(cell, "ok", "", window, summary, load.pid,

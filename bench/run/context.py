@@ -3,6 +3,7 @@ results store, the probes' lifecycles, and the progress line."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -85,7 +86,8 @@ class RunContext:
         self.progress(f"r{rep} {mode}: {phase}" + (f" {what}" if what else ""))
 
     def noise(self, cell: Cell, start: noise.Mark, phase: str, end: noise.Mark | None = None,
-              attempt: int = 1, **labels: Any) -> tuple[list[Sample], dict[str, Any] | None]:
+              attempt: int = 1, speed: dict[str, float] | None = None,
+              **labels: Any) -> tuple[list[Sample], dict[str, Any] | None]:
         """The machine's noise from `start` to `end` (now if None), bench/probes/noise.py:
         its rows (source "noise", labelled with the phase and, past the first, the
         attempt) and its record for the manifest; ([], None), on record, when it cannot be
@@ -101,6 +103,9 @@ class RunContext:
         if isinstance(got, str):
             self.book.missing("noise", f"{cell.id} {phase}", got)
             return [], None
+        if speed:
+            got = dataclasses.replace(got, cpu_mibps=speed["cpu_mibps"],
+                                      mem_gibps=speed["mem_gibps"])
         threshold = self.s.timing.noise_threshold
         lab = {"phase": phase, **labels, **({"attempt": attempt} if attempt > 1 else {})}
         return got.samples(cell, threshold, end.ts, lab), got.record(threshold)

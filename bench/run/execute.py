@@ -99,6 +99,9 @@ def _execute(s: Scenario, backend: Backend, make_store: Any, report: bool) -> tu
     try:
         runner = Runner(s, backend, store)
         runner.run()
+        noisy = runner.noise_line()
+        if noisy:
+            log(noisy)
         problems = runner.problems()
         if problems:
             status, code = "completed with failures: " + "; ".join(problems), EXIT_INCOMPLETE

@@ -141,6 +141,17 @@ class Runner:
                 out.append(f"probe {name}: no data for {len(p['missing'])} cells or experiments")
         return out
 
+    def noise_line(self) -> str:
+        """The run's last word on the machine's noise ("" when no cell was contaminated)."""
+        n = noise_summary(self.cells)
+        if not n["contaminated"] and not n["rerun"]:
+            return ""
+        most = "MOST CELLS CONTAMINATED: " if 2 * n["contaminated"] > n["measured"] else ""
+        return (f"{most}machine noise: {n['contaminated']} of {n['measured']} cells "
+                f"contaminated (set aside by the analysis), {n['rerun']} re-run; worst window "
+                f"lost {100 * (n['worst']['lost_share'] or 0):.0f} % of the CPU to steal or "
+                "other processes (the report's \"The machine's noise\")")
+
     def _start_probes(self) -> None:
         """The run's probes, each on record in the manifest (probes.<name>)."""
         ctx, book, p = self.ctx, self.ctx.book, self.s.probes

@@ -1,5 +1,5 @@
 """The push report's new parts: bytes by role and xDS type, the push decision table from
-the manifest, and claim (c)'s policies-held row following Istio's scoping."""
+the manifest, and claim (c)'s policies row in the seed's words (the least exposed sidecar)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _run(tmp_path: Path) -> Path:
             cell = Cell(rep, mode, 0)
             for i, (pol, b) in enumerate(zip(policies, bytes_, strict=True)):
                 labels = {"view": "exposure", "role": role, "state": "after_changes"}
-                for m, v in (("policies_known", pol), ("config_bytes", b)):
+                for m, v in (("policies_known", pol), ("policies_total", 1),
+                             ("config_bytes", b)):
                     samples.append(Sample.for_cell(cell, source="xds", metric=m, unit="count",
                                                    value=float(v), entity=f"{role}-{i}",
                                                    labels=labels))
@@ -47,10 +48,9 @@ def test_sections_and_exposure_claim(tmp_path: Path) -> None:
     decision = "\n".join(decision_section(run))
     assert "pilot/pkg/xds/cds.go" in decision and "VirtualService" in decision
     rows = cl.claim_rows(run)
-    pol = next(r for r in rows if r.claim == cl.C_EXPOSURE and "policies held" in r.tested)
-    # a ztunnel holds every policy (1) where the most exposed sidecar holds 1 too: ambient
-    # is not lower, so the seed's claim is not supported by this measure
-    assert pol.verdict != "supported"
-    assert "policies" in pol.measured and "ambient" in pol.measured
-    assert "every ztunnel every workload address" in cl.__doc__ or \
-        "every ztunnel holds every workload" in (cl.__doc__ or "")
+    [pol] = [r for r in rows if r.claim == cl.C_EXPOSURE and r.tested == cl.POLICY_CLAIM]
+    # the seed's sentence on the least exposed sidecar: one sidecar holds none of the one
+    # policy (Istio scopes policies to the workloads they select)
+    assert pol.verdict == "not supported"
+    assert pol.result.reason == "the least exposed sidecar held 0 of 1 policies"
+    assert pol.measured == "sidecar sidecars 0–1 of 1; ambient ztunnels 1 of 1 policies"

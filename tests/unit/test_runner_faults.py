@@ -469,7 +469,8 @@ def test_a_contaminated_cell_is_run_again_and_every_attempt_is_kept(
     backend = FakeBackend(s)
     lost = {"collect": [0.5, 0.4, 0.01]}  # the cell's windows: two stolen, then a quiet one
 
-    def summarize(a: Any, b: Any, own: Any, sampler_out: Any = None) -> noise.Noise:
+    def summarize(a: Any, b: Any, own: Any, sampler_out: Any = None,
+                  own_cgroups: Any = ()) -> noise.Noise:
         phase = backend._runner.current.get("phase")  # type: ignore[attr-defined]
         share = lost[phase].pop(0) if phase in lost else 0.0
         return noise.Noise(span_s=1.0, ncpu=2, steal_share=share, steal_max_cpu_share=share,
@@ -501,7 +502,8 @@ def test_a_cell_still_contaminated_after_its_reruns_is_recorded_so(
     s = _scenario(modes=["sidecar"])
     backend = FakeBackend(s)  # rerun_noisy 0: flagged, not run again
 
-    def summarize(a: Any, b: Any, own: Any, sampler_out: Any = None) -> noise.Noise:
+    def summarize(a: Any, b: Any, own: Any, sampler_out: Any = None,
+                  own_cgroups: Any = ()) -> noise.Noise:
         return noise.Noise(span_s=1.0, ncpu=2, steal_share=0.0, steal_max_cpu_share=0.0,
                            steal_peak_share=None, foreign_share=0.3, foreign_cores=0.6,
                            foreign_kernel_cores=0.0, psi_some_share=0.2,
