@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from bench.errors import BenchError
+from bench.probes.processes import alive
 
 CG = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
@@ -213,9 +214,9 @@ class CpuHog:
             except ProcessLookupError:
                 pass  # it ended at its deadline; its report is below
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _alive(self.pid):
+            while time.monotonic() < deadline and alive(self.pid):
                 time.sleep(0.05)
-            if _alive(self.pid):
+            if alive(self.pid):
                 os.killpg(self.pid, signal.SIGKILL)
             self.pid = None
         if self.report_path.exists():
@@ -229,18 +230,6 @@ class CpuHog:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead: the daemon's parent is init, which reaps it
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 if __name__ == "__main__":

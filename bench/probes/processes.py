@@ -91,3 +91,16 @@ def read_targets(path: Path) -> list[Target]:
     if payload.get("version") != TARGETS_VERSION:
         raise ValueError(f"{path}: targets version {payload.get('version')!r}")
     return [Target(**item) for item in payload["targets"]]
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, exited but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
