@@ -19,7 +19,7 @@ endif
 BENCH_ARGS = $(if $(BACKEND),--backend $(BACKEND)) $(if $(REPETITIONS),--repetitions $(REPETITIONS))
 
 .PHONY: setup host-setup calibrate bench bench-baseline bench-sidecar bench-ambient bench-waypoint bench-scaling bench-fanout \
-        report compare trend plan doctor teardown test test-unit lint \
+        report compare trend gate plan doctor teardown test test-unit lint \
         bench-fanout-istiod istiod-build
 
 setup: host-setup $(STAMP) $(VENV)/bin/mb-refclient
@@ -85,6 +85,10 @@ compare: $(STAMP)
 
 trend: $(STAMP)
 	$(RUN) trend $(RUNS) $(TREND_ARGS)
+
+# the nightly gate: RUN_DIR against the history of green nights in RUNS (analysis/gate.py)
+gate: $(STAMP)
+	$(RUN) gate $(RUN_DIR) $(RUNS) $(GATE_ARGS)
 
 plan: $(STAMP)
 	$(RUN) plan -s $(SCENARIO) $(if $(MODE),--mode $(MODE),)

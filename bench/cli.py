@@ -498,6 +498,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("compare", help="RUN_A RUN_B [--force] [--threshold PCT]: changes with "
                    "CIs and verdicts; exit 1 on a significant regression, 2 on a refusal")
     sub.add_parser("trend", help="DIR... [--metric M]: a headline metric across many runs")
+    sub.add_parser("gate", help="NIGHT HISTORY... [--json F]: tonight's gate metrics against "
+                   "the history of green nights; exit 1 on a regression two nights running")
 
     ist = sub.add_parser("istiod", help="real istiod on this host: build its binaries (Go "
                          "module proxy), show them, or run the fan-out sweep")
@@ -542,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         from analysis.compare import main_trend
 
         return (compare if argv[0] == "compare" else main_trend)(argv[1:])
+    if argv[:1] == ["gate"]:  # NIGHT HISTORY... [--json F]: see analysis/gate.py
+        from analysis.gate import main as gate
+
+        return gate(argv[1:])
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -123,7 +123,7 @@ def test_make_targets_exist_in_the_makefile(workflow: dict[Any, Any]) -> None:
     calls = make_calls(_runs(workflow))
     used_targets = {t for ts, _ in calls for t in ts}
     used_variables = {v for _, vs in calls for v in vs}
-    assert {"bench", "report", "compare", "trend"} <= used_targets
+    assert {"bench", "report", "compare", "trend", "gate"} <= used_targets
     assert used_targets <= targets | PENDING_TARGETS
     assert used_variables <= variables | PENDING_VARIABLES
     assert all(ts for ts, _ in calls)  # never a bare `make` (the default goal is setup)
@@ -162,8 +162,13 @@ def test_a_regression_fails_the_job_after_the_uploads(workflow: dict[Any, Any]) 
     names = [s.get("name", "") for s in steps]
     compare = next(s for s in steps if "make compare" in s.get("run", ""))
     assert "--json compare.json" in compare["run"] and compare["id"] == "compare"
+    check = next(s for s in steps if "make gate" in s.get("run", ""))
+    assert "--json gate.json" in check["run"] and check["id"] == "gate"
+    assert "RUNS=history" in check["run"]
+    # the gate runs before tonight's run joins the history (its gate.json goes with it)
+    assert names.index(check["name"]) < names.index("History and trend")
     gate = steps[-1]
-    assert gate["if"] == "steps.compare.outputs.status == 'worse'"
+    assert gate["if"] == "steps.gate.outputs.status == 'confirmed'"
     assert "exit 1" in gate["run"]
     last_upload = max(i for i, s in enumerate(steps)
                       if s.get("uses", "").startswith("actions/upload-artifact@"))
