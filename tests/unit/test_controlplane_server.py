@@ -106,7 +106,10 @@ def _run(tmp_path: Path, scenario: Scenario) -> list[dict[str, Any]]:
             async with grpc.aio.insecure_channel(f"unix:{tmp_path / 'xds.sock'}") as ch:
                 await scenario(xds, ch, Converter())
         finally:
-            await server.stop(grace=None)
+            # a grace period: the streams the client just closed finish (and log their
+            # disconnect) instead of being cancelled mid-way; a test whose stream stays open
+            # waits for it at most this long
+            await server.stop(grace=5)
             ledger.close()
 
     asyncio.run(main())
