@@ -9,6 +9,7 @@ from typing import Any
 from matplotlib.axes import Axes
 
 from analysis.rundata import Run
+from bench.probes.noise import summary
 
 STEAL_COLOR, FOREIGN_COLOR = "#d62728", "#ff9f40"
 
@@ -24,14 +25,12 @@ def threshold(run: Run) -> float | None:
 
 
 def counts(run: Run) -> dict[str, int]:
-    """Cells measured for noise, contaminated in their last attempt, re-run, set aside."""
-    cells = run.manifest.get("cells") or []
-    measured = [c for c in cells if "noisy" in c]
-    return {"cells": len(cells), "measured": len(measured),
-            "contaminated": sum(1 for c in measured if c["noisy"]),
-            "rerun": sum(1 for c in cells if c.get("attempts")),
-            "earlier_attempts": sum(len(c.get("attempts", ())) for c in cells),
-            "set_aside": len(run.set_aside)}
+    """Cells measured for noise, contaminated in their last attempt, re-run, earlier
+    attempts, and set aside (none when the run was read with include_noisy)."""
+    n = summary(run.manifest.get("cells") or [])
+    return {"cells": n["cells"], "measured": n["measured"],
+            "contaminated": n["contaminated"], "rerun": n["rerun"],
+            "earlier_attempts": n["attempts_set_aside"], "set_aside": len(run.set_aside)}
 
 
 def first_screen(run: Run) -> list[str]:

@@ -12,10 +12,15 @@ and the backend's stated stand-ins (the manifest's `simplifications`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
 
 from analysis.rundata import Run
+from bench.errors import BenchError
+from bench.experiments import changed_mesh
+from bench.mesh import build
+from bench.scenario import from_dict
 
 NOT_TESTABLE = "not testable here"
 # the local backend's stand-in, as its manifest states it (bench/backends/local/backend.py)
@@ -43,13 +48,6 @@ class Setup:
 
 @cache
 def _setup(scenario_json: str, envoy_ztunnel: bool) -> Setup | None:
-    import json
-
-    from bench.errors import BenchError
-    from bench.experiments import changed_mesh
-    from bench.mesh import build
-    from bench.scenario import from_dict
-
     try:
         s = from_dict(json.loads(scenario_json), source="the run's manifest")
         side, amb = build(s, "sidecar"), build(s, "ambient")
@@ -67,8 +65,6 @@ def _setup(scenario_json: str, envoy_ztunnel: bool) -> Setup | None:
 def setup_of(run: Run) -> Setup | None:
     """The run's setup, None when its scenario cannot be rebuilt (then every claim is
     judged on its data alone, as before this rule)."""
-    import json
-
     scenario = run.scenario
     if "topology" not in scenario:
         return None  # not a whole scenario (a fabricated run): nothing to judge it by

@@ -48,7 +48,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,10 +147,10 @@ class Noise:
         if not self.contaminated(threshold):
             return ""
         who = ", ".join(f"{t['comm']} {t['cores']:.2f}" for t in self.foreign_top[:2])
-        return (f"{100 * self.lost_share:.0f} % of the CPU taken by others (steal "
-                f"{100 * self.steal_share:.0f} %, other processes "
-                f"{100 * self.foreign_share:.0f} %{f': {who} cores' if who else ''}) "
-                f"> {100 * threshold:.0f} %")
+        return (f"{100 * self.lost_share:.1f} % of the CPU taken by others (steal "
+                f"{100 * self.steal_share:.1f} %, other processes "
+                f"{100 * self.foreign_share:.1f} %{f': {who} cores' if who else ''}) "
+                f"> {100 * threshold:g} %")
 
     def record(self, threshold: float) -> dict[str, Any]:
         d = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -180,11 +180,14 @@ class Noise:
                 for m, u, v in rows if v is not None]
 
 
-def _host_rows(path: Path, t0: float, t1: float) -> list[dict[str, Any]]:
-    """The sampler's host rows inside [t0, t1]."""
+def _host_rows(path: Path, offset: int, t0: float, t1: float) -> list[dict[str, Any]]:
+    """The sampler's host rows inside [t0, t1], read from `offset` (the file's size at the
+    window's start: rows are appended in time order, so nothing before it is needed)."""
     out = []
-    with open(path) as f:
-        for line in f:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            line = raw.decode(errors="replace")
             if '"host"' not in line:
                 continue
             try:
@@ -218,8 +221,8 @@ def summarize(a: Mark, b: Mark, own: set[int], sampler_out: Path | None = None,
     if total <= 0:
         return "no CPU ticks between the window's ends"
     f = foreign(a, b, own, own_cgroups=own_cgroups)
-    hosts = _host_rows(sampler_out, a.ts, b.ts) if sampler_out is not None and (
-        sampler_out.exists()) else []
+    hosts = _host_rows(sampler_out, a.sampler_offset, a.ts, b.ts) if (
+        sampler_out is not None and sampler_out.exists()) else []
     peak = None
     for x, y in zip(hosts, hosts[1:]):
         dx = _deltas(x["host"]["cpus"], y["host"]["cpus"])
@@ -263,6 +266,7 @@ class Mark:
     cpus: list[list[int]]
     psi: list[int] | None
     procs: dict[int, Proc]
+    sampler_offset: int = 0  # the sampler file's size then: its host rows are read from here
 
 
 def scan() -> dict[int, Proc]:
@@ -287,10 +291,15 @@ def scan() -> dict[int, Proc]:
     return out
 
 
-def mark() -> Mark:
+def mark(sampler_out: Path | None = None) -> Mark:
+    """Now, as one end of a window; with the sampler's file, where its rows stand now."""
     cpus, _, _ = parse_stat(_read(PROC_STAT))
+    try:
+        offset = sampler_out.stat().st_size if sampler_out is not None else 0
+    except FileNotFoundError:
+        offset = 0
     return Mark(ts=time.time(), mono=time.monotonic(), cpus=cpus, psi=read_psi(),
-                procs=scan())
+                procs=scan(), sampler_offset=offset)
 
 
 def descendants(procs: dict[int, Proc], roots: set[int]) -> set[int]:
@@ -380,6 +389,28 @@ def foreign(a: Mark, b: Mark, own: set[int], n: int = 3, own_cgroups: tuple[str,
     top = sorted(((c, s) for c, s in used.items() if s > 0), key=lambda kv: -kv[1])[:n]
     return Foreign(max(0.0, total) / span, max(0.0, kernel) / span,
                    [{"comm": c, "cores": round(s / span, 3)} for c, s in top])
+
+
+# ------------------------------------------------------------------ a run's summary
+
+
+def summary(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's `noise`: how many cells were measured for noise, contaminated (in
+    their last attempt), re-run; the worst shares seen in any window."""
+    measured = [e for e in entries if "noisy" in e]
+    windows = [n for e in entries for a in (e, *e.get("attempts", ()))
+               for n in (a.get("noise"), a.get("noise_reference")) if n]
+
+    def worst(key: str) -> float | None:
+        vals = [n[key] for n in windows if n.get(key) is not None]
+        return round(max(vals), 4) if vals else None
+
+    return {"cells": len(entries), "measured": len(measured),
+            "contaminated": sum(1 for e in measured if e["noisy"]),
+            "rerun": sum(1 for e in entries if e.get("attempts")),
+            "attempts_set_aside": sum(len(e.get("attempts", ())) for e in entries),
+            "worst": {k: worst(k) for k in ("lost_share", "steal_share", "steal_peak_share",
+                                             "foreign_share", "psi_some_share")}}
 
 
 # ------------------------------------------------------------------ the machine's speed

@@ -159,11 +159,11 @@ def run(ctx: RunContext, cell: Cell, dep: Deployment, twin: bool = False,
         if ctx.hops is not None:
             ctx.hops.reset()
         ctx.phase(cell.repetition, cell.mode, "window", cell=cell.id, loadgen_pid=load.pid)
-        m0 = noise.mark()
+        m0 = ctx.noise_mark()
         w0 = (time.time(), time.monotonic())
         ctx.sleep_checking(dep, s.timing.window_s, load)
         w1 = (time.time(), time.monotonic())
-        m1 = noise.mark()
+        m1 = ctx.noise_mark()
         ctx.phase(cell.repetition, cell.mode, "collect", cell=cell.id)
         hop_hists = ctx.hops.read(cell) if ctx.hops is not None else None
         # read while Locust writes its last interval (it ends at the next whole second)
@@ -280,7 +280,7 @@ def reference(ctx: RunContext, cell: Cell, dep: Deployment, attempt: int = 1
     probe = ctx.kernel_latency.probe if ctx.kernel_latency else None
 
     suffix = f"-a{attempt}" if attempt > 1 else ""
-    m0 = noise.mark()
+    m0 = ctx.noise_mark()
     try:
         ref, rows, (t0, t1) = reference_cell(
             cell=cell, netns=dep.load_netns, url=dep.url + "/",

@@ -85,6 +85,11 @@ class RunContext:
         what = detail.get("cell") or detail.get("experiment") or ""
         self.progress(f"r{rep} {mode}: {phase}" + (f" {what}" if what else ""))
 
+    def noise_mark(self) -> noise.Mark:
+        """One end of a window (bench/probes/noise.py), with where the sampler's file
+        stands, so that the window's rows are read from there."""
+        return noise.mark(self.resources.out_path if self.resources is not None else None)
+
     def noise(self, cell: Cell, start: noise.Mark, phase: str, end: noise.Mark | None = None,
               attempt: int = 1, speed: dict[str, float] | None = None,
               **labels: Any) -> tuple[list[Sample], dict[str, Any] | None]:
@@ -92,7 +97,7 @@ class RunContext:
         its rows (source "noise", labelled with the phase and, past the first, the
         attempt) and its record for the manifest; ([], None), on record, when it cannot be
         read."""
-        end = end if end is not None else noise.mark()
+        end = end if end is not None else self.noise_mark()
         own = {os.getpid()}
         if self.resources is not None:
             own |= self.resources.own_pids()

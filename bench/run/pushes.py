@@ -13,7 +13,6 @@ from bench.errors import BenchError, ModeBroken, StorageError
 from bench.experiments import changed_mesh, exposure_samples, run_push, to_samples
 from bench.mesh import Mesh
 from bench.outcomes import PushOutcome
-from bench.probes import noise
 from bench.probes.lifecycle import ExperimentProbe, one_line
 from bench.run.context import RunContext
 from bench.store import Cell
@@ -53,7 +52,7 @@ def run_mode(ctx: RunContext, wire: ExperimentProbe, rep: int, mode: str, dep: D
     cell = Cell(rep, mode, 0)
     names = list(ctx.s.experiments)
     step = "exposure"
-    m0 = noise.mark()
+    m0 = ctx.noise_mark()
     try:
         ctx.phase(rep, mode, "experiment", experiment="exposure")
         exposure(ctx, dep.mesh, cell)

@@ -143,7 +143,7 @@ class Runner:
 
     def noise_line(self) -> str:
         """The run's last word on the machine's noise ("" when no cell was contaminated)."""
-        n = noise_summary(self.cells)
+        n = noise.summary(self.cells)
         if not n["contaminated"] and not n["rerun"]:
             return ""
         most = "MOST CELLS CONTAMINATED: " if 2 * n["contaminated"] > n["measured"] else ""
@@ -359,7 +359,7 @@ class Runner:
         ctx = self.ctx
         ctx.phase(rep, mode, "idle")
         t0 = time.time()
-        m0 = noise.mark()
+        m0 = ctx.noise_mark()
         for probe in self._mode_probes():
             probe.attach(dep)
         try:
@@ -384,7 +384,7 @@ class Runner:
         if earlier:
             entry["attempts"] = list(earlier)
         self.cells.append(entry)
-        self.store.update(cells=self.cells, noise=noise_summary(self.cells))
+        self.store.update(cells=self.cells, noise=noise.summary(self.cells))
         n = len(self.cells)
         if outcome.summary is not None:
             sm = outcome.summary
@@ -417,22 +417,3 @@ def _entry(outcome: CellOutcome) -> dict[str, Any]:
             entry["noise_reference"] = outcome.noise_reference
         entry["noisy"] = outcome.noisy
     return entry
-
-
-def noise_summary(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest's `noise`: how many cells were measured for noise, contaminated (in
-    their last attempt), re-run; the worst shares seen in any window."""
-    measured = [e for e in entries if "noisy" in e]
-    windows = [n for e in entries for a in (e, *e.get("attempts", ()))
-               for n in (a.get("noise"), a.get("noise_reference")) if n]
-
-    def worst(key: str) -> float | None:
-        vals = [n[key] for n in windows if n.get(key) is not None]
-        return round(max(vals), 4) if vals else None
-
-    return {"cells": len(entries), "measured": len(measured),
-            "contaminated": sum(1 for e in measured if e["noisy"]),
-            "rerun": sum(1 for e in entries if e.get("attempts")),
-            "attempts_set_aside": sum(len(e.get("attempts", ())) for e in entries),
-            "worst": {k: worst(k) for k in ("lost_share", "steal_share", "steal_peak_share",
-                                             "foreign_share", "psi_some_share")}}

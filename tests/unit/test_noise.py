@@ -16,7 +16,6 @@ from analysis.rundata import Run, load_run
 from bench import scenario as scen
 from bench.probes import noise
 from bench.probes.noise import CLK_TCK, Mark, Proc
-from bench.run.runner import noise_summary
 from bench.store import Cell
 
 STAT = b"""cpu  300 0 100 1000 5 0 10 40 0 0
@@ -102,7 +101,7 @@ def test_summarize_shares_from_known_counters(tmp_path: Path) -> None:
     assert n.steal_peak_share == pytest.approx(0.5)  # 20 of 40 ticks between the sweeps
     assert (n.runq_mean, n.runq_max, n.sweeps) == (2.0, 3, 2)
     assert n.contaminated(0.5) and not n.contaminated(0.7)
-    assert "60 % of the CPU taken by others" in n.reason(0.5) and "hog 1.00" in n.reason(0.5)
+    assert "60.0 % of the CPU taken by others" in n.reason(0.5) and "hog 1.00" in n.reason(0.5)
     rec = n.record(0.5)
     assert rec["contaminated"] is True and rec["foreign_top"][0]["comm"] == "hog"
     samples = {s.metric: s for s in n.samples(Cell(1, "sidecar", 500), 0.5, 1.0,
@@ -151,7 +150,7 @@ def test_noise_summary_counts_cells_attempts_and_the_worst_window() -> None:
         {"cell": "c", "noisy": "", "noise": _noise(0.02),
          "attempts": [{"noise": _noise(0.6, "60 %"), "noisy": "window: 60 %"}]},
         {"cell": "d", "status": "failed"}]
-    s = noise_summary(entries)
+    s = noise.summary(entries)
     assert (s["cells"], s["measured"], s["contaminated"], s["rerun"],
             s["attempts_set_aside"]) == (4, 3, 1, 1, 1)
     assert s["worst"]["lost_share"] == 0.6

@@ -519,6 +519,6 @@ def test_a_cell_still_contaminated_after_its_reruns_is_recorded_so(
     m = json.loads((store.dir / "manifest.json").read_text())
     [cell] = m["cells"]
     assert cell["attempt"] == 1 and "attempts" not in cell
-    assert "stress-ng 0.60 cores" in cell["noisy"] and "30 %" in cell["noisy"]
+    assert "stress-ng 0.60 cores" in cell["noisy"] and "30.0 %" in cell["noisy"]
     assert m["noise"]["contaminated"] == 1
     assert any("CONTAMINATED" in line for line in said)
