@@ -1,12 +1,12 @@
-"""A free TCP port on loopback, for tests that start a server or an Envoy listener."""
+"""A free TCP port on loopback, for tests that start a server or an Envoy listener.
+
+The harness's own chooser: outside the kernel's ephemeral range and never the same port
+twice in a process. Envoy binds listeners with SO_REUSEPORT, so two Envoys handed the same
+port would both bind it and share its connections (seen: a request to one node's listener
+answered by another's when a bare bind-to-0 chooser returned a port twice)."""
 
 from __future__ import annotations
 
-import socket
+from bench.istiod.controlplane import free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]
