@@ -29,16 +29,32 @@ Why these tests (methodology.md, "Statistics and comparison"):
   superiority and k = 1 + margin for non-inferiority; the ratio is shown as a point
   (mean(a) / mean(b)) without a CI.
 
-Verdicts for a ratio r = a / b with 95 % CI [lo, hi]:
+Verdicts for a ratio r = a / b with 95 % CI [lo, hi], effect floor f = MIN_EFFECT (5 %)
+applied to the CI, not to the point estimate (a point past the floor with a CI that is not
+leaves "supported" 2-6 % of the time for a true effect of 3 %):
 
-- superiority, claim "a is less than b": supported when hi < 1 and r <= 1 - 5 % (the
-  effect floor, asv's rule of thumb, stats.MIN_EFFECT); not supported when lo >= 1;
-  otherwise inconclusive, with the reason (CI spans 1, or effect below 5 %).
+- superiority, claim "a is less than b": supported when hi < 1 - f; no meaningful
+  difference (equivalence) when the whole CI lies within [1 - f, 1 + f]; not supported
+  when lo >= 1; otherwise inconclusive, with the reason (CI spans 1, or the reduction
+  may be under f).
 - non-inferiority, claim "a adds no more than b": supported when hi < 1 + margin; not
   supported when lo > 1 + margin; otherwise inconclusive. NI_MARGIN = 10 %.
+- non-inferiority of overheads (a and b are each a mode's latency minus the baseline's of
+  the same repetition): one linear scale for all data, the contrast
+  c_i = a_i - (1 + margin) b_i with its t interval (Welch's for two runs); supported when
+  the CI of mean(c) is below 0, not supported when above. The ratio mean(a) / mean(b) is
+  shown with Fieller's interval, which is the set of ratios the same t test does not
+  reject: the verdict and the interval agree by construction.
 - exact: deterministic counts (proxies reached, bytes pushed, config held) are compared
   as numbers when every repetition gave the same value; only when they did not is the
   superiority test applied to them.
+
+Power: each outcome carries the smallest effect its test detects 80 % of the time at its
+n and the spread it saw (`Outcome.detectable`: the true ratio at which the 95 % CI clears
+the floor or margin the verdict needs with probability 0.8, from the noncentral t, taking
+the spread seen as the true one).
+A verdict describes this run: its CI covers the repetition-to-repetition noise, not a shift
+of the whole run (analysis.across gives the verdict across compatible runs).
 """
 
 from __future__ import annotations
@@ -49,16 +65,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+from scipy.optimize import brentq
+from scipy.stats import nct
 from scipy.stats import t as student_t
 
 from analysis.stats import MIN_EFFECT
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
 INCONCLUSIVE, NOT_MEASURED = "inconclusive", "not measured"
+# the CI lies within the effect floor on both sides: the claimed difference is ruled out as
+# meaningful (an equivalence outcome, not a failure to see one)
+EQUIVALENT = "no meaningful difference"
 # the run lacks what the claim needs (analysis.preconditions): a topology or a stand-in
 # would decide the verdict, so none is given
 NOT_TESTABLE = "not testable here"
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE, NOT_MEASURED)
+VERDICTS = (SUPPORTED, EQUIVALENT, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTABLE,
+            NOT_MEASURED)
 
 SUPERIORITY, NON_INFERIORITY, EXACT = "superiority", "non-inferiority", "exact"
 CONFIDENCE = 0.95
@@ -69,6 +91,8 @@ CONFIDENCE = 0.95
 NI_MARGIN = 0.10
 
 PAIRED, WELCH = "paired", "welch"
+LOG, LINEAR = "log", "linear"  # the scale a test works on
+POWER = 0.80
 
 
 @dataclass(frozen=True)
@@ -93,7 +117,12 @@ class Ratio:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A claim test's result: verdict, reason, the ratio, and which test gave it."""
+    """A claim test's result: verdict, reason, the ratio, and which test gave it.
+
+    `detectable`: the true ratio a / b at or below which this test gives "supported" 80 %
+    of the time at its n and the spread it saw (superiority: 0.85 means a 15 % reduction
+    is detected; non-inferiority: the ratio must lie that far under the margin); NaN when
+    there is no spread to judge by (exact counts, one repetition)."""
 
     verdict: str
     reason: str
@@ -101,6 +130,7 @@ class Outcome:
     n_a: int = 0
     n_b: int = 0
     test: str = ""
+    detectable: float = float("nan")
 
     def text(self) -> str:
         """"verdict (reason; test)"; "reason (test)" when the reason starts with the
@@ -109,6 +139,17 @@ class Outcome:
             return f"{self.reason} ({self.test})" if self.test else self.reason
         parts = [p for p in (self.reason, self.test) if p]
         return f"{self.verdict} ({'; '.join(parts)})" if parts else self.verdict
+
+    def power_text(self) -> str:
+        """"detects a 12 % reduction 80 % of the time at n=5", or "" without a spread."""
+        if math.isnan(self.detectable):
+            return ""
+        n = self.n_a if self.n_a == self.n_b else f"{self.n_a} vs {self.n_b}"
+        if "non-inferiority" in self.test:
+            what = f"non-inferiority when the true ratio is <= {self.detectable:.2f}"
+        else:
+            what = f"a {100 * (1 - self.detectable):.0f} % reduction"
+        return f"detects {what} {100 * POWER:.0f} % of the time at n={n}"
 
 
 def _t_ci(mean: float, se: float, df: float) -> tuple[float, float]:
@@ -147,30 +188,70 @@ def _bound_ci(test: str, k: float, a: np.ndarray, b: np.ndarray,
     return _t_ci(float(a.mean() - k * b.mean()), se, _welch_df(va, a.size, vb, b.size))
 
 
-def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool) -> Ratio:
-    """Geometric-mean ratio a / b with a 95 % t interval on the logs; needs values > 0
-    and at least 2 per side (2 pairs when paired)."""
+def _log_stats(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[float, float, float]:
+    """(mean, standard error, degrees of freedom) of ln(a / b): paired by position, or
+    Welch's on the two groups' logs."""
     la, lb = np.log(a), np.log(b)
     if paired:
         d = la - lb
-        mean, se, df = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1
-    else:
-        va, vb = float(la.var(ddof=1)), float(lb.var(ddof=1))
-        mean = float(la.mean() - lb.mean())
-        se, df = math.sqrt(va / la.size + vb / lb.size), _welch_df(va, la.size, vb, lb.size)
+        return float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1
+    va, vb = float(la.var(ddof=1)), float(lb.var(ddof=1))
+    return (float(la.mean() - lb.mean()), math.sqrt(va / la.size + vb / lb.size),
+            _welch_df(va, la.size, vb, lb.size))
+
+
+def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool) -> Ratio:
+    """Geometric-mean ratio a / b with a 95 % t interval on the logs; needs values > 0
+    and at least 2 per side (2 pairs when paired)."""
+    mean, se, df = _log_stats(a, b, paired)
     lo, hi = _t_ci(mean, se, df)
     return Ratio(math.exp(mean), math.exp(lo), math.exp(hi))
 
 
+def fieller(a: np.ndarray, b: np.ndarray, paired: bool) -> Ratio:
+    """mean(a) / mean(b) with Fieller's 95 % interval: the ratios rho for which the t test
+    of mean(a - rho b) = 0 does not reject (paired: on the per-repetition contrasts;
+    Welch's otherwise). Unbounded (NaN ends) when mean(b) is not itself clear of 0."""
+    ma, mb = float(a.mean()), float(b.mean())
+    point = ma / mb if mb != 0 else float("nan")
+    if paired:
+        n = a.size
+        cov = np.cov(a, b, ddof=1)
+        vaa, vbb, vab = cov[0, 0] / n, cov[1, 1] / n, cov[0, 1] / n
+        df: float = n - 1
+    else:
+        vaa, vbb, vab = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size, 0.0
+        df = _welch_df(float(a.var(ddof=1)), a.size,
+                       float(b.var(ddof=1)) * point * point, b.size) if point == point else 1
+    t2 = float(student_t.ppf(0.5 + CONFIDENCE / 2, df)) ** 2
+    qa, qb, qc = mb * mb - t2 * vbb, ma * mb - t2 * vab, ma * ma - t2 * vaa
+    disc = qb * qb - qa * qc
+    if qa <= 0 or disc < 0:
+        return Ratio(point, float("nan"), float("nan"))
+    root = math.sqrt(disc)
+    return Ratio(point, (qb - root) / qa, (qb + root) / qa)
+
+
+def _power_quantiles(df: float) -> float:
+    """How many standard errors a true effect must lie past the decision bound for a 95 %
+    CI to clear it 80 % of the time: the noncentrality at which the noncentral t with `df`
+    degrees of freedom exceeds t(0.975, df) with probability POWER (taking the spread seen
+    as the true one; t(0.975) + t(0.80), the usual shortcut, overstates the power at n=3)."""
+    crit = float(student_t.ppf(0.5 + CONFIDENCE / 2, df))
+    return float(brentq(lambda nc: float(nct.sf(crit, df, nc)) - POWER, 0.0, 100.0))
+
+
 def compare(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, kind: str = SUPERIORITY,
             paired: bool = True, margin: float = NI_MARGIN,
-            min_effect: float = MIN_EFFECT) -> Outcome:
+            min_effect: float = MIN_EFFECT, scale: str = LOG) -> Outcome:
     """Test the claim "a is less than b" (SUPERIORITY) or "a is no more than b" within
     `margin` (NON_INFERIORITY), from per-repetition values.
 
     With `paired`, `a` and `b` are Series indexed by repetition and only repetitions in
-    both are used (a plain array pairs by position). See the module docstring for the
-    rules. Deterministic counts go through `exact` instead.
+    both are used (a plain array pairs by position). `scale` LOG tests the ratio of
+    geometric means (values must be > 0: else the linear test is used and says why);
+    LINEAR tests the contrast a - k b (overheads over a baseline, which can be <= 0). See
+    the module docstring for the rules. Deterministic counts go through `exact` instead.
     """
     sa, sb = _as_series(a), _as_series(b)
     if not paired or not isinstance(a, pd.Series) or not isinstance(b, pd.Series):
@@ -189,50 +270,93 @@ def compare(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, kind: str = SUPE
         point = float(xa.mean() / xb.mean()) if xb.mean() > 0 else float("nan")
         return Outcome(INCONCLUSIVE, f"one repetition: no CI ({how})",
                        Ratio(point, float("nan"), float("nan")), n_a, n_b)
-    bound = 1.0 + margin if kind == NON_INFERIORITY else 1.0
     rule = (f"non-inferiority, margin {100 * margin:g} %" if kind == NON_INFERIORITY
-            else "superiority")
-    if (xa > 0).all() and (xb > 0).all():
+            else f"superiority, effect floor {100 * min_effect:g} %")
+    if scale == LOG and (xa > 0).all() and (xb > 0).all():
         r = ratio_ci(xa, xb, paired)
+        _, se, df = _log_stats(xa, xb, paired)
+        z = _power_quantiles(df) * se
+        bound = 1.0 + margin if kind == NON_INFERIORITY else 1.0 - min_effect
         test = f"{rule}; t on log ratios, {how}"
-        return _verdict(kind, r, r.lo, r.hi, bound, min_effect, n_a, n_b, test)
-    # linear scale: values <= 0 (e.g. an overhead within noise of baseline)
-    k = bound
-    lo, hi = _bound_ci(kind, k, xa, xb, paired)
+        return _verdict(kind, r, bound, min_effect, n_a, n_b, test, bound * math.exp(-z))
+    return _linear(kind, xa, xb, paired, margin, min_effect, how, rule,
+                   "" if scale == LINEAR else " (values <= 0: no log ratio)")
+
+
+def _linear(kind: str, xa: np.ndarray, xb: np.ndarray, paired: bool, margin: float,
+            min_effect: float, how: str, rule: str, why: str) -> Outcome:
+    """The linear-scale tests: CIs of contrasts mean(a - k b), the ratio with Fieller's
+    interval."""
+    r = fieller(xa, xb, paired)
+    n_a, n_b = int(xa.size), int(xb.size)
     mb = float(xb.mean())
-    point = float(xa.mean()) / mb if mb > 0 else float("nan")
-    r = Ratio(point, float("nan"), float("nan"))
-    test = (f"{rule}; t on mean(a) - {k:g} x mean(b) (values <= 0: no log ratio), {how}")
-    if hi < 0 and (kind == NON_INFERIORITY or math.isnan(point)
-                   or point <= 1 - min_effect):
-        return Outcome(SUPPORTED, f"CI of the difference [{lo:.4g}, {hi:.4g}] below 0",
-                       r, n_a, n_b, test)
-    if (kind == SUPERIORITY and lo >= 0) or (kind == NON_INFERIORITY and lo > 0):
-        return Outcome(NOT_SUPPORTED, f"CI of the difference [{lo:.4g}, {hi:.4g}] above 0",
-                       r, n_a, n_b, test)
-    return Outcome(INCONCLUSIVE, f"CI of the difference [{lo:.4g}, {hi:.4g}] spans 0",
-                   r, n_a, n_b, test)
+
+    def ci(k: float) -> tuple[float, float]:
+        return _bound_ci(kind, k, xa, xb, paired)
+
+    def power(k: float) -> float:
+        if mb <= 0:
+            return float("nan")
+        d = xa - k * xb
+        se = (float(d.std(ddof=1)) / math.sqrt(d.size) if paired
+              else math.sqrt(float(xa.var(ddof=1)) / n_a + k * k * float(xb.var(ddof=1)) / n_b))
+        return k - _power_quantiles(n_a - 1 if paired else min(n_a, n_b) - 1) * se / mb
+
+    fmt = "{:.4g}"
+    if kind == NON_INFERIORITY:
+        k = 1.0 + margin
+        lo, hi = ci(k)
+        test = f"{rule}; t on mean(a) - {k:g} x mean(b){why}, Fieller's CI for the ratio, {how}"
+        span = f"CI of mean(a) - {k:g} x mean(b) [{fmt.format(lo)}, {fmt.format(hi)}]"
+        if hi < 0:
+            return Outcome(SUPPORTED, f"{span} below 0", r, n_a, n_b, test, power(k))
+        if lo > 0:
+            return Outcome(NOT_SUPPORTED, f"{span} above 0", r, n_a, n_b, test, power(k))
+        return Outcome(INCONCLUSIVE, f"{span} spans 0", r, n_a, n_b, test, power(k))
+    test = f"{rule}; t on mean(a) - k x mean(b){why}, Fieller's CI for the ratio, {how}"
+    floor_lo, floor_hi = ci(1.0 - min_effect)
+    lo, hi = ci(1.0)
+    detect = power(1.0 - min_effect)
+    if floor_hi < 0:
+        return Outcome(SUPPORTED, f"CI of mean(a) - {1 - min_effect:g} x mean(b) "
+                       f"[{fmt.format(floor_lo)}, {fmt.format(floor_hi)}] below 0", r, n_a,
+                       n_b, test, detect)
+    if lo >= 0:
+        return Outcome(NOT_SUPPORTED, f"CI of mean(a - b) [{fmt.format(lo)}, "
+                       f"{fmt.format(hi)}] at or above 0", r, n_a, n_b, test, detect)
+    up_lo, up_hi = ci(1.0 + min_effect)
+    if mb > 0 and floor_lo > 0 and up_hi < 0:
+        return Outcome(EQUIVALENT, f"a within ±{100 * min_effect:g} % of b (both contrasts "
+                       "clear of 0)", r, n_a, n_b, test, detect)
+    return Outcome(INCONCLUSIVE, f"CI of mean(a - b) [{fmt.format(lo)}, {fmt.format(hi)}] "
+                   + ("spans 0" if hi >= 0 else f"below 0, but not by {100 * min_effect:g} %"),
+                   r, n_a, n_b, test, detect)
 
 
-def _verdict(kind: str, r: Ratio, lo: float, hi: float, bound: float, min_effect: float,
-             n_a: int, n_b: int, test: str) -> Outcome:
+def _verdict(kind: str, r: Ratio, bound: float, min_effect: float, n_a: int, n_b: int,
+             test: str, detectable: float) -> Outcome:
+    lo, hi = r.lo, r.hi
+
+    def out(verdict: str, reason: str) -> Outcome:
+        return Outcome(verdict, reason, r, n_a, n_b, test, detectable)
+
     if kind == NON_INFERIORITY:
         if hi < bound:
-            return Outcome(SUPPORTED, f"CI upper bound {hi:.3f} < {bound:.2f}", r, n_a, n_b,
-                           test)
+            return out(SUPPORTED, f"CI upper bound {hi:.3f} < {bound:.2f}")
         if lo > bound:
-            return Outcome(NOT_SUPPORTED, f"CI lower bound {lo:.3f} > {bound:.2f}", r, n_a,
-                           n_b, test)
-        return Outcome(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] spans {bound:.2f}", r, n_a,
-                       n_b, test)
-    if hi < 1.0:
-        if r.ratio <= 1.0 - min_effect:
-            return Outcome(SUPPORTED, f"CI upper bound {hi:.3f} < 1", r, n_a, n_b, test)
-        return Outcome(INCONCLUSIVE, f"below 1 but the effect {100 * (1 - r.ratio):.1f} % "
-                       f"is under {100 * min_effect:g} %", r, n_a, n_b, test)
+            return out(NOT_SUPPORTED, f"CI lower bound {lo:.3f} > {bound:.2f}")
+        return out(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] spans {bound:.2f}")
+    if hi < bound:
+        return out(SUPPORTED, f"CI upper bound {hi:.3f} < {bound:.2f} (1 - the "
+                   f"{100 * min_effect:g} % floor)")
+    if lo > 1.0 - min_effect and hi < 1.0 + min_effect:
+        return out(EQUIVALENT, f"CI [{lo:.3f}–{hi:.3f}] within ±{100 * min_effect:g} %")
     if lo >= 1.0:
-        return Outcome(NOT_SUPPORTED, f"CI lower bound {lo:.3f} >= 1", r, n_a, n_b, test)
-    return Outcome(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] spans 1", r, n_a, n_b, test)
+        return out(NOT_SUPPORTED, f"CI lower bound {lo:.3f} >= 1")
+    if hi < 1.0:
+        return out(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] below 1 but not below "
+                   f"{bound:.2f}: the reduction may be under {100 * min_effect:g} %")
+    return out(INCONCLUSIVE, f"CI [{lo:.3f}–{hi:.3f}] spans 1")
 
 
 def identical(x: ArrayLike) -> bool:

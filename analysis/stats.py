@@ -20,7 +20,10 @@ from scipy.stats import t as student_t
 BASELINE = "baseline"
 CV_WARN = 0.10  # warn when std / mean of a cell's repetitions reaches 10 %
 ALPHA = 0.01  # significance needs p < ALPHA ...
-MIN_EFFECT = 0.05  # ... and an effect of at least 5 % (asv's rule of thumb)
+# ... and an effect of at least 5 %: the smallest difference this harness calls meaningful,
+# half of asv's default factor (`asv compare --factor 1.1`, 10 %), which the nightly gate
+# uses (analysis.gate.PRACTICAL)
+MIN_EFFECT = 0.05
 CELL = ["mode", "level", "repetition"]
 
 SUMMARY_COLUMNS = ["mode", "level", "n", "median", "min", "max", "mean", "std", "cv",

@@ -47,10 +47,44 @@ def test_noisy_data_stay_inconclusive() -> None:
     assert ni.verdict == ct.INCONCLUSIVE and "spans 1.10" in ni.reason
 
 
-def test_a_consistent_but_small_effect_is_not_a_superiority() -> None:
+def test_a_consistent_but_small_effect_is_no_meaningful_difference() -> None:
     out = ct.compare([97.0, 97.1, 96.9], [100.0, 100.0, 100.0])
     assert out.ratio is not None and out.ratio.hi < 1
-    assert out.verdict == ct.INCONCLUSIVE and "under 5 %" in out.reason
+    assert out.verdict == ct.EQUIVALENT and "within ±5 %" in out.reason
+
+
+def test_the_floor_applies_to_the_ci_not_the_point() -> None:
+    # point 0.93 (past the 5 % floor), but the CI reaches 0.95 and above
+    out = ct.compare([92.0, 94.0, 93.0], [100.0, 100.0, 100.0])
+    assert out.ratio is not None and out.ratio.ratio < 0.95 < out.ratio.hi < 1
+    assert out.verdict == ct.INCONCLUSIVE and "may be under 5 %" in out.reason
+
+
+def test_a_true_3_percent_reduction_is_rarely_called_supported() -> None:
+    # the case: with the floor on the point only, 2-6 % of runs said "supported"
+    rng = np.random.default_rng(7)
+    wins = 0
+    for _ in range(2000):
+        b = 100 * np.exp(rng.normal(0, 0.05, 4))
+        a = b * 0.97 * np.exp(rng.normal(0, 0.03, 4))
+        wins += ct.compare(a, b).verdict == ct.SUPPORTED
+    assert wins / 2000 < 0.025
+
+
+@pytest.mark.parametrize("n,sd", [(3, 0.05), (5, 0.10), (8, 0.15)])
+def test_the_stated_power_is_the_power_seen(n: int, sd: float) -> None:
+    # a sample whose spread is exactly sd gives the bound; draws at that true ratio with
+    # that true sd are then supported 80 % of the time
+    z = np.arange(n, dtype=float)
+    z = (z - z.mean()) / z.std(ddof=1)
+    b = np.full(n, 100.0)
+    bound = ct.compare(b * np.exp(sd * z), b).detectable
+    assert 0 < bound < 0.95
+    rng = np.random.default_rng(n)
+    sims = 2000
+    wins = sum(ct.compare(b * bound * np.exp(rng.normal(0, sd, n)), b).verdict == ct.SUPPORTED
+               for _ in range(sims))
+    assert 0.75 < wins / sims < 0.85
 
 
 def test_equality_with_small_spread_is_non_inferior() -> None:
@@ -61,7 +95,7 @@ def test_equality_with_small_spread_is_non_inferior() -> None:
     assert out.ratio is not None and out.ratio.hi < 1 + ct.NI_MARGIN
     assert "non-inferiority, margin 10 %" in out.test
     # the same data cannot show superiority: equality is not "less than"
-    assert ct.compare(a, b, ct.SUPERIORITY).verdict == ct.INCONCLUSIVE
+    assert ct.compare(a, b, ct.SUPERIORITY).verdict == ct.EQUIVALENT
 
 
 def test_non_inferiority_margin_decides() -> None:
@@ -97,7 +131,7 @@ def test_overheads_at_or_below_zero_use_the_linear_test() -> None:
     out = ct.compare([-5.0, 3.0, 0.0], [400.0, 410.0, 395.0])
     assert out.verdict == ct.SUPPORTED
     assert "values <= 0: no log ratio" in out.test
-    assert out.ratio is not None and not out.ratio.has_ci
+    assert out.ratio is not None and out.ratio.has_ci  # Fieller's
     assert out.ratio.ratio == pytest.approx(-2 / 3 / 401.6667, rel=1e-3)
     ni = ct.compare([-5.0, 3.0, 0.0], [0.0, 2.0, -1.0], ct.NON_INFERIORITY)
     assert ni.verdict == ct.INCONCLUSIVE and "spans 0" in ni.reason
@@ -136,3 +170,42 @@ def test_two_sided_describes_without_a_direction() -> None:
         == "no clear difference (CI spans 1)"
     assert ct.two_sided([1.0], [2.0])[1] == "no CI (one repetition)"
     assert ct.two_sided([], [2.0])[0] is None
+
+
+def _t_rejects(a: np.ndarray, b: np.ndarray, rho: float) -> bool:
+    d = a - rho * b
+    half = float(ct.student_t.ppf(0.975, d.size - 1)) * d.std(ddof=1) / math.sqrt(d.size)
+    return abs(d.mean()) > half
+
+
+def test_fiellers_interval_is_the_ratios_the_t_test_keeps() -> None:
+    a = np.array([0.31, 0.42, 0.36, 0.40, 0.33])
+    b = np.array([0.30, 0.35, 0.33, 0.37, 0.31])
+    r = ct.fieller(a, b, paired=True)
+    assert r.lo < r.ratio < r.hi
+    grid = np.linspace(0.5, 1.8, 2601)
+    kept = [rho for rho in grid if not _t_rejects(a, b, rho)]
+    assert min(kept) == pytest.approx(r.lo, abs=1e-3)
+    assert max(kept) == pytest.approx(r.hi, abs=1e-3)
+
+
+def test_overhead_non_inferiority_is_the_linear_contrast_and_fieller_agrees() -> None:
+    side = _reps([0.40, 0.44, 0.38, 0.41, 0.43])  # ms over baseline
+    near = side * np.array([1.00, 0.97, 1.02, 0.99, 1.01])
+    far = side * np.array([1.30, 1.25, 1.32, 1.28, 1.27])
+    ok = ct.compare(near, side, ct.NON_INFERIORITY, scale=ct.LINEAR)
+    bad = ct.compare(far, side, ct.NON_INFERIORITY, scale=ct.LINEAR)
+    assert ok.verdict == ct.SUPPORTED and bad.verdict == ct.NOT_SUPPORTED
+    assert "t on mean(a) - 1.1 x mean(b)" in ok.test and "Fieller" in ok.test
+    assert ok.ratio is not None and ok.ratio.hi < 1.1
+    assert bad.ratio is not None and bad.ratio.lo > 1.1
+    # an overhead within noise of zero: the ratio is unbounded, the contrast still decides
+    flat = _reps([0.01, -0.02, 0.0, 0.02, -0.01])
+    out = ct.compare(flat, side, ct.NON_INFERIORITY, scale=ct.LINEAR)
+    assert out.verdict == ct.SUPPORTED
+
+
+def test_power_text_names_the_effect_and_n() -> None:
+    out = ct.compare([50.0, 52, 49], [100.0, 101, 99])
+    assert out.power_text().startswith("detects a ") and out.power_text().endswith("n=3")
+    assert ct.exact([1.0, 1.0], [2.0, 2.0]).power_text() == ""

@@ -42,8 +42,11 @@ def test_the_default_topology_and_the_local_stand_in_make_claims_untestable(
     assert memory and all(r.verdict == cl.NOT_TESTABLE for r in memory)
     cpu = [r for r in rows if "data-plane CPU" in r.tested]
     assert cpu and all(r.verdict != cl.NOT_TESTABLE for r in cpu)  # per-request cost: testable
+    # memory is descriptive: in the detail table, not on the first screen
+    assert all(not r.primary for r in memory)
     answers = "\n".join(cl.answers(rows))
-    assert "- **not testable here** ((a) x2): the ztunnel role is an Envoy" in answers
+    assert "memory" not in answers and "ztunnel role is an Envoy" not in answers
+    assert "cost per pod" in answers.splitlines()[0]
 
 
 def test_a_topology_with_more_pods_than_nodes_and_a_real_ztunnel_is_testable(
