@@ -60,6 +60,7 @@ of the whole run (analysis.across gives the verdict across compatible runs).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -417,3 +418,57 @@ def two_sided(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, paired: bool =
     if r.hi < 1 or r.lo > 1:
         return r, f"no clear difference (effect under {100 * min_effect:g} %)", test
     return r, "no clear difference (CI spans 1)", test
+
+
+@dataclass(frozen=True)
+class Shift:
+    """b against a from two runs: the ratio b / a with its 95 % CI, and the one-sided p
+    values of "b is more than (1 + margin) a" (worse) and "b is less than a / (1 + margin)"
+    (better), before any correction across metrics."""
+
+    ratio: Ratio
+    p_worse: float
+    p_better: float
+    test: str
+
+
+def shift(a: ArrayLike, b: ArrayLike, margin: float) -> Shift:
+    """The claims' unpaired machinery applied to two runs of one metric (repetitions of
+    two runs are not blocks of one): Welch's t on the logs; the linear Welch contrast
+    b - k a when a value is <= 0 (an overhead within noise of the baseline), with
+    Fieller's ratio. Needs at least 2 values per side."""
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if (xa > 0).all() and (xb > 0).all():
+        mean, se, df = _log_stats(xb, xa, paired=False)
+        lo, hi = _t_ci(mean, se, df)
+        r = Ratio(math.exp(mean), math.exp(lo), math.exp(hi))
+        step = math.log1p(margin)
+        if se == 0:
+            return Shift(r, float(mean > step), float(mean < -step), "Welch's t on logs")
+        return Shift(r, float(student_t.sf((mean - step) / se, df)),
+                     float(student_t.cdf((mean + step) / se, df)), "Welch's t on logs")
+
+    def contrast_p(k: float, upper: bool) -> float:
+        c = float(xb.mean() - k * xa.mean())
+        va, vb = float(xa.var(ddof=1)) * k * k, float(xb.var(ddof=1))
+        se = math.sqrt(va / xa.size + vb / xb.size)
+        df = _welch_df(vb, xb.size, va, xa.size)
+        if se == 0:
+            return float(c > 0) if upper else float(c < 0)
+        return float(student_t.sf(c / se, df) if upper else student_t.cdf(c / se, df))
+
+    return Shift(fieller(xb, xa, paired=False), contrast_p(1 + margin, True),
+                 contrast_p(1 / (1 + margin), False),
+                 "Welch's t on b - k a (values <= 0: no log ratio)")
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down rejections at family-wise level `alpha` (NaN never rejects)."""
+    order = sorted((p, i) for i, p in enumerate(p_values) if p == p)
+    m = len(order)
+    out = [False] * len(p_values)
+    for rank, (p, i) in enumerate(order):
+        if p > alpha / (m - rank):
+            break
+        out[i] = True
+    return out
