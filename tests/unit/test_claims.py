@@ -89,8 +89,9 @@ def test_resource_claims(rows: list[cl.ClaimRow]) -> None:
     assert cpu.result.ratio.hi < 1
     assert "ambient 0.4" in cpu.measured and "sidecar 1.0" in cpu.measured
     assert cpu.others.startswith("100 rps: 0.") and cpu.others.endswith("supported")
-    assert cpu.published.startswith("istio.io performance page (Istio 1.24; 1000 http "
-                                    "requests per second of 1 KB each")
+    # the provenance once, as a numbered note; the cell names source, release, figures
+    assert cpu.published.startswith("istio.io performance page, Istio 1.24: ")
+    assert cpu.published.endswith(f"[{cl.published.ISTIO_124_RESOURCES.note}]")
     assert "sidecar ~0.20 vCPU, ztunnel ~0.06 vCPU" in cpu.published
     mem = _row(rows, cl.A_RES, "memory", "ambient")
     assert mem.verdict == "supported" and "MiB PSS" in mem.measured
@@ -105,8 +106,7 @@ def test_scaling_claim_needs_a_sweep(rows: list[cl.ClaimRow]) -> None:
     slope = _row(rows, cl.A_RES, "grows with pods")
     assert slope.verdict == "not measured"
     assert "needs a pod-count sweep (make bench-scaling)" in slope.result.text()
-    assert slope.published.startswith("LiveWyer 2024 (livewyer-ops/poc-servicemesh2024) "
-                                      "(Istio 1.22.0")
+    assert slope.published.startswith("LiveWyer 2024, Istio 1.22.0")
 
 
 def test_fanout_and_exposure_are_not_invented(rows: list[cl.ClaimRow]) -> None:
