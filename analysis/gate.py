@@ -137,11 +137,16 @@ def without_flagged(values: Mapping[str, float], flagged: set[str]) -> dict[str,
     return {k: v for k, v in values.items() if k not in flagged}
 
 
+def is_green(manifest: Mapping[str, Any]) -> bool:
+    """A run that finished without failing: the only kind the history takes."""
+    return manifest.get("exit_status") in ("ok", 0)
+
+
 def _history(paths: Sequence[Path], exclude: Path) -> list[Run]:
     from analysis.trend import find_runs, started
 
     runs = [load_run(p) for p in find_runs(list(paths)) if p.resolve() != exclude.resolve()]
-    green = [r for r in runs if r.manifest.get("exit_status") in ("ok", 0)]
+    green = [r for r in runs if is_green(r.manifest)]
     return sorted(green, key=lambda r: (started(r), r.run_id))
 
 

@@ -8,7 +8,7 @@ Examples:
   meshbench report [RUN_DIR]                  Markdown, HTML, SMP + figures (default: newest)
   meshbench report --runs results/a results/b claims from both runs (checked compatible)
   meshbench compare RUN_A RUN_B               changes per metric, CI, verdict; exit 1 if worse
-  meshbench trend results/                    a headline metric across runs (nightly history)
+  meshbench trend results/                    a metric across runs: band, change points
   meshbench sweep -s scaling                  one run per pod count, then cost vs pods
   meshbench istiod build                      build real istiod, kube-apiserver, kine (Go)
   meshbench istiod sweep -s fanout-istiod     claims (b), (c) from a real istiod, 10-10,000 pods
@@ -497,7 +497,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("compare", help="RUN_A RUN_B [--force] [--threshold PCT]: changes with "
                    "CIs and verdicts; exit 1 on a significant regression, 2 on a refusal")
-    sub.add_parser("trend", help="DIR... [--metric M]: a headline metric across many runs")
+    sub.add_parser("trend", help="DIR... [--metric M]: a headline metric across many runs, "
+                   "each against the gate's band from the runs before it, and its change points")
     sub.add_parser("gate", help="NIGHT HISTORY... [--json F]: tonight's gate metrics against "
                    "the history of green nights; exit 1 on a regression two nights running")
 
