@@ -100,6 +100,8 @@ class ClaimRow:
     phrase: str = ""
     # the claim's one primary endpoint (per mode); the other rows describe
     primary: bool = False
+    # the mode / sidecar ratio a published figure implies, where one does (forest plot)
+    published_ratio: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -305,7 +307,8 @@ def resource_rows(rs: RunSet) -> list[ClaimRow]:
                                     pub, primary=kind == "cpu"))
                 continue
             out.append(ClaimRow(A_RES, tested, ref, measured, verdict, pub,
-                                _others(levels, ref, test), phrase, primary=kind == "cpu"))
+                                _others(levels, ref, test), phrase, primary=kind == "cpu",
+                                published_ratio=published.resources_ratio(mode, kind)))
     return out + scaling_rows(rs.primary)
 
 
@@ -654,7 +657,7 @@ def answers(rows: Sequence[ClaimRow]) -> list[str]:
     return lines
 
 
-def claims_section(src: RunSet | Run) -> list[str]:
+def claims_section(src: RunSet | Run, forest_png: str | None = None) -> list[str]:
     """The answers, then the claims table with its reading rules and caveats, as
     Markdown lines."""
     rs = _as_set(src)
@@ -663,6 +666,9 @@ def claims_section(src: RunSet | Run) -> list[str]:
                for r in rs.runs}
     latency_from = "; ".join(sorted(sources))
     lines = ["## Claims", "", "### Answers", ""] + answers(rows) + [""]
+    if forest_png:
+        lines += [f"![Primary claims: ratio mode / sidecar with 95 % CI, per-repetition ratios, "
+                  f"the effect floor and the margin, published ratios]({forest_png})", ""]
     from analysis.istiod import report_lines
 
     lines += report_lines(rs.primary.run_dir.parent)

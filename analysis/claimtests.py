@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -132,6 +132,8 @@ class Outcome:
     n_b: int = 0
     test: str = ""
     detectable: float = float("nan")
+    # per-repetition ratios a_i / b_i when paired (the forest plot's points)
+    points: tuple[float, ...] = ()
 
     def text(self) -> str:
         """"verdict (reason; test)"; "reason (test)" when the reason starts with the
@@ -279,9 +281,13 @@ def compare(a: ArrayLike | pd.Series, b: ArrayLike | pd.Series, kind: str = SUPE
         z = _power_quantiles(df) * se
         bound = 1.0 + margin if kind == NON_INFERIORITY else 1.0 - min_effect
         test = f"{rule}; t on log ratios, {how}"
-        return _verdict(kind, r, bound, min_effect, n_a, n_b, test, bound * math.exp(-z))
-    return _linear(kind, xa, xb, paired, margin, min_effect, how, rule,
-                   "" if scale == LINEAR else " (values <= 0: no log ratio)")
+        out = _verdict(kind, r, bound, min_effect, n_a, n_b, test, bound * math.exp(-z))
+    else:
+        out = _linear(kind, xa, xb, paired, margin, min_effect, how, rule,
+                      "" if scale == LINEAR else " (values <= 0: no log ratio)")
+    if paired:
+        out = replace(out, points=tuple(float(x / y) for x, y in zip(xa, xb) if y > 0))
+    return out
 
 
 def _linear(kind: str, xa: np.ndarray, xb: np.ndarray, paired: bool, margin: float,

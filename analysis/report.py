@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis import html_report
-from analysis.claims import claims_section
+from analysis.claims import claim_rows, claims_section
 from analysis.figures import latency_figure, resources_figure
+from analysis.forest import claims_figure
 from analysis.hops import hops_figure, hops_section
 from analysis.latency import (
     cv_section,
@@ -81,12 +82,14 @@ def header_section(run: Run, combined: bool = False) -> list[str]:
 
 
 def render(run: Run | RunSet, latency_png: str | None, resources_png: str | None,
-           hops_png: str | None = None, exposure_png: str | None = None) -> str:
+           hops_png: str | None = None, exposure_png: str | None = None,
+           claims_png: str | None = None) -> str:
     """The report's Markdown, linking the figures given (file names; None = not written).
     With a RunSet the claims draw on its runs and the other sections on its primary."""
     rs = run if isinstance(run, RunSet) else single(run)
     run = rs.primary
-    lines = header_section(run, rs.combined) + claims_section(rs) + sources_section(rs)
+    lines = header_section(run, rs.combined) + claims_section(rs, claims_png)
+    lines += sources_section(rs)
     lines += latency_section(run, latency_png) + timing_section(run) + reference_section(run)
     lines += overhead_section(run) + order_section(run)
     lines += ratio_section(run) + hops_section(run, hops_png)
@@ -134,21 +137,23 @@ def write_outputs(run_dir: Path | str, runs: Sequence[Path | str] | None = None,
     """
     run = load_run(run_dir, include_noisy)
     rs = run_set(run, runs, combine)
+    forest = claims_figure(claim_rows(rs), run.run_dir / "claims.png",
+                           f"{run.run_id} ({run.backend} backend)")
     latency = latency_figure(run, run.run_dir / "latency.png")
     resources = resources_figure(run, run.run_dir / "resources.png")
     hops = hops_figure(run, run.run_dir / "hops.png")
     exposure = exposure_figure(run, run.run_dir / "exposure.png")
     markdown = render(rs, latency.name if latency else None,
                       resources.name if resources else None, hops.name if hops else None,
-                      exposure.name if exposure else None)
+                      exposure.name if exposure else None, forest.name if forest else None)
     report = run.run_dir / "report.md"
     report.write_text(markdown)
     page = run.run_dir / "report.html"
     page.write_text(html_report.render(markdown, run.run_dir,
                                        f"meshbench report: {run.run_id}"))
     smp = write_smp(run, run.run_dir / "smp.json")
-    return ReportFiles(tuple(p for p in (latency, resources, hops, exposure) if p), report, page,
-                       smp)
+    return ReportFiles(tuple(p for p in (forest, latency, resources, hops, exposure) if p), report,
+                       page, smp)
 
 
 def write_report(run_dir: Path | str) -> list[Path]:

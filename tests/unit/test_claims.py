@@ -313,7 +313,9 @@ def test_html_report_is_self_contained(series: Path) -> None:
     page = series / "report.html"
     p = assert_self_contained(page)
     images = [a for t, a in p.tags if t == "img"]
-    assert len(images) == 2  # latency.png and resources.png, embedded
+    # the forest plot, latency.png and resources.png, embedded; the forest plot first,
+    # on the first screen: right after the answers, before the detail table
+    assert len(images) == 3 and images[0]["alt"].startswith("Primary claims")
     text = page.read_text()
     # URLs appear only as the published figures' sources, in text, never as a resource
     assert "http://" not in text
@@ -322,16 +324,17 @@ def test_html_report_is_self_contained(series: Path) -> None:
     headings = [t for t, _ in p.tags if t in ("h1", "h2")]
     assert headings[:2] == ["h1", "h2"]
     assert text.index("<h2>Claims</h2>") < text.index("<h2>Latency</h2>")
+    assert text.index("<h3>Answers</h3>") < text.index("<img") < text.index("<h3>Detail</h3>")
     assert '<td class="v-supported">supported (CI upper bound 0.' in text
     assert f'<td class="v-not-measured">{cl.FANOUT_MISSING}' in text
 
 
 def test_html_report_of_a_run_without_resources_says_so(tmp_path: Path) -> None:
     files = write_outputs(fx.make_run(tmp_path, resources=False))
-    assert [p.name for p in files.all()] == ["latency.png", "smp.json", "report.html",
-                                             "report.md"]
+    assert [p.name for p in files.all()] == ["claims.png", "latency.png", "smp.json",
+                                             "report.html", "report.md"]
     p = assert_self_contained(files.html)
-    assert sum(t == "img" for t, _ in p.tags) == 1
+    assert sum(t == "img" for t, _ in p.tags) == 2
     text = files.html.read_text()
     assert "no data-plane resource rows in the runs drawn from" in text
     assert "No resource samples in this run" in text
@@ -513,3 +516,19 @@ def test_identical_push_counts_get_an_exact_verdict(tmp_path: Path) -> None:
     exp = rows[(cl.C_EXPOSURE, "config held by all proxies: ambient < sidecar")]
     assert exp.verdict == cl.SUPPORTED and "exact comparison" in exp.result.test
     assert exp.measured == "ambient 3000 B, sidecar 9000 B"
+
+
+def test_forest_plot_has_a_row_per_primary_claim(series: Path, tmp_path: Path) -> None:
+    from analysis.forest import claims_figure
+
+    rows = cl.claim_rows(load_run(series))
+    primary = [r for r in rows if r.primary]
+    # paired rows carry their per-repetition ratios, which the plot draws
+    cpu = _row(rows, cl.A_RES, "CPU", "ambient")
+    assert cpu.primary and len(cpu.result.points) == 5
+    assert min(cpu.result.points) <= cpu.result.ratio.ratio <= max(cpu.result.points)
+    assert cpu.published_ratio == pytest.approx(0.30)
+    out = claims_figure(rows, tmp_path / "claims.png")
+    assert out is not None and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert claims_figure([r for r in rows if not r.primary], tmp_path / "none.png") is None
+    assert len(primary) == 7 and not (tmp_path / "none.png").exists()

@@ -215,7 +215,7 @@ def test_run_without_resource_rows_says_so(tmp_path: Path) -> None:
     assert ("No resource samples in this run (probe status: resources skipped: "
             f"{fx.RESOURCE_SKIP_REASON}).") in text
     assert not (run_dir / "resources.png").exists()
-    assert [p.name for p in written] == ["latency.png", "report.md"]
+    assert [p.name for p in written] == ["claims.png", "latency.png", "report.md"]
 
 
 def test_one_repetition_run_claims_no_spread(tmp_path: Path) -> None:
