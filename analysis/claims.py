@@ -31,8 +31,9 @@ Latency is read through `Run.latency` (source `Run.latency_source()`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -635,18 +636,24 @@ COST_PER_POD = ("**cost per pod** (does the data plane's cost grow with pods und
                 "ambient")
 
 
-def answers(rows: Sequence[ClaimRow]) -> list[str]:
+def answers(rows: Sequence[ClaimRow], across: Mapping[tuple[str, str, int | None], Any] | None = None
+            ) -> list[str]:
     """The first screen: one line per primary endpoint, the cost per pod first (the answer
     that matters most for a reader choosing a data plane for many pods); then the primary
     endpoints not testable or not measured here, grouped by reason with the target that
     tests them. Descriptive rows are in the detail table only."""
     primary = [r for r in rows if r.primary]
     slope = [r for r in primary if r.claim == A_RES and "slope" in r.tested]
+    rest = [r for r in primary if r not in slope]
     lines = [f"- (a) {slope[0].answer()}" if slope and slope[0].verdict != NOT_MEASURED
              else f"- (a) {COST_PER_POD}"]
-    rest = [r for r in primary if r not in slope]
-    lines += [f"- {r.claim.split()[0]} {r.answer()}" for r in rest
-              if r.verdict not in (NOT_MEASURED, NOT_TESTABLE)]
+    across = across or {}
+
+    def line(r: ClaimRow) -> str:
+        more = across.get((r.claim, r.tested, r.level))
+        return f"- {r.claim.split()[0]} {r.answer()}" + (f"; {more.text()}" if more else "")
+
+    lines += [line(r) for r in rest if r.verdict not in (NOT_MEASURED, NOT_TESTABLE)]
     for verdict in (NOT_TESTABLE, NOT_MEASURED):
         why: dict[str, list[str]] = {}
         for r in rest:
@@ -665,7 +672,19 @@ def claims_section(src: RunSet | Run, forest_png: str | None = None) -> list[str
     sources = {LATENCY_SOURCES.get(r.latency_source(), r.latency_source())
                for r in rs.runs}
     latency_from = "; ".join(sorted(sources))
-    lines = ["## Claims", "", "### Answers", ""] + answers(rows) + [""]
+    from analysis.across import across, earlier_runs
+
+    lines = ["## Claims", "", "### Answers", ""]
+    earlier, unreadable = earlier_runs(rs.primary) if not rs.combined else ([], [])
+    over = across(rows, earlier, rs.primary.run_id) if earlier else {}
+    lines += answers(rows, over) + [""]
+    if over:
+        lines += [(f"\"In this run\": the CI holds the noise between this run's repetitions. "
+                   f"\"Across N compatible runs\": this run and the {len(earlier)} earlier "
+                   "green runs beside it with the same scenario, backend, versions, CPU and "
+                   "kernel, one ratio per run, a t interval over the runs: it includes the "
+                   "shift between runs (analysis.across).")
+                  + (f" Not read: {'; '.join(unreadable)}." if unreadable else ""), ""]
     if forest_png:
         lines += [f"![Primary claims: ratio mode / sidecar with 95 % CI, per-repetition ratios, "
                   f"the effect floor and the margin, published ratios]({forest_png})", ""]

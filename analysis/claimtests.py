@@ -478,3 +478,20 @@ def holm(p_values: Sequence[float], alpha: float) -> list[bool]:
             break
         out[i] = True
     return out
+
+
+def across_runs(ratios: Sequence[float], kind: str, margin: float = NI_MARGIN,
+                min_effect: float = MIN_EFFECT) -> Outcome:
+    """The verdict across runs: one ratio per run (each run's own estimate), a one-sample t
+    interval on their logs with k - 1 degrees of freedom, so the between-run variance is
+    in it; the same rules as `compare`. Needs 2 runs or more, every ratio > 0."""
+    x = np.log(np.asarray(ratios, dtype=float))
+    k = int(x.size)
+    mean, se = float(x.mean()), float(x.std(ddof=1)) / math.sqrt(k)
+    lo, hi = _t_ci(mean, se, k - 1)
+    r = Ratio(math.exp(mean), math.exp(lo), math.exp(hi))
+    bound = 1.0 + margin if kind == NON_INFERIORITY else 1.0 - min_effect
+    detect = bound * math.exp(-_power_quantiles(k - 1) * se)
+    test = f"{kind}; t on the runs' log ratios, {k} runs (between-run variance included)"
+    return replace(_verdict(kind, r, bound, min_effect, k, k, test, detect), points=tuple(
+        float(v) for v in ratios))
