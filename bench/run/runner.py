@@ -19,7 +19,6 @@ and experiments of this repetition are recorded as skipped with the reason (mani
 from __future__ import annotations
 
 import random
-import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from bench.errors import BenchError, CellFailed, ModeBroken, StorageError
 from bench.probes import client_latency, noise
 from bench.probes.lifecycle import ExperimentProbe, ModeProbe, ProbeBook, RunProbe, one_line
 from bench.run import cell as cells
-from bench.run import pushes
+from bench.run import pushes, signals
 from bench.run.cell import CellOutcome
 from bench.run.context import PhaseClock, RunContext, log
 from bench.scenario import Scenario
@@ -321,12 +320,10 @@ class Runner:
         """backend.teardown with SIGINT and SIGTERM held until it is done: a second Ctrl-C
         must not leave half a mode behind (the signal is delivered right after)."""
         self.ctx.phase(rep, mode, "teardown")
-        held = {signal.SIGINT, signal.SIGTERM}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            self.backend.teardown()
+            with signals.deferred():
+                self.backend.teardown()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self.ctx.clock.close()
 
     def _broken(self, rep: int, mode: str, phase: str, reason: str, todo: Sequence[Cell],
