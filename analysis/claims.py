@@ -1,7 +1,7 @@
 """The claims table: each claim of ambient mode, its measured verdict, the published figure.
 
-Claims (methodology.md; the Istio facts in shared/docs/istio.md, sources in
-analysis.published):
+Claims (docs/statistics.md; the published figures and their sources in
+analysis.published, Istio's behaviour cited by source file below):
   (a) resources: the data plane's cost grows with pods under sidecar, not under ambient;
       at one size, ambient's data plane costs less than sidecar's (superiority) and the
       waypoint path's no more than sidecar's (non-inferiority).
@@ -729,7 +729,7 @@ def claims_section(src: RunSet | Run, forest_png: str | None = None) -> list[str
                    "with their source and what could be verified: analysis.published); they "
                    "are anchors to explain differences against, and the harness is never "
                    "tuned toward them.")]
-    if any(r.backend == "local" for r in rs.runs):
+    if any(r.emulated for r in rs.runs):
         lines += ["", ("Local backend: these are Envoy-in-namespaces numbers (the ztunnel role "
                        "is an Envoy, not the Rust ztunnel; one host, no Kubernetes). They show "
                        "the architectures' costs; compare the direction of a ratio with the "

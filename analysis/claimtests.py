@@ -1,6 +1,6 @@
 """The tests the claims table applies: superiority, non-inferiority, exact counts.
 
-Why these tests (methodology.md, "Statistics and comparison"):
+Why these tests (docs/statistics.md):
 
 - **Unit of replication: one repetition.** A repetition is one interleaved block in
   which every mode runs once, in an order shuffled per repetition, so slow drift of the

@@ -136,7 +136,7 @@ def simplifications_section(run: Run) -> list[str]:
     return lines + [f"- {s}" for s in items] + [""]
 
 
-# What must match for two runs' numbers to be comparable (methodology.md, "compare").
+# What must match for two runs' numbers to be comparable (docs/statistics.md, "compare").
 # A key neither run recorded (e.g. versions.istio on the local backend) is not compared.
 KEY_METADATA = ("scenario_hash", "backend", "versions.envoy", "versions.istio",
                 "host.cpu_model", "host.kernel")

@@ -154,7 +154,8 @@ LIVEWYER_2024 = Anchor(
 
 LINKERD_2025 = Anchor(
     name="Linkerd 2025 benchmark", url="not recorded", release="Istio version not read",
-    setup="GKE 3 x e2-standard-8, wrk2, 100 connections (as shared/docs/istio.md records it)",
+    setup="GKE 3 x e2-standard-8, wrk2, 100 connections (as the project's seed notes "
+          "record it; not looked up)",
     covers="a path", figures="p99 at 200 rps: sidecar Istio 19.9 ms above baseline",
     verified="unverified: not looked up in this session; not used by any claim")
 

@@ -1,4 +1,4 @@
-"""Statistics over cells: one cell's summary value is one sample (methodology.md).
+"""Statistics over cells: one cell's summary value is one sample (docs/statistics.md).
 
 Inputs are tidy rows with columns mode, level, repetition, metric, value, already
 narrowed to one source and entity, so that each (mode, level, repetition) holds at most

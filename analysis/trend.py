@@ -57,7 +57,7 @@ k = 5: 0.5 % and 73.5 %).
 Read, not copied: E-Divisive (Matteson & James, JASA 2014, arXiv:1306.4933), which MongoDB
 runs on its performance history (Daly et al., "Change Point Detection in Software
 Performance Testing", ICPE 2020), and Hunter / Apache Otava (Fleming et al., ICPE 2023,
-arXiv:2301.03034; otava docs/MATH.md), which replaced E-Divisive's permutation test with a
+arXiv:2301.03034; apache/otava/docs/MATH.md), which replaced E-Divisive's permutation test with a
 Student t-test to make the answer deterministic. Taken from them: a change point names the
 first run of the new level, and the answer must not depend on a random draw (here the
 penalty is a fixed function of the data). Not taken: E-Divisive's energy distance also
