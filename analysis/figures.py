@@ -32,7 +32,7 @@ def _machine(run: Run) -> str:
     host = run.manifest.get("host") or {}
     cpu = host.get("cpu_model", "CPU model not recorded")
     cores = f", {host['cores']} cores" if host.get("cores") else ""
-    note = f"\n{LOCAL_NOTE}" if run.backend == "local" else ""
+    note = f"\n{LOCAL_NOTE}" if run.emulated else ""
     return f"{cpu}{cores} — run {run.run_id}{note}"
 
 

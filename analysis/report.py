@@ -76,7 +76,7 @@ def header_section(run: Run, combined: bool = False) -> list[str]:
              + ", as median [min–max] across repetitions with n = repetitions measured."),
              ""]
     lines[-1:-1] = noise_first_screen(run)
-    if run.backend == "local":
+    if run.emulated:
         lines += [LOCAL_NOTE, ""]
     return lines
 

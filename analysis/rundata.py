@@ -49,6 +49,14 @@ class Run:
         return str(self.manifest.get("backend", ""))
 
     @property
+    def emulated(self) -> bool:
+        """The mesh was an emulation of Istio (the local backend: Envoys in network
+        namespaces and the harness's own control plane), as the manifest records it: the
+        ways it departs from Istio ("simplifications", empty for a real Istio). Analysis
+        asks this, never the backend's name."""
+        return bool(self.manifest.get("simplifications"))
+
+    @property
     def scenario(self) -> dict[str, Any]:
         scenario = self.manifest.get("scenario")
         return scenario if isinstance(scenario, dict) else {}

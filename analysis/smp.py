@@ -231,7 +231,7 @@ def environment(run: Run, level: int | None = None) -> dict[str, Any]:
     labels = {"meshbench.backend": run.backend,
               "meshbench.kernel": str(host.get("kernel", "not recorded")),
               "meshbench.note": ("one host; nodes are network namespaces"
-                                 if run.backend == "local" else "")}
+                                 if run.emulated else "")}
     env: dict[str, Any] = {"smp_version": SMP_VERSION, "id": f"{run.run_id}/env",
                            "labels": labels, "nodes": [node]}
     k8s = versions.get("kubernetes") or versions.get("kubernetes_server")
@@ -270,7 +270,7 @@ def mesh_identity(run: Run, mode: str) -> tuple[dict[str, Any], dict[str, Any], 
     mesh_type: dict[str, Any] = {"type": "ISTIO"}
     fields: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    if run.backend == "local":
+    if run.emulated:
         modelled = str((run.manifest.get("istio_fidelity") or {})
                        .get("istio_version_modelled") or "")
         if modelled:
@@ -543,7 +543,7 @@ def results(run: Run, span: tuple[float, float] | None = None) -> list[dict[str,
             if "mem_mib" in d:
                 labels["meshbench.dataplane_mem_mb"] = str(round(d["mem_mib"] * MIB_TO_MB))
                 labels["meshbench.dataplane_memory"] = d["memory"]
-            if run.backend == "local":
+            if run.emulated:
                 labels["meshbench.note"] = ("local backend: Envoy in network namespaces, "
                                             "not Istio release figures")
             result: dict[str, Any] = {

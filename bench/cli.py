@@ -22,7 +22,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -91,189 +90,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """One run per size of the scenario's sweep, into results/<sweep id>/, then the fit.
+    from bench.run.sweep import run_sweep
 
-    Sizes run smallest first. Host memory is watched during each run; a size whose memory,
-    extrapolated per pod from the largest size done, would not fit in 85 % of what is
-    available is not started: it and every larger size are recorded as skipped, with the
-    estimate, so the sweep says where this machine's limit is."""
-    import dataclasses
-    import json
-
-    from analysis.scaling import write_scaling
-    from bench.run.execute import execute
-    from bench.run.runner import log
-    from bench.store import new_run_id
-
-    s = _scenario(args)
-    sw = s.sweep
-    if not sw.pods_per_service and not sw.services:
-        raise UserError(f"scenario {s.name} has no sweep.pods_per_service or sweep.services",
-                        hint="use -s scaling, or add sweep: {pods_per_service: [1, 4, 8]}")
-    sizes = sorted(((svc, pps) for svc in sw.services or (s.topology.services,)
-                    for pps in sw.pods_per_service or (s.topology.pods_per_service,)),
-                   key=lambda p: (p[0] * p[1], p))
-    sweep_dir = Path(args.results) / new_run_id(s.name + "-sweep")
-    sweep_dir.mkdir(parents=True)
-    record: dict[str, Any] = {"scenario": s.name, "scenario_hash": s.hash,
-                              "sizes": [pps for _, pps in sizes],
-                              "points": [{"services": a, "pods_per_service": b} for a, b in sizes],
-                              "runs": [], "skipped": []}
-    code = 0
-    per_pod_gib = 0.0  # host memory per application pod, from the latest (largest) size done
-    for i, (svc, pps) in enumerate(sizes, start=1):
-        pods = svc * pps
-        avail = _mem_available_gib()
-        need = per_pod_gib * pods
-        if need > 0.85 * avail:
-            for svc2, pps2 in sizes[i - 1:]:
-                record["skipped"].append({
-                    "services": svc2, "pods_per_service": pps2,
-                    "reason": f"needs ~{per_pod_gib * svc2 * pps2:.1f} GiB (measured "
-                              f"{per_pod_gib * 1024:.0f} MiB per pod), {avail:.1f} GiB "
-                              "available"})
-            log(f"sweep: stopping before {pods} pods: needs ~{need:.1f} GiB, "
-                f"{avail:.1f} GiB available")
-            (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
-            break
-        sub = dataclasses.replace(
-            s, name=f"{s.name}-s{svc}-p{pps}", sweep=scen.Sweep(),
-            topology=dataclasses.replace(s.topology, services=svc, pods_per_service=pps))
-        log(f"sweep {i}/{len(sizes)}: {svc} services x {pps} pods ({pods} server pods)")
-        t0 = time.monotonic()
-        with _MemWatch() as watch:
-            run_dir, rc = execute(sub, sweep_dir, run_id=f"{i:02d}-s{svc}-p{pps}", report=False,
-                                  extra={"sweep": {"id": sweep_dir.name, "services": svc,
-                                                   "pods_per_service": pps}})
-        used = watch.start_gib - watch.min_gib
-        # from the largest size done: its fixed part (control plane, ztunnels, sampler) is
-        # spread over the most pods, so the estimate is the closest to the next size's
-        per_pod_gib = used / max(pods, 1)
-        record["runs"].append({"services": svc, "pods_per_service": pps, "dir": run_dir.name,
-                               "exit": rc, "wall_s": round(time.monotonic() - t0, 1),
-                               "host_mem_used_peak_gib": round(used, 2),
-                               "host_mem_available_gib": round(watch.start_gib, 2)})
-        (sweep_dir / "sweep.json").write_text(json.dumps(record, indent=2))
-        code = max(code, rc)
-        if rc == 130:
-            return rc
-    for p in write_scaling(sweep_dir):
-        log(f"wrote {p}")
+    sweep_dir, code = run_sweep(_scenario(args), Path(args.results))
     print(sweep_dir)
     return code
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """The harness's latency overheads beside the independent reference client's.
+    from bench.run.calibrate import calibrate
 
-    One run per connection count (results/<id>-calibrate/c<N>/), the scenario's modes and
-    levels, the reference client right after each cell, no config-push experiments; then a
-    table per connection count: p50 overhead over baseline from the harness's headline
-    timing, from Locust's own timing and from the reference, with ratios, flagging any mode
-    outside 15 % and any level where the order of modes differs. calibrate.json keeps it."""
-    import dataclasses
-    import json
-
-    from analysis.latency import AGREEMENT_TOLERANCE, agreement, same_order
-    from analysis.rundata import load_run
-    from bench.load.reference import refclient_path
-    from bench.run.execute import execute
-    from bench.run.runner import log
-    from bench.store import new_run_id
-
-    refclient_path()  # one clear line now rather than a failure in every cell
-    s = _scenario(args)
-    try:
-        conns = [int(x) for x in (args.connections or str(s.load.connections)).split(",") if x]
-    except ValueError:
-        raise UserError(f"--connections {args.connections!r}: give whole numbers, e.g. 1,4",
-                        hint="meshbench calibrate -s quick --connections 1,4") from None
-    if not conns or min(conns) < 1:
-        raise UserError("--connections: at least one positive count", hint="e.g. 1,4")
-    out_dir = Path(args.results) / new_run_id(s.name + "-calibrate")
-    out_dir.mkdir(parents=True)
-    record: dict[str, Any] = {"scenario": s.name, "scenario_hash": s.hash,
-                              "tolerance": AGREEMENT_TOLERANCE, "runs": []}
-    code = 0
-    for c in conns:
-        sub = dataclasses.replace(
-            s, name=f"{s.name}-calibrate", experiments=(),
-            load=dataclasses.replace(s.load, connections=c, reference=True,
-                                     processes=s.load.processes if c % s.load.processes == 0
-                                     else 1),
-            probes=dataclasses.replace(s.probes, hops=dataclasses.replace(
-                s.probes.hops, overhead_check=False)))
-        log(f"calibrate: {c} connection(s)")
-        run_dir, rc = execute(sub, out_dir, run_id=f"c{c}",
-                              extra={"calibrate": {"id": out_dir.name, "connections": c}})
-        if rc == 130:
-            return rc
-        code = max(code, rc)
-        run = load_run(run_dir)  # a contaminated cell (its window or its reference's) is
-        rows = agreement(run)    # set aside: no agreement across a stolen window
-        order = same_order(rows, "harness_us")
-        aside = {f"r{r}-{m}-{lv}rps": why for (m, lv, r), why in run.set_aside.items()}
-        if aside:
-            log(f"calibrate: {len(aside)} cells set aside as contaminated by the machine's "
-                "noise (see the run's report)")
-        record["runs"].append({"connections": c, "dir": run_dir.name, "exit": rc,
-                               "rows": rows, "same_order": {str(k): v for k, v in order.items()},
-                               "set_aside": aside})
-        (out_dir / "calibrate.json").write_text(json.dumps(record, indent=2))
-        print(_agreement_text(c, rows, order))
+    out_dir, code = calibrate(_scenario(args), Path(args.results), args.connections)
     print(out_dir)
     return code
-
-
-def _agreement_text(connections: int, rows: list[dict[str, Any]],
-                    order: dict[int, bool]) -> str:
-    from analysis.latency import AGREEMENT_TOLERANCE
-
-    def us(v: float | None) -> str:
-        return f"{v:8.0f}" if v is not None else "       —"
-
-    lines = [f"\n{connections} connection(s): p50 overhead over baseline (µs)",
-             f"{'mode':9} {'rps':>5} {'reference':>9} {'harness':>8} {'ratio':>6} "
-             f"{'Locust':>8} {'ratio':>6} {'ref,kernel':>10}"]
-    for r in rows:
-        ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else "     —"
-        lratio = f"{r['locust_ratio']:6.2f}" if r["locust_ratio"] is not None else "     —"
-        flag = ("  (saturated: not compared)" if r["within"] is None else
-                "" if r["within"] else f"  <- outside {AGREEMENT_TOLERANCE:.0%}")
-        lines.append(f"{r['mode']:9} {r['level']:5d} {us(r['reference_us']):>9} "
-                     f"{us(r['harness_us'])} {ratio} {us(r['locust_us'])} {lratio} "
-                     f"{us(r.get('reference_kernel_us')):>10}{flag}")
-    lines += [f"order of modes at {lv} rps: {'same as the reference' if ok else 'DIFFERENT'}"
-              for lv, ok in order.items()]
-    return "\n".join(lines)
-
-
-def _mem_available_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / (1024 * 1024)
-    return 0.0
-
-
-class _MemWatch:
-    """The lowest MemAvailable seen while the block runs (polled every 0.5 s)."""
-
-    def __enter__(self) -> _MemWatch:
-        import threading
-
-        self.start_gib = self.min_gib = _mem_available_gib()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="memwatch", daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.5):
-            self.min_gib = min(self.min_gib, _mem_available_gib())
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def cmd_istiod(args: argparse.Namespace) -> int:
@@ -299,9 +128,7 @@ def cmd_istiod(args: argparse.Namespace) -> int:
         records = [build.build(n, istio, force=args.force) for n in names]
         print(json.dumps([r.__dict__ for r in records], indent=1))
         return 0
-    from bench.istiod.sweep import read_spec, run_sweep
-    from bench.run.runner import log
-    from bench.store import RunStore, new_run_id
+    from bench.istiod.sweep import into_results, read_spec
 
     if os.geteuid() != 0:
         raise UserError("the real-istiod sweep needs root (its files live in /run/meshbench)",
@@ -310,28 +137,8 @@ def cmd_istiod(args: argparse.Namespace) -> int:
                      compat=args.compat,
                      sizes=[int(x) for x in args.sizes.split(",")] if args.sizes else None,
                      modes=scen.parse_modes(args.modes) if args.modes else None)
-    from analysis.istiod import write_report
-
-    if args.add_to:  # more sizes into an earlier sweep: one report, one fit
-        prev = Path(args.add_to)
-        if not (prev / "manifest.json").exists():
-            raise UserError(f"{prev} is not a results directory",
-                            hint="--add-to results/<id>-fanout-istiod")
-        store = RunStore.reopen(prev)
-        if store.manifest.get("kind") != "istiod-sweep":
-            raise UserError(f"{prev} is not a real-istiod sweep", hint="--add-to "
-                            "results/<id>-fanout-istiod")
-    else:
-        store = RunStore.create(Path(args.results), new_run_id(spec.name),
-                                {"scenario": spec.name, "kind": "istiod-sweep",
-                                 "backend": "istiod"})
-    try:
-        code = run_sweep(spec, store, log)
-    finally:
-        store.finalize()
-    for p in write_report(store.dir):
-        log(f"wrote {p}")
-    print(store.dir)
+    out, code = into_results(spec, Path(args.results), Path(args.add_to) if args.add_to else None)
+    print(out)
     return code
 
 
@@ -371,40 +178,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_teardown(args: argparse.Namespace) -> int:
-    from bench.backends.local.backend import remove_all
+    from bench.backends import teardown_all
 
     if not args.all:
         raise UserError("teardown needs --all", hint="meshbench teardown --all")
-    if args.backend == "kind":
-        from bench.backends.kind.backend import delete_clusters
-        from bench.backends.kube.commands import SubprocessCommands
-
-        gone = delete_clusters(SubprocessCommands())
-        print("\n".join(f"kind cluster {c}" for c in gone) or "no kind cluster named mb-*")
-        return 0
-    if args.backend == "cluster":
-        return _teardown_cluster(args.context)
-    if os.geteuid() != 0:
-        raise UserError("teardown needs root", hint="sudo make teardown")
-    removed = remove_all()
-    print("\n".join(removed) if removed else "nothing of meshbench's was left")
-    return 0
-
-
-def _teardown_cluster(context: str | None, kube: Any = None) -> int:
-    """Delete the namespaces of every meshbench run on an existing cluster: only those it
-    labelled as its own (managed-by=meshbench, names starting with mb-); nothing
-    cluster-wide. The context must be named: the current one is never used."""
-    from bench.backends.cluster.backend import CONTEXT_ENV
-    from bench.backends.kube.k8s import Client, SystemClock
-    from bench.backends.kube.orchestrator import delete_all_runs
-
-    context = context or os.environ.get(CONTEXT_ENV, "")
-    if not context:
-        raise UserError("teardown --backend cluster needs an explicit kube context",
-                        hint=f"--context NAME or {CONTEXT_ENV}=NAME (kubectl config get-contexts)")
-    gone = delete_all_runs(kube or Client(context), SystemClock())
-    print("\n".join(gone) if gone else f"no namespace of meshbench's on context {context}")
+    print("\n".join(teardown_all(args.backend, args.context)))
     return 0
 
 
@@ -524,7 +302,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("teardown", help="remove what the harness left (namespaces, processes)")
     t.add_argument("--all", action="store_true", help="everything with the harness prefix")
-    t.add_argument("--backend", choices=("local", "kind", "cluster"), default="local",
+    t.add_argument("--backend", choices=scen.BACKENDS, default="local",
                    help="local: namespaces and processes; kind: clusters named mb-*; "
                         "cluster: namespaces labelled managed-by=meshbench on --context")
     t.add_argument("--context", help="backend cluster: the kube context (default: MB_CONTEXT)")

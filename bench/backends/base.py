@@ -61,6 +61,16 @@ class Backend(Protocol):
     def teardown(self) -> None:
         """Remove everything provision created; safe to call twice or after a failure."""
 
+    def manifest_facts(self) -> dict[str, Any]:
+        """What the run's manifest records about this backend when the run starts: "envoy"
+        (the Envoy version, or where it will be found), "simplifications" (how it departs
+        from Istio; empty for a real Istio), and any other top-level facts."""
+
+    def deployment_facts(self, key: str, info: dict[str, Any],
+                         manifest: dict[str, Any]) -> dict[str, Any]:
+        """The manifest fields to update once deployment `key` ("r<rep>-<mode>") is up,
+        given its `info` and the manifest as it stands; {} when nothing is recorded."""
+
 
 # ---- optional abilities ----------------------------------------------------------------------
 class ServesXds(Protocol):

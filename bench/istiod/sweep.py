@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from bench.errors import BenchError, ProvisionError
+from bench.errors import BenchError, ProvisionError, UserError
 from bench.istiod import build, changes, cluster, proxies
 from bench.istiod.cluster import PodRef, Shape
 from bench.istiod.controlplane import ControlPlane
@@ -705,3 +705,32 @@ def read_spec(name_or_path: str, **overrides: Any) -> SweepSpec:
     if not spec.sizes or any(int(s) < 1 for s in spec.sizes):
         raise ScenarioError(f"{p.name}: sizes must be pod counts >= 1", hint="sizes: [10, 100]")
     return spec
+
+
+def into_results(spec: SweepSpec, results: Path, add_to: Path | None = None) -> tuple[Path, int]:
+    """Run the sweep into a new results/<id>-fanout-istiod/ (or, with `add_to`, more sizes
+    into an earlier one: one report, one fit over all of them), then write its report;
+    the directory and the exit code."""
+    from analysis.istiod import write_report
+    from bench.run.context import log
+    from bench.store import new_run_id
+
+    if add_to is not None:
+        if not (add_to / "manifest.json").exists():
+            raise UserError(f"{add_to} is not a results directory",
+                            hint="--add-to results/<id>-fanout-istiod")
+        store = RunStore.reopen(add_to)
+        if store.manifest.get("kind") != "istiod-sweep":
+            raise UserError(f"{add_to} is not a real-istiod sweep", hint="--add-to "
+                            "results/<id>-fanout-istiod")
+    else:
+        store = RunStore.create(results, new_run_id(spec.name),
+                                {"scenario": spec.name, "kind": "istiod-sweep",
+                                 "backend": "istiod"})
+    try:
+        code = run_sweep(spec, store, log)
+    finally:
+        store.finalize()
+    for p in write_report(store.dir):
+        log(f"wrote {p}")
+    return store.dir, code

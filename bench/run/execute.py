@@ -34,26 +34,15 @@ def execute(s: Scenario, root: Path, run_id: str | None = None, report: bool = T
     if lock is not None:  # before preflight: a second run is told who holds the backend
         lock.hold_lock(run_id, wait_lock_s)
     def create() -> RunStore:
-        local = s.backend == "local"
-        fidelity: dict[str, Any] = {}
-        if local:
-            from bench.backends.local.backend import (
-                SIMPLIFICATIONS,
-                envoy_version,
-                istio_fidelity,
-            )
-
-            envoy, simplifications = envoy_version(), list(SIMPLIFICATIONS)
-            fidelity = {"istio_fidelity": istio_fidelity()}
-        else:
-            envoy, simplifications = "see deployment info", []
+        facts = backend.manifest_facts()
+        envoy = facts.pop("envoy")
         root.mkdir(parents=True, exist_ok=True)
         return RunStore.create(root, run_id, {
             "scenario": s.to_dict(), "scenario_hash": s.hash, "backend": s.backend,
             "git": meta.git_state(), "versions": meta.versions(envoy),
             "host": meta.host(), "seed": s.seed, "started": time.time(),
             "argv": sys.argv[1:], "exit_status": "running", "probes": {},
-            "simplifications": simplifications, **fidelity, **(extra or {}),
+            **facts, **(extra or {}),
         })
 
     try:

@@ -272,15 +272,10 @@ class Runner:
             {"pid": p.pid, "role": p.role, "entity": p.entity, "pod": p.pod, "node": p.node}
             for p in dep.processes]})
         self.store.update(deployments=self.deployments)
-        if dep.info and self.s.backend != "local":
-            self.store.update(deployment_info={**self.store.manifest.get(
-                "deployment_info", {}), f"r{rep}-{mode}": dep.info})
-            found = dep.info.get("manifest_versions")
-            if found:  # versions.istio, gateway_api, cni, kubernetes: compared by analysis
-                from bench.backends.kube.orchestrator import merge_versions
-
-                self.store.update(versions=merge_versions(
-                    self.store.manifest.get("versions", {}), found))
+        facts = self.backend.deployment_facts(f"r{rep}-{mode}", dep.info,
+                                              self.store.manifest) if dep.info else {}
+        if facts:  # e.g. versions.istio, gateway_api, cni, kubernetes: compared by analysis
+            self.store.update(**facts)
 
     def _path_counters(self, dep: Deployment) -> dict[str, float] | None:
         path = self.ctx.abilities.path

@@ -504,16 +504,15 @@ def test_metrics_api_rows_when_the_host_sees_no_pod_process(world: World) -> Non
 
 def test_cli_teardown_all_on_a_cluster_needs_a_context_and_deletes_only_ours(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import cli
+    from bench.backends import teardown_all
     from bench.errors import UserError
 
     monkeypatch.delenv("MB_CONTEXT", raising=False)
     with pytest.raises(UserError, match="needs an explicit kube context"):
-        cli._teardown_cluster(None)
+        teardown_all("cluster", None)
     k = FakeKube()
     k.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": "mb-old", "labels": {"app.kubernetes.io/managed-by": "meshbench"}}})
     k.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
-    assert cli._teardown_cluster("ctx-a", kube=k) == 0
-    assert capsys.readouterr().out.strip() == "namespace mb-old"
+    assert teardown_all("cluster", "ctx-a", kube=k) == ["namespace mb-old"]
     assert sorted(key[3] for key in k.objects if key[1] == "Namespace") == ["team-a"]

@@ -158,6 +158,22 @@ class KubeBackend:
     name = "kube"
     placement: manifests.Placement = manifests.NODE_LABELS
 
+    def manifest_facts(self) -> dict[str, Any]:
+        """The versions are found per deployment (`deployment_facts`); a real Istio has no
+        simplifications."""
+        return {"envoy": "see deployment info", "simplifications": []}
+
+    def deployment_facts(self, key: str, info: dict[str, Any],
+                         manifest: dict[str, Any]) -> dict[str, Any]:
+        """The deployment's info under deployment_info[key], and the versions it found
+        (Istio, Gateway API, CNI, Kubernetes) merged into "versions" for comparisons."""
+        out: dict[str, Any] = {"deployment_info": {**manifest.get("deployment_info", {}),
+                                                   key: info}}
+        found = info.get("manifest_versions")
+        if found:
+            out["versions"] = merge_versions(manifest.get("versions", {}), found)
+        return out
+
     def abilities(self) -> Abilities:
         """Pushes measured from istiod, Locust in the cluster's pods, CPU and memory from
         the metrics API where the host sees no pod process, and the proxies' counters."""

@@ -115,6 +115,18 @@ class LocalBackend:
         self.configs: dict[str, envoy_config.ProxyConfig] = {}  # what each proxy was given
         self.steps: dict[str, float] = {}  # the last provision's wall time per step
 
+    # ---- manifest ------------------------------------------------------------------------
+    def manifest_facts(self) -> dict[str, Any]:
+        """The Envoy release, the simplifications against Istio, and what of istiod the
+        control plane models (analysis reads them, never the backend's name)."""
+        return {"envoy": envoy_version(), "simplifications": list(SIMPLIFICATIONS),
+                "istio_fidelity": istio_fidelity()}
+
+    def deployment_facts(self, key: str, info: dict[str, Any],
+                         manifest: dict[str, Any]) -> dict[str, Any]:
+        """Nothing: every mode runs the same Envoy and control plane."""
+        return {}
+
     # ---- checks ---------------------------------------------------------------------------
     def abilities(self) -> Abilities:
         """Its own xDS control plane (pushes measured from its accounting), one run at a
