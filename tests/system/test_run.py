@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bench.backends.local import netns
+from bench.probes.pushwire import check as check_push_probe
+from tests.support.waiting import Lines, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +72,12 @@ def test_smoke_run_writes_parquet_in_microseconds_and_a_report(tmp_path: Path) -
     assert set(dumped.groups) == set(served.groups) and len(served.groups) >= 3
     assert (dumped.max() > served.max()).all()
     kernel = df[(df.source == "xds") & (df.metric == "kernel_sockets_written")]
-    assert len(kernel) > 0 or manifest["probes"]["push_kernel"]["status"] == "skipped"
+    push_kernel = manifest["probes"]["push_kernel"]
+    missing = check_push_probe()  # what this machine lacks for the probe, asked apart
+    if not missing:  # CI: root with BCC and headers: the probe ran and saw the pushes
+        assert push_kernel["status"] == "ok" and len(kernel) > 0, push_kernel
+    else:
+        assert (push_kernel["status"], push_kernel["reason"]) == ("skipped", missing[0])
     xds = df[(df.source == "xds") & (df.metric == "proxies_updated")]
     assert set(xds["mode"]) == {"sidecar", "ambient", "waypoint"}  # the push experiments ran
     assert manifest["deployments"][1]["processes"][-1]["role"] == "control-plane"
@@ -88,11 +94,9 @@ def test_smoke_run_writes_parquet_in_microseconds_and_a_report(tmp_path: Path) -
 def test_ctrl_c_mid_run_tears_down_and_keeps_results(tmp_path: Path) -> None:
     proc = _cli("run", "-s", "smoke", "--modes", "sidecar,ambient", results=tmp_path)
     assert proc.stderr is not None
-    deadline = time.monotonic() + 120
-    for line in proc.stderr:  # wait until the first cell is done and the next mode is up
-        if "r1 ambient: ready" in line or time.monotonic() > deadline:
-            break
-    time.sleep(2.5)  # inside the ambient cell, with Locust running
+    lines = Lines(proc.stderr)
+    # the first mode done and the next one measuring, with Locust running
+    lines.wait_for("r1 ambient: window", 180)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -102,7 +106,7 @@ def test_ctrl_c_mid_run_tears_down_and_keeps_results(tmp_path: Path) -> None:
     assert manifest["exit_status"] == "interrupted"
     pids = _all_pids(manifest)
     assert len(pids) >= 4
-    time.sleep(0.5)
-    assert not [p for p in pids if _alive(p)]
+    wait_until(lambda: not [p for p in pids if _alive(p)], 30, "the run's processes gone")
     df = pd.read_parquet(run_dir / "samples.parquet")
     assert "sidecar" in set(df["mode"])  # the finished cell's data survived
+
