@@ -135,14 +135,12 @@ class ClaimRow:
         if r.test.startswith("exact"):
             how = "counts, identical in every repetition"
         else:
-            kind = r.test.split(";")[0] if r.test else ""
+            kind = r.test.split(";")[0].split(", effect floor")[0] if r.test else ""
             reps = (f"{r.n_a} repetitions" if r.n_a == r.n_b
                     else f"{r.n_a} vs {r.n_b} repetitions")
             if "Welch" in r.test:
                 reps += ", unpaired: the modes come from two runs"
-            power = r.power_text()
-            how = ", ".join(p for p in (kind, reps, power.replace(f" at n={r.n_a}", "")
-                                        if power else "") if p)
+            how = ", ".join(p for p in (kind, reps, r.power_text(short=True)) if p)
         return f"**{r.verdict}** in this run: {self.phrase.format(x=x)}{at}{ci} ({how})"
 
 
@@ -630,10 +628,8 @@ def claim_rows(src: RunSet | Run) -> list[ClaimRow]:
     return resource_rows(rs) + xds_rows(rs) + latency_rows(rs)
 
 
-COST_PER_POD = ("**cost per pod** (does the data plane's cost grow with pods under sidecar "
-                "and not under ambient?): not measured in this run; `make bench-scaling` "
-                "answers it with the slope of data-plane cores per pod, sidecar against "
-                "ambient")
+COST_PER_POD = ("**cost per pod**: not measured in this run; `make bench-scaling` "
+                "measures the data plane's cores per pod, sidecar against ambient")
 
 
 def answers(rows: Sequence[ClaimRow], across: Mapping[tuple[str, str, int | None], Any] | None = None
@@ -678,6 +674,9 @@ def claims_section(src: RunSet | Run, forest_png: str | None = None) -> list[str
     earlier, unreadable = earlier_runs(rs.primary) if not rs.combined else ([], [])
     over = across(rows, earlier, rs.primary.run_id) if earlier else {}
     lines += answers(rows, over) + [""]
+    if forest_png:
+        lines += [f"![Primary claims: ratio mode / sidecar with 95 % CI, per-repetition ratios, "
+                  f"the effect floor and the margin, published ratios]({forest_png})", ""]
     if over:
         lines += [(f"\"In this run\": the CI holds the noise between this run's repetitions. "
                    f"\"Across N compatible runs\": this run and the {len(earlier)} earlier "
@@ -685,9 +684,6 @@ def claims_section(src: RunSet | Run, forest_png: str | None = None) -> list[str
                    "kernel, one ratio per run, a t interval over the runs: it includes the "
                    "shift between runs (analysis.across).")
                   + (f" Not read: {'; '.join(unreadable)}." if unreadable else ""), ""]
-    if forest_png:
-        lines += [f"![Primary claims: ratio mode / sidecar with 95 % CI, per-repetition ratios, "
-                  f"the effect floor and the margin, published ratios]({forest_png})", ""]
     from analysis.istiod import report_lines
 
     lines += report_lines(rs.primary.run_dir.parent)

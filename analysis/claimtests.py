@@ -143,15 +143,19 @@ class Outcome:
         parts = [p for p in (self.reason, self.test) if p]
         return f"{self.verdict} ({'; '.join(parts)})" if parts else self.verdict
 
-    def power_text(self) -> str:
-        """"detects a 12 % reduction 80 % of the time at n=5", or "" without a spread."""
+    def power_text(self, short: bool = False) -> str:
+        """"detects a 12 % reduction 80 % of the time at n=5" ("80 % power for a 12 %
+        reduction" when `short`), or "" without a spread."""
         if math.isnan(self.detectable):
             return ""
         n = self.n_a if self.n_a == self.n_b else f"{self.n_a} vs {self.n_b}"
-        if "non-inferiority" in self.test:
-            what = f"non-inferiority when the true ratio is <= {self.detectable:.2f}"
-        else:
-            what = f"a {100 * (1 - self.detectable):.0f} % reduction"
+        ni = "non-inferiority" in self.test
+        if short:
+            return (f"{100 * POWER:.0f} % power if the true ratio is <= {self.detectable:.2f}"
+                    if ni else f"{100 * POWER:.0f} % power for a "
+                    f"{100 * (1 - self.detectable):.0f} % reduction")
+        what = (f"non-inferiority when the true ratio is <= {self.detectable:.2f}" if ni
+                else f"a {100 * (1 - self.detectable):.0f} % reduction")
         return f"detects {what} {100 * POWER:.0f} % of the time at n={n}"
 
 

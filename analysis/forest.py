@@ -66,7 +66,7 @@ def claims_figure(rows: Sequence[ClaimRow], path: Path, subtitle: str = "") -> P
             values.append(r.published_ratio)
     lo = min([*values, 1 - MIN_EFFECT]) / 1.25
     hi = max([*values, 1 + NI_MARGIN]) * 1.25
-    fig, ax = plt.subplots(figsize=(11.5, 0.55 * len(primary) + 1.9))
+    fig, ax = plt.subplots(figsize=(10.5, 0.36 * len(primary) + 1.45))
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.axvline(1.0, color="#333333", lw=1)
@@ -99,7 +99,7 @@ def claims_figure(rows: Sequence[ClaimRow], path: Path, subtitle: str = "") -> P
                 color=color)
     ax.set_yticks(range(len(primary)))
     ax.set_yticklabels([_label(r) for r in reversed(primary)], fontsize=8)
-    ax.set_ylim(-0.8, len(primary) - 0.2)
+    ax.set_ylim(-0.7, len(primary) - 0.3)
     ticks = [t for t in TICKS if lo <= t <= hi]
     ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -113,6 +113,6 @@ def claims_figure(rows: Sequence[ClaimRow], path: Path, subtitle: str = "") -> P
     ax.set_title("Primary claims, in this run" + (f"\n{subtitle}" if subtitle else ""),
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

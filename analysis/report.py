@@ -60,15 +60,15 @@ def machine(host: dict[str, Any]) -> str:
 
 
 def header_section(run: Run, combined: bool = False) -> list[str]:
-    """Title, scenario, backend, machine, and the local-backend caveat; `combined`: the
-    claims draw on other runs too."""
+    """Title; scenario, backend, machine and, for the local backend, its caveat on one
+    line; `combined`: the claims draw on other runs too."""
     scenario = run.scenario
     host = run.manifest.get("host") or {}
     lines = [f"# meshbench report: {run.run_id}", "",
-             (f"- Scenario: {scenario.get('name', 'not recorded')} "
-             f"(hash `{run.manifest.get('scenario_hash', 'not recorded')}`)"),
-             f"- Backend: {run.backend or 'not recorded'}",
-             f"- Machine: {machine(host)}",
+             (f"- Scenario {scenario.get('name', 'not recorded')} "
+              f"(hash `{run.manifest.get('scenario_hash', 'not recorded')}`), backend "
+              f"{run.backend or 'not recorded'}, machine {machine(host)}"
+              + (f". {LOCAL_NOTE}" if run.emulated else "")),
              (f"- Repetitions planned: {scenario.get('repetitions', 'not recorded')}; "
              + ("the claims also draw on the other runs listed under \"Runs drawn from\"; "
                 "every other figure below is from this run only" if combined else
@@ -76,8 +76,6 @@ def header_section(run: Run, combined: bool = False) -> list[str]:
              + ", as median [min–max] across repetitions with n = repetitions measured."),
              ""]
     lines[-1:-1] = noise_first_screen(run)
-    if run.emulated:
-        lines += [LOCAL_NOTE, ""]
     return lines
 
 
