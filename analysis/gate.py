@@ -43,6 +43,7 @@ from analysis.claims import reference_level
 from analysis.headline import headline
 from analysis.rundata import Run, load_run
 from bench.errors import BenchError, UserError, fail
+from bench.scenario import MESH_MODES
 
 HISTORY = 10
 MIN_HISTORY = 5
@@ -53,7 +54,6 @@ ALPHA = 0.2
 PRACTICAL = 0.10
 SD_FLOOR = 0.02  # a metric that never varied still moves by 2 % without meaning anything
 GATE_FAMILIES = ("dataplane_cores", "overhead_p50", "overhead_p99")
-MESH_MODES = ("sidecar", "ambient", "waypoint")
 
 
 def night_values(run: Run) -> dict[str, float]:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UserError
-from bench.store import SCHEMA_VERSION, load_table
+from bench.store import load_table, read_manifest
 
 LOAD = "load"
 # latency timed in the kernel at the load generator's sockets (issue #10): the headline
@@ -51,10 +51,10 @@ class Run:
     @property
     def emulated(self) -> bool:
         """The mesh was an emulation of Istio (the local backend: Envoys in network
-        namespaces and the harness's own control plane), as the manifest records it: the
-        ways it departs from Istio ("simplifications", empty for a real Istio). Analysis
-        asks this, never the backend's name."""
-        return bool(self.manifest.get("simplifications"))
+        namespaces and the harness's own control plane), as the manifest records it
+        (schema 2's "emulated"; older runs migrated by bench.store). Analysis asks this,
+        never the backend's name."""
+        return bool(self.manifest.get("emulated"))
 
     @property
     def scenario(self) -> dict[str, Any]:
@@ -221,9 +221,6 @@ def load_run(run_dir: Path | str, include_noisy: bool = False) -> Run:
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{run_dir}: no manifest.json", hint="pass a run directory under results/")
-    manifest = json.loads(manifest_path.read_text())
-    if "schema_version" in manifest and manifest["schema_version"] != SCHEMA_VERSION:
-        raise UserError(f"{run_dir}: manifest schema_version {manifest['schema_version']!r} is "
-                        f"not one this meshbench reads ({SCHEMA_VERSION})")
+    manifest = read_manifest(run_dir)  # older formats migrated; a newer one refused
     return Run(run_dir=run_dir, manifest=manifest, table=load_table(run_dir),
                include_noisy=include_noisy)

@@ -28,8 +28,8 @@ from typing import Any
 from analysis.metadata import KEY_METADATA, describe_differences, dotted
 from analysis.rundata import Run, load_run
 from bench.errors import UserError
+from bench.scenario import MESH_MODES
 
-MESH_MODES = ("sidecar", "ambient", "waypoint")
 SCENARIO_KEY = "scenario (apart from modes)"
 PASSED_OVER_SHOWN = 5
 COMBINE_KEYS = tuple(k for k in KEY_METADATA if k != "scenario_hash")

@@ -93,9 +93,9 @@ import pandas as pd
 from analysis.resources import DATAPLANE
 from analysis.rundata import LOAD, UNDER_LOAD, Run
 from analysis.stats import cell_values
+from bench.scenario import MESH_MODES
 
 SMP_VERSION = "v0.6.1"  # the release whose protos this export follows
-MESH_MODES = ("sidecar", "ambient", "waypoint")
 MIB_TO_MB = 1.048576
 LATENCY = (("p50", "latency_p50"), ("p90", "latency_p90"), ("p99", "latency_p99"),
            ("average", "latency_mean"))

@@ -21,6 +21,7 @@ from bench.errors import ScenarioError
 
 Mode = Literal["baseline", "sidecar", "ambient", "waypoint"]
 MODES: tuple[Mode, ...] = ("baseline", "sidecar", "ambient", "waypoint")
+MESH_MODES: tuple[Mode, ...] = MODES[1:]  # the modes with a mesh (every mode but baseline)
 BACKENDS = ("local", "kind", "cluster")
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "workloads" / "scenarios"
 

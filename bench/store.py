@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import StorageError
+from bench.errors import StorageError, UserError
 
-SCHEMA_VERSION = 1
+# The manifest's format. A run written by an older meshbench is read through MIGRATIONS,
+# never refused (asv's Results with api_version and update_to_N is the model); a newer one
+# is refused in one line.
+SCHEMA_VERSION = 2
 COLUMNS = (
     "run_id", "mode", "level", "repetition", "source", "metric", "unit",
     "ts", "value", "entity", "labels",
@@ -96,6 +99,37 @@ def _storage_error(path: Path, e: OSError) -> StorageError:
                              "before is kept")
 
 
+def _update_to_2(manifest: dict[str, Any]) -> dict[str, Any]:
+    """v2 records whether the mesh was an emulation of Istio ("emulated": the local
+    backend's Envoys and control plane), which v1 left to be inferred from the backend's
+    name or its simplifications (a v1 run recorded those only when emulated)."""
+    return {**manifest, "schema_version": 2,
+            "emulated": bool(manifest.get("simplifications"))}
+
+
+MIGRATIONS = {2: _update_to_2}  # version -> the step from the one before it
+
+
+def migrate(manifest: dict[str, Any], where: Path | str = "") -> dict[str, Any]:
+    """`manifest` brought up to SCHEMA_VERSION (a manifest without a version is 1).
+    Raises UserError for a version newer than this meshbench reads."""
+    version = manifest.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+        raise UserError(f"{where}: manifest schema_version {version!r} is not one this "
+                        f"meshbench reads ({SCHEMA_VERSION})",
+                        hint="read it with the meshbench that wrote it, or upgrade")
+    while version < SCHEMA_VERSION:
+        version += 1
+        manifest = MIGRATIONS[version](manifest)
+    return manifest
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """A run directory's manifest.json, migrated to SCHEMA_VERSION: every reader of a run
+    goes through here."""
+    return migrate(json.loads((run_dir / "manifest.json").read_text()), run_dir)
+
+
 class RunStore:
     def __init__(self, run_dir: Path, manifest: dict[str, Any]) -> None:
         self.dir = run_dir
@@ -117,9 +151,7 @@ class RunStore:
 
     @classmethod
     def open(cls, run_dir: Path) -> RunStore:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        if manifest.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{run_dir}: schema version {manifest.get('schema_version')}")
+        manifest = read_manifest(run_dir)
         store = cls.__new__(cls)
         store.dir, store.manifest, store.run_id = run_dir, manifest, manifest["run_id"]
         store._samples = None

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import Cell, RunStore, Sample, load_table
+from bench.store import SCHEMA_VERSION, Cell, RunStore, Sample, load_table
 
 
 def _store(tmp_path: Path) -> RunStore:
@@ -55,7 +55,7 @@ def test_manifest_updates_are_atomic_and_persist(tmp_path: Path) -> None:
     st = _store(tmp_path)
     st.update(exit_status="ok", cells=[{"cell": "r1-baseline-200rps", "status": "ok"}])
     m = json.loads((st.dir / "manifest.json").read_text())
-    assert m["schema_version"] == 1 and m["exit_status"] == "ok"
+    assert m["schema_version"] == SCHEMA_VERSION and m["exit_status"] == "ok"
     assert not list(st.dir.glob(".tmp-*"))
 
 

@@ -161,7 +161,7 @@ class KubeBackend:
     def manifest_facts(self) -> dict[str, Any]:
         """The versions are found per deployment (`deployment_facts`); a real Istio has no
         simplifications."""
-        return {"envoy": "see deployment info", "simplifications": []}
+        return {"envoy": "see deployment info", "emulated": False, "simplifications": []}
 
     def deployment_facts(self, key: str, info: dict[str, Any],
                          manifest: dict[str, Any]) -> dict[str, Any]:

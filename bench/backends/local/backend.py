@@ -119,8 +119,8 @@ class LocalBackend:
     def manifest_facts(self) -> dict[str, Any]:
         """The Envoy release, the simplifications against Istio, and what of istiod the
         control plane models (analysis reads them, never the backend's name)."""
-        return {"envoy": envoy_version(), "simplifications": list(SIMPLIFICATIONS),
-                "istio_fidelity": istio_fidelity()}
+        return {"envoy": envoy_version(), "emulated": True,
+                "simplifications": list(SIMPLIFICATIONS), "istio_fidelity": istio_fidelity()}
 
     def deployment_facts(self, key: str, info: dict[str, Any],
                          manifest: dict[str, Any]) -> dict[str, Any]:
