@@ -22,13 +22,13 @@ from typing import Any
 from bench import scenario as scen
 from bench.errors import UserError
 from bench.run.runner import mode_orders, unit_done
-from bench.store import Cell, RunStore
+from bench.store import Cell, RunStore, read_manifest
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
+    """The run's manifest through the store (an older format migrated, a newer refused)."""
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return read_manifest(run_dir)
     except FileNotFoundError:
         raise UserError(f"--resume {run_dir}: no manifest.json there",
                         hint="pass a results/<run id> directory of an earlier run") from None
