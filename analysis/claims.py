@@ -61,6 +61,7 @@ from analysis.resources import DATAPLANE
 from analysis.rundata import LATENCY_SOURCES, UNDER_LOAD, Run
 from analysis.runset import RunSet, single
 from analysis.stats import MIN_EFFECT, SlopeFit, fit_slope, paired_deltas
+from bench.changes import L4_AUTHZ
 
 __all__ = ["SUPPORTED", "NOT_SUPPORTED", "EQUIVALENT", "INCONCLUSIVE", "NOT_MEASURED",
            "NOT_TESTABLE", "VERDICTS",
@@ -77,7 +78,7 @@ B_FANOUT = "(b) push fan-out"
 C_EXPOSURE = "(c) exposure"
 D_LATENCY = "(d) latency"
 # (b)'s primary endpoint: the mission's "one policy change is pushed to every sidecar"
-PRIMARY_CHANGE = "l4_authz"
+PRIMARY_CHANGE = L4_AUTHZ.name
 
 # the test each mode's claim against sidecar takes
 KIND = {"ambient": SUPERIORITY, "waypoint": NON_INFERIORITY}

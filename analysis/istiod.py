@@ -23,11 +23,12 @@ from typing import Any
 import pandas as pd
 
 from analysis.stats import fit_slope
+from bench.changes import EXPOSURE, ISTIOD_CHANGES
 from bench.store import load_table
 
 Row = dict[str, Any]
 # the initial connect and the changes (bench.istiod.changes.EXPERIMENTS)
-CHANGES = ("connect", "new_service", "l7_route", "l4_authz", "l4_authz_one")
+CHANGES = ("connect", *ISTIOD_CHANGES)
 
 
 def table(run_dir: Path) -> pd.DataFrame:
@@ -131,8 +132,8 @@ def per_size(df: pd.DataFrame) -> pd.DataFrame:
 def exposure(df: pd.DataFrame) -> pd.DataFrame:
     """Per mode, size and role: config held at the start; services and workloads named by
     the sample's config; policies named after the changes (when they were read)."""
-    ex = df[(df["experiment"] == "exposure") & (df.get("state") == "initial")]
-    after = df[(df["experiment"] == "exposure") & (df.get("state") == "after_changes")]
+    ex = df[(df["experiment"] == EXPOSURE) & (df.get("state") == "initial")]
+    after = df[(df["experiment"] == EXPOSURE) & (df.get("state") == "after_changes")]
     if ex.empty:
         return pd.DataFrame()
     rows = []
@@ -298,7 +299,8 @@ def claim_lines(sizes: pd.DataFrame, expo: pd.DataFrame, commit: str,
                 f"{exp_}, {r['sizes']} sizes")
     done = sizes[sizes["experiment"] != "connect"]
     for exp, g in done.groupby("experiment"):
-        other = "waypoint" if exp == "l7_route" else "ambient"
+        change = ISTIOD_CHANGES.get(str(exp))
+        other = "waypoint" if change is not None and change.l7 else "ambient"
         both = set(g[g["mode"] == "sidecar"]["pods"]) & set(g[g["mode"] == other]["pods"])
         if not both:
             continue

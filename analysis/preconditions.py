@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from analysis.rundata import Run
+from bench.changes import CHANGES
 from bench.errors import BenchError
 from bench.experiments import changed_mesh
 from bench.mesh import build
@@ -85,7 +86,8 @@ def fanout(setup: Setup | None, mode: str, experiment: str) -> str:
     """Bytes a change pushes, ambient or waypoint against sidecar."""
     if setup is None:
         return ""
-    if experiment == "l7_route" and mode == "ambient":
+    change = CHANGES.get(experiment)
+    if change is not None and change.l7 and mode == "ambient":
         return ("ambient without a waypoint holds no L7 route: the change has nothing to "
                 "reach there (the waypoint mode tests L7 routes)")
     return _scale(setup, "a change's fan-out over pods and over nodes")

@@ -93,6 +93,7 @@ import pandas as pd
 from analysis.resources import DATAPLANE
 from analysis.rundata import LOAD, UNDER_LOAD, Run
 from analysis.stats import cell_values
+from bench.changes import L4_AUTHZ, NEW_SERVICE
 from bench.scenario import MESH_MODES
 
 SMP_VERSION = "v0.6.1"  # the release whose protos this export follows
@@ -359,8 +360,9 @@ def mesh_config(run: Run, mode: str, dataplane: dict[tuple[str, int], dict[str, 
 
 
 # SMP's latency fields and the experiment whose change they describe (sidecar mode)
-PUSH_LATENCY = (("lds_latency_ms", "l4_authz", "a listener change (AuthorizationPolicy)"),
-                ("cds_latency_ms", "new_service", "a cluster change (new service)"))
+PUSH_LATENCY = tuple((f"{c.xds}_latency_ms", c.name, what) for c, what in (
+    (L4_AUTHZ, "a listener change (AuthorizationPolicy)"),
+    (NEW_SERVICE, "a cluster change (new service)")))
 
 
 @dataclass

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.backends.base import Abilities, ServesXds
+from bench.changes import CHANGES, EXPOSURE, L4_AUTHZ, L7_ROUTE, NEW_SERVICE
 from bench.controlplane.resources import (
     ADDRESS_TYPE,
     AUTHORIZATION_TYPE,
@@ -39,12 +40,7 @@ from bench.outcomes import PushOutcome
 from bench.probes.pushwire import KernelPush, PushWireProbe
 from bench.store import Cell, Sample
 
-EXPERIMENTS = {
-    "new_service": "a new Service appears in the namespace (selecting existing pods)",
-    "l7_route": "an L7 route of one service changes (its timeout), as a VirtualService would",
-    "l4_authz": "an L4 AuthorizationPolicy appears in the namespace, denying one identity "
-                "access to the first service's workloads",
-}
+EXPERIMENTS = {c.name: c.description for c in CHANGES.values()}
 INTRUDER = "spiffe://cluster.local/ns/intruder/sa/default"  # an identity no workload has
 SHORT = {CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", LISTENER_TYPE: "lds", ROUTE_TYPE: "rds",
          ADDRESS_TYPE: "wds_address", AUTHORIZATION_TYPE: "wds_authorization"}
@@ -56,18 +52,18 @@ APPLIED = (r"^(cluster_manager\.cds|listener_manager\.lds)\.update_(success|reje
 
 def changed_mesh(mesh: Mesh, experiment: str) -> Mesh:
     """The mesh after the change named `experiment`."""
-    if experiment == "new_service":
+    if experiment == NEW_SERVICE.name:
         base = mesh.services[0]
         n = len(mesh.services)
         new = Service(f"svc-{n}", base.namespace, str(VIP_NET.network_address + 10 + n),
                       base.endpoints, waypoint=base.waypoint)
         return dataclasses.replace(mesh, services=(*mesh.services, new))
-    if experiment == "l4_authz":
+    if experiment == L4_AUTHZ.name:
         first = mesh.services[0]
         policy = AuthorizationPolicy(f"deny-intruder-{len(mesh.policies)}", first.namespace,
                                      first.name, (INTRUDER,), action="DENY")
         return dataclasses.replace(mesh, policies=(*mesh.policies, policy))
-    if experiment == "l7_route":
+    if experiment == L7_ROUTE.name:
         first = mesh.services[0]
         changed = dataclasses.replace(first, route_timeout_s=first.route_timeout_s / 2)
         return dataclasses.replace(mesh, services=(changed, *mesh.services[1:]))
@@ -80,9 +76,9 @@ def change_keys(mesh: Mesh, experiment: str) -> list[dict[str, str]]:
     from bench.controlplane.pushrules import change_keys as keys
 
     after = changed_mesh(mesh, experiment)
-    if experiment == "new_service":
+    if experiment == NEW_SERVICE.name:
         svc, policy = after.services[-1], ""
-    elif experiment == "l4_authz":
+    elif experiment == L4_AUTHZ.name:
         pol = after.policies[-1]
         svc, policy = next(s for s in mesh.services if s.name == pol.selector), pol.name
     else:
@@ -364,7 +360,7 @@ def exposure_samples(mesh: Mesh, configs: dict[str, Any], cell: Cell,
                         if role != "ztunnel" or t in WDS_TYPES)
             if role == "ztunnel":
                 datapath = (envoy.size, sum(len(r.names) for r in envoy.by_type.values()))
-        labels = {"view": "exposure", "role": role, "state": state}
+        labels = {"view": EXPOSURE, "role": role, "state": state}
         rows += [Sample.for_cell(cell, source="xds", metric=m, unit=u, value=float(v),
                                  entity=name, labels=labels)
                  for m, u, v in (("services_known", "count", known),

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from bench.changes import L4_AUTHZ, L7_ROUTE, NEW_SERVICE
 from bench.controlplane.resources import (
     ADDRESS_TYPE,
     AUTHORIZATION_TYPE,
@@ -225,12 +226,12 @@ def change_keys(experiment: str, mode: str, namespace: str, hostname: str,
     ambient modes the ambient index adds the addresses the change alters (kind Address):
     the new Service (and the workloads it selects), the workloads the policy selects."""
     ambient = mode in ("ambient", "waypoint")
-    if experiment == "new_service":
+    if experiment == NEW_SERVICE.name:
         keys = [ConfigKey("ServiceEntry", namespace, hostname)]
         return keys + ([ConfigKey("Address", namespace, hostname)] if ambient else [])
-    if experiment == "l7_route":
+    if experiment == L7_ROUTE.name:
         return [ConfigKey("VirtualService", namespace, hostname)]
-    if experiment == "l4_authz":
+    if experiment == L4_AUTHZ.name:
         keys = [ConfigKey("AuthorizationPolicy", namespace, policy)]
         return keys + ([ConfigKey("Address", namespace, hostname)] if ambient else [])
     raise ValueError(f"unknown experiment {experiment!r}")

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.changes import ISTIOD_CHANGES, L4_AUTHZ, L4_AUTHZ_ONE, L7_ROUTE, NEW_SERVICE
 from bench.errors import UserError
 from bench.istiod import cluster
 from bench.istiod.cluster import PodRef, Shape
 
-EXPERIMENTS = ("new_service", "l7_route", "l4_authz", "l4_authz_one")
+EXPERIMENTS = tuple(ISTIOD_CHANGES)
 INTRUDER = "cluster.local/ns/intruder/sa/default"  # as bench/backends/kube/push.py
 Obj = dict[str, Any]
 
@@ -38,7 +39,7 @@ def objects(experiment: str, shape: Shape, refs: list[PodRef]) -> list[Obj]:
     apps = [r for r in refs if r.service != cluster.WAYPOINT]
     first = apps[0]
     ns0 = first.namespace
-    if experiment == "new_service":
+    if experiment == NEW_SERVICE.name:
         members = [r for r in apps if r.service == first.service]
         return [{"apiVersion": "v1", "kind": "Service",
                  "metadata": {"name": "svc-new", "namespace": ns0, "labels": shape.labels()},
@@ -46,7 +47,7 @@ def objects(experiment: str, shape: Shape, refs: list[PodRef]) -> list[Obj]:
                           "ports": [{"name": "http", "port": cluster.SVC_PORT,
                                      "targetPort": cluster.APP_PORT}]}},
                 cluster.endpoint_slice(shape, "svc-new", ns0, members)]
-    if experiment == "l7_route":
+    if experiment == L7_ROUTE.name:
         host = f"{first.service}.{ns0}.svc.cluster.local"
         return [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                  "metadata": {"name": f"{first.service}-timeout", "namespace": ns0,
@@ -54,9 +55,9 @@ def objects(experiment: str, shape: Shape, refs: list[PodRef]) -> list[Obj]:
                  "spec": {"hosts": [host],
                           "http": [{"timeout": "7.5s",
                                     "route": [{"destination": {"host": host}}]}]}}]
-    if experiment == "l4_authz":
+    if experiment == L4_AUTHZ.name:
         return [_deny("deny-intruder", ns0, {"app": first.service}, shape)]
-    if experiment == "l4_authz_one":
+    if experiment == L4_AUTHZ_ONE.name:
         last = apps[-1]
         target = next(r for r in apps if r.namespace == last.namespace)
         return [_deny("deny-intruder-one", target.namespace,
@@ -72,15 +73,16 @@ def change_keys(experiment: str, mode: str, refs: list[PodRef]) -> list[Any]:
     apps = [r for r in refs if r.service != cluster.WAYPOINT]
     first = apps[0]
     host = f"{first.service}.{first.namespace}.svc.cluster.local"
-    if experiment == "new_service":
-        return pushrules.change_keys("new_service", mode, first.namespace,
+    if experiment == NEW_SERVICE.name:
+        return pushrules.change_keys(NEW_SERVICE.name, mode, first.namespace,
                                      f"svc-new.{first.namespace}.svc.cluster.local")
-    if experiment == "l7_route":
-        return pushrules.change_keys("l7_route", mode, first.namespace, host)
-    if experiment == "l4_authz":
-        return pushrules.change_keys("l4_authz", mode, first.namespace, host, "deny-intruder")
+    if experiment == L7_ROUTE.name:
+        return pushrules.change_keys(L7_ROUTE.name, mode, first.namespace, host)
+    if experiment == L4_AUTHZ.name:
+        return pushrules.change_keys(L4_AUTHZ.name, mode, first.namespace, host,
+                                     "deny-intruder")
     last = next(r for r in apps if r.namespace == apps[-1].namespace)
-    return pushrules.change_keys("l4_authz", mode, last.namespace,
+    return pushrules.change_keys(L4_AUTHZ.name, mode, last.namespace,
                                  f"{last.service}.{last.namespace}.svc.cluster.local",
                                  "deny-intruder-one")
 
@@ -100,14 +102,14 @@ def main_keys(experiment: str, mode: str, refs: list[PodRef]) -> list[Any]:
         return [ConfigKey("Address", "", f"Kubernetes//Pod/{r.namespace}/{r.name}")
                 for r in selected] if ambient else []
     members = [r for r in apps if r.service == first.service]
-    if experiment == "new_service":
+    if experiment == NEW_SERVICE.name:
         host = f"svc-new.{ns0}.svc.cluster.local"
         return [ConfigKey("ServiceEntry", ns0, host),
                 *([ConfigKey("Address", "", f"{ns0}/{host}")] if ambient else []),
                 *pods_of(members)]
-    if experiment == "l7_route":
+    if experiment == L7_ROUTE.name:
         return [ConfigKey("VirtualService", ns0, f"{first.service}.{ns0}.svc.cluster.local")]
-    if experiment == "l4_authz":
+    if experiment == L4_AUTHZ.name:
         return [ConfigKey("AuthorizationPolicy", ns0, "deny-intruder"), *pods_of(members)]
     last_ns = apps[-1].namespace
     target = next(r for r in apps if r.namespace == last_ns)

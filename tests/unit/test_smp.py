@@ -255,7 +255,8 @@ def test_kube_backends_report_the_istio_they_found(tmp_path: Path) -> None:
              "r1-ambient": {"istio": {"version": "1.27.3", "profile": "ambient",
                                       "image": "docker.io/istio/pilot:1.27.3-distroless"}}}
     run_dir = fx.make_series_run(tmp_path, modes=("baseline", "sidecar", "ambient"),
-                                 manifest_updates={"backend": "kind", "emulated": False, "simplifications": [],
+                                 manifest_updates={"backend": "kind", "emulated": False,
+                                                   "simplifications": [],
                                                    "versions": {"istio": "1.27.3"},
                                                    "deployment_info": found})
     doc = smp_document(load_run(run_dir))

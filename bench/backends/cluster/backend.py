@@ -39,6 +39,7 @@ from bench.backends.kube.orchestrator import (
     kube_mesh,
 )
 from bench.backends.kube.steps import Check, Step, WaitFor
+from bench.changes import L7_ROUTE
 from bench.errors import PrerequisiteError
 from bench.scenario import Scenario
 
@@ -151,7 +152,7 @@ class ClusterBackend(KubeBackend):
             if gc is None:
                 raise PrerequisiteError("mode waypoint: no GatewayClass istio-waypoint (Gateway "
                                         "API CRDs missing, or installed after istiod)", hint=fix)
-        if "l7_route" in self.scenario.experiments and self.kube.get(
+        if L7_ROUTE.name in self.scenario.experiments and self.kube.get(
                 "apiextensions.k8s.io/v1", "CustomResourceDefinition",
                 "httproutes.gateway.networking.k8s.io") is None:
             raise PrerequisiteError(f"mode {self._mode}: experiment l7_route needs the Gateway "

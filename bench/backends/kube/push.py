@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bench.backends.kube import manifests
-from bench.errors import UserError
+from bench.changes import L4_AUTHZ, L7_ROUTE, NEW_SERVICE, get
 from bench.mesh import Mesh
 from bench.outcomes import PushOutcome
 from bench.probes.pushwire import KernelPush
@@ -44,26 +44,26 @@ def experiment_objects(mesh: Mesh, experiment: str, namespace: str,
     """The Istio or Kubernetes objects that make the change."""
     first = mesh.services[0]
     md = {"namespace": namespace, "labels": dict(labels)}
-    if experiment == "new_service":
+    if experiment == NEW_SERVICE.name:
         return [{"apiVersion": "v1", "kind": "Service",
                  "metadata": {"name": "svc-new", **md},
                  "spec": {"selector": {"app": first.name},
                           "ports": [{"name": "http", "port": first.port,
                                      "targetPort": first.target_port}]}}]
-    if experiment == "l7_route":
+    if experiment == L7_ROUTE.name:
         return [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
                  "metadata": {"name": f"{first.name}-timeout", **md},
                  "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": first.name,
                                           "port": first.port}],
                           "rules": [{"backendRefs": [{"name": first.name, "port": first.port}],
                                      "timeouts": {"request": "7500ms"}}]}}]
-    if experiment == "l4_authz":
+    if experiment == L4_AUTHZ.name:
         return [{"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                  "metadata": {"name": "deny-intruder", **md},
                  "spec": {"selector": {"matchLabels": {"app": first.name}}, "action": "DENY",
                           "rules": [{"from": [{"source": {"principals": [INTRUDER]}}]}]}}]
-    raise UserError(f"unknown experiment '{experiment}'",
-                    hint="experiments are: new_service, l7_route, l4_authz")
+    get(experiment)  # raises, naming the known ones
+    raise AssertionError(f"experiment {experiment!r} has no objects on the kube backends")
 
 
 # Short names of the xDS types (pkg/model/xds.go), as in the SyncStatus field names.
