@@ -18,12 +18,13 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from bench.errors import ScenarioError
+from bench.paths import workloads
 
 Mode = Literal["baseline", "sidecar", "ambient", "waypoint"]
 MODES: tuple[Mode, ...] = ("baseline", "sidecar", "ambient", "waypoint")
 MESH_MODES: tuple[Mode, ...] = MODES[1:]  # the modes with a mesh (every mode but baseline)
 BACKENDS = ("local", "kind", "cluster")
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "workloads" / "scenarios"
+SCENARIO_DIR = workloads() / "scenarios"
 
 
 @dataclass(frozen=True)

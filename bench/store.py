@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import StorageError, UserError
+from bench.paths import results_root
 
 # The manifest's format. A run written by an older meshbench is read through MIGRATIONS,
 # never refused (asv's Results with api_version and update_to_N is the model); a newer one
@@ -32,7 +33,7 @@ COLUMNS = (
     "run_id", "mode", "level", "repetition", "source", "metric", "unit",
     "ts", "value", "entity", "labels",
 )
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "results"
+DEFAULT_ROOT = results_root()
 
 
 @dataclass(frozen=True, order=True)

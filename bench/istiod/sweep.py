@@ -40,6 +40,7 @@ from bench.errors import BenchError, ProvisionError, UserError
 from bench.istiod import build, changes, cluster, proxies
 from bench.istiod.cluster import PodRef, Shape
 from bench.istiod.controlplane import ControlPlane
+from bench.paths import workloads
 from bench.store import RunStore, Sample
 
 VIEW = "real-istiod"
@@ -661,7 +662,7 @@ def run_sweep(spec: SweepSpec, store: RunStore, say: Callable[[str], None]) -> i
     return code
 
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "workloads" / "istiod"
+SPEC_DIR = workloads() / "istiod"
 MODES = ("sidecar", "ambient", "waypoint")
 
 

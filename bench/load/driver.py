@@ -33,8 +33,9 @@ import psutil
 
 from bench.errors import CellFailed
 from bench.load.hdr import hdr_files, read_intervals
+from bench.paths import workloads
 
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "workloads" / "locustfiles" / "mesh_http.py"
+LOCUSTFILE = workloads() / "locustfiles" / "mesh_http.py"
 SAMPLE_PERIOD_S = 1.0
 STOP_GRACE_S = 5.0
 

@@ -20,14 +20,23 @@ import yaml
 
 from bench.backends.kube import versions
 from bench.mesh import APP_PORT, Mesh
+from bench.paths import SOURCE_ROOT
+from bench.paths import workloads as workloads_dir
 from bench.scenario import Scenario
 
-REPO = Path(__file__).resolve().parents[3]
-MANIFEST_DIR = REPO / "workloads" / "k8s"
+MANIFEST_DIR = workloads_dir() / "k8s"
 APP_SOURCE = "bench/apps/http_server.py"
 LOCUST_SOURCES = ("workloads/locustfiles/mesh_http.py", "workloads/locustfiles/hdr_recorder.py",
                   "workloads/locustfiles/arrivals.py")
 SOURCES_ANNOTATION = "meshbench.io/sources"  # ConfigMap keys that are copies of repo files
+
+
+def _source(name: str) -> Path:
+    """A file the pods run, by its path in the checkout ("workloads/..." or "bench/..."),
+    found where this meshbench keeps it (bench.paths)."""
+    if name.startswith("workloads/"):
+        return workloads_dir() / name.removeprefix("workloads/")
+    return SOURCE_ROOT / name
 WAYPOINT = "waypoint"
 WAYPOINT_POD_LABEL = "gateway.networking.k8s.io/gateway-name"
 
@@ -112,7 +121,7 @@ def _config_map(name: str, namespace: str, labels: Mapping[str, str],
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
                      "annotations": {SOURCES_ANNOTATION: ",".join(sources)}},
-        "data": {Path(s).name: (REPO / s).read_text() for s in sources},
+        "data": {Path(s).name: _source(s).read_text() for s in sources},
     }
 
 
